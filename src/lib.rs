@@ -1,0 +1,1 @@
+//! End-to-end suite for TwinPeaks and D2TLS; the tests live in tests/.
