@@ -1,0 +1,113 @@
+//! One error enum per layer; each names what was wrong and where.
+
+use thiserror::Error;
+
+/// A message or frame of the agent<->device channel that does not decode.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum WireError {
+    /// The bytes end inside a field.
+    #[error("truncated {field} at byte {offset}")]
+    Truncated {
+        /// Field being read.
+        field: &'static str,
+        /// Offset where it started.
+        offset: usize,
+    },
+    /// A version this build does not speak.
+    #[error("unsupported {what} version {version} (this build speaks 1)")]
+    Version {
+        /// Frame or message.
+        what: &'static str,
+        /// Version byte received.
+        version: u8,
+    },
+    /// An unknown frame or message type.
+    #[error("unknown {what} type {kind:#04x}")]
+    UnknownType {
+        /// Frame or message.
+        what: &'static str,
+        /// Type byte received.
+        kind: u8,
+    },
+    /// A field outside its allowed range.
+    #[error("bad {field} at byte {offset}: {reason}")]
+    Field {
+        /// Field name.
+        field: &'static str,
+        /// Offset where it started.
+        offset: usize,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// Bytes after the last field.
+    #[error("{count} trailing bytes after the {what}")]
+    Trailing {
+        /// Frame or message.
+        what: &'static str,
+        /// Number of extra bytes.
+        count: usize,
+    },
+}
+
+/// Failure of the channel layer (AEAD records, replay window, hello).
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ChannelError {
+    /// Frame or message does not decode.
+    #[error("channel frame: {0}")]
+    Wire(#[from] WireError),
+    /// AEAD tag check failed: tampered record or wrong pairing key.
+    #[error("channel record {seq} failed authentication (tampered, or a different pairing key)")]
+    Authentication {
+        /// Sequence number claimed by the record.
+        seq: u64,
+    },
+    /// A record out of order: a replay, a drop or a reordering.
+    #[error("channel record has sequence {got}, expected {expected} (replayed or reordered)")]
+    Sequence {
+        /// Next sequence number expected.
+        expected: u64,
+        /// Sequence number received.
+        got: u64,
+    },
+    /// Sequence space exhausted; a new channel must be opened.
+    #[error("channel sequence numbers exhausted")]
+    Exhausted,
+    /// A frame that is not allowed in this state.
+    #[error("unexpected {0} frame")]
+    Unexpected(&'static str),
+    /// The pairing key is not usable.
+    #[error("pairing key: {0}")]
+    Key(&'static str),
+}
+
+/// A session context that cannot be used.
+#[derive(Debug, Error)]
+pub enum ContextError {
+    /// The handshake produced no session.
+    #[error("no session after the handshake")]
+    NoSession,
+    /// Not DTLS 1.2 or TLS 1.2.
+    #[error("session context: protocol version {0:#06x} is not DTLS 1.2 or TLS 1.2")]
+    Version(u16),
+    /// A suite D2TLS does not delegate.
+    #[error("session context: cipher suite {0:#06x} is not delegated")]
+    Suite(u16),
+    /// Session ID empty or longer than 32 bytes.
+    #[error("session context: session ID of {0} bytes (1..=32 allowed)")]
+    SessionIdLength(usize),
+    /// Master secret not 48 bytes.
+    #[error("session context: master secret of {0} bytes (48 required)")]
+    MasterSecretLength(usize),
+    /// Master secret all zero.
+    #[error("session context: master secret is all zero")]
+    MasterSecretZero,
+    /// The handshake did not use the extended master secret.
+    #[error("session context: no extended master secret (RFC 7627); refusing to resume")]
+    NoExtendedMasterSecret,
+    /// Zero lifetime.
+    #[error("session context: lifetime of 0 s")]
+    Lifetime,
+    /// OpenSSL refused the session DER.
+    #[error("session context: OpenSSL refused the session: {0}")]
+    Import(openssl::error::ErrorStack),
+}

@@ -1,0 +1,537 @@
+//! Messages of the agent<->device channel (the plaintext inside an AEAD record).
+//!
+//! Every message starts with `version (1) ‖ type`; integers are big-endian; `lp8(x)` is a
+//! one-byte length then x, `lp16(x)` a two-byte length then x. docs/d2tls.md lists every byte.
+
+use zeroize::Zeroizing;
+
+use crate::error::WireError;
+use crate::session::{MASTER_SECRET_LEN, SessionContext};
+
+/// Message format version.
+pub const MESSAGE_VERSION: u8 = 1;
+/// `ecdsa_secp256r1_sha256` (TLS SignatureScheme), the only scheme the device signs.
+pub const SIG_ECDSA_P256_SHA256: u16 = 0x0403;
+
+const T_READY: u8 = 0x10;
+const T_DELEGATION: u8 = 0x11;
+const T_SIGN: u8 = 0x12;
+const T_SIGNATURE: u8 = 0x13;
+const T_CONTEXT: u8 = 0x14;
+const T_ERROR: u8 = 0x1F;
+
+/// Transport the device wants the session for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// DTLS 1.2 over UDP.
+    Dtls,
+    /// TLS 1.2 over TCP.
+    Tls,
+}
+
+impl Transport {
+    fn code(self) -> u8 {
+        match self {
+            Transport::Dtls => 1,
+            Transport::Tls => 2,
+        }
+    }
+
+    /// Parses `dtls` / `tls`.
+    pub fn parse(s: &str) -> Option<Transport> {
+        match s.to_ascii_lowercase().as_str() {
+            "dtls" | "dtls1.2" => Some(Transport::Dtls),
+            "tls" | "tls1.2" => Some(Transport::Tls),
+            _ => None,
+        }
+    }
+}
+
+/// Error codes carried by [`Message::Error`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum ErrorCode {
+    /// A message that does not decode or is not allowed now.
+    BadMessage = 1,
+    /// A sign request for a delegation the device did not ask for (or already signed).
+    UnexpectedSignRequest = 2,
+    /// The agent's handshake with the server failed.
+    HandshakeFailed = 3,
+    /// The request is refused by the agent's policy.
+    NotAllowed = 4,
+    /// A peer did not answer in time.
+    Timeout = 5,
+    /// The device refused to sign.
+    SignatureRefused = 6,
+    /// Anything else.
+    Other = 0xFFFF,
+}
+
+impl ErrorCode {
+    fn from_u16(v: u16) -> ErrorCode {
+        match v {
+            1 => ErrorCode::BadMessage,
+            2 => ErrorCode::UnexpectedSignRequest,
+            3 => ErrorCode::HandshakeFailed,
+            4 => ErrorCode::NotAllowed,
+            5 => ErrorCode::Timeout,
+            6 => ErrorCode::SignatureRefused,
+            _ => ErrorCode::Other,
+        }
+    }
+}
+
+/// A delegation request: "run a handshake with this server for me, as me".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DelegationRequest {
+    /// Chosen at random by the device; every later message about it carries it.
+    pub delegation_id: u64,
+    /// DTLS or TLS.
+    pub transport: Transport,
+    /// Wanted suite (IANA), or 0 to let the agent offer every delegated suite.
+    pub suite: u16,
+    /// `host:port` of the server.
+    pub server: String,
+    /// Name to verify the server certificate against (and SNI); empty = host of `server`.
+    pub server_name: String,
+    /// The device's certificate chain, leaf first, DER.
+    pub cert_chain: Vec<Vec<u8>>,
+}
+
+/// A channel message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// Agent → device, first record: the channel keys are confirmed.
+    Ready,
+    /// Device → agent.
+    Delegation(DelegationRequest),
+    /// Agent → device: sign this digest for the CertificateVerify of this delegation.
+    SignRequest {
+        /// The delegation it belongs to.
+        delegation_id: u64,
+        /// TLS SignatureScheme.
+        scheme: u16,
+        /// SHA-256 of the handshake transcript.
+        digest: Vec<u8>,
+    },
+    /// Device → agent: DER ECDSA signature.
+    Signature {
+        /// The delegation it belongs to.
+        delegation_id: u64,
+        /// DER-encoded ECDSA signature.
+        signature: Vec<u8>,
+    },
+    /// Agent → device: what the device needs to resume.
+    Context {
+        /// The delegation it belongs to.
+        delegation_id: u64,
+        /// The context.
+        context: SessionContext,
+    },
+    /// Either way: the delegation (or the channel, id 0) failed.
+    Error {
+        /// The delegation it belongs to (0: the channel).
+        delegation_id: u64,
+        /// Code.
+        code: ErrorCode,
+        /// Human-readable reason, never secret.
+        reason: String,
+    },
+}
+
+impl Message {
+    /// Short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Ready => "ready",
+            Message::Delegation(_) => "delegation-request",
+            Message::SignRequest { .. } => "sign-request",
+            Message::Signature { .. } => "signature",
+            Message::Context { .. } => "session-context",
+            Message::Error { .. } => "error",
+        }
+    }
+
+    /// Encodes into a buffer that is wiped when dropped (it may hold a master secret).
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
+        let mut b = Zeroizing::new(Vec::with_capacity(256));
+        b.push(MESSAGE_VERSION);
+        match self {
+            Message::Ready => b.push(T_READY),
+            Message::Delegation(r) => {
+                b.push(T_DELEGATION);
+                b.extend_from_slice(&r.delegation_id.to_be_bytes());
+                b.push(r.transport.code());
+                b.extend_from_slice(&r.suite.to_be_bytes());
+                lp8(&mut b, r.server.as_bytes());
+                lp8(&mut b, r.server_name.as_bytes());
+                b.push(r.cert_chain.len().min(255) as u8);
+                for cert in r.cert_chain.iter().take(255) {
+                    lp16(&mut b, cert);
+                }
+            }
+            Message::SignRequest {
+                delegation_id,
+                scheme,
+                digest,
+            } => {
+                b.push(T_SIGN);
+                b.extend_from_slice(&delegation_id.to_be_bytes());
+                b.extend_from_slice(&scheme.to_be_bytes());
+                lp8(&mut b, digest);
+            }
+            Message::Signature {
+                delegation_id,
+                signature,
+            } => {
+                b.push(T_SIGNATURE);
+                b.extend_from_slice(&delegation_id.to_be_bytes());
+                lp8(&mut b, signature);
+            }
+            Message::Context {
+                delegation_id,
+                context,
+            } => {
+                b.push(T_CONTEXT);
+                b.extend_from_slice(&delegation_id.to_be_bytes());
+                b.extend_from_slice(&context.version.to_be_bytes());
+                b.extend_from_slice(&context.suite.to_be_bytes());
+                lp8(&mut b, &context.session_id);
+                b.extend_from_slice(&context.master_secret);
+                b.push(u8::from(context.extended_master_secret));
+                b.extend_from_slice(&context.lifetime_secs.to_be_bytes());
+            }
+            Message::Error {
+                delegation_id,
+                code,
+                reason,
+            } => {
+                b.push(T_ERROR);
+                b.extend_from_slice(&delegation_id.to_be_bytes());
+                b.extend_from_slice(&(*code as u16).to_be_bytes());
+                let mut end = reason.len().min(255);
+                while !reason.is_char_boundary(end) {
+                    end -= 1;
+                }
+                lp8(&mut b, &reason.as_bytes()[..end]);
+            }
+        }
+        b
+    }
+
+    /// Decodes one message; every field is checked.
+    pub fn decode(bytes: &[u8]) -> Result<Message, WireError> {
+        let mut r = Reader { bytes, pos: 0 };
+        let version = r.u8("message version")?;
+        if version != MESSAGE_VERSION {
+            return Err(WireError::Version {
+                what: "message",
+                version,
+            });
+        }
+        let kind = r.u8("message type")?;
+        let msg = match kind {
+            T_READY => Message::Ready,
+            T_DELEGATION => {
+                let delegation_id = r.u64("delegation id")?;
+                let at = r.pos;
+                let transport = match r.u8("transport")? {
+                    1 => Transport::Dtls,
+                    2 => Transport::Tls,
+                    _ => return Err(r.bad("transport", at, "not 1 (DTLS) or 2 (TLS)")),
+                };
+                let suite = r.u16("suite")?;
+                let server = r.text("server")?;
+                if server.is_empty() {
+                    return Err(r.bad("server", at, "empty"));
+                }
+                let server_name = r.text("server name")?;
+                let count = r.u8("certificate count")?;
+                if count == 0 {
+                    return Err(r.bad("certificate count", r.pos - 1, "no certificate"));
+                }
+                let mut cert_chain = Vec::with_capacity(usize::from(count));
+                for _ in 0..count {
+                    let cert = r.lp16("certificate")?;
+                    cert_chain.push(cert.to_vec());
+                }
+                Message::Delegation(DelegationRequest {
+                    delegation_id,
+                    transport,
+                    suite,
+                    server,
+                    server_name,
+                    cert_chain,
+                })
+            }
+            T_SIGN => {
+                let delegation_id = r.u64("delegation id")?;
+                let scheme = r.u16("signature scheme")?;
+                let digest = r.lp8("digest")?.to_vec();
+                Message::SignRequest {
+                    delegation_id,
+                    scheme,
+                    digest,
+                }
+            }
+            T_SIGNATURE => {
+                let delegation_id = r.u64("delegation id")?;
+                let signature = r.lp8("signature")?.to_vec();
+                Message::Signature {
+                    delegation_id,
+                    signature,
+                }
+            }
+            T_CONTEXT => {
+                let delegation_id = r.u64("delegation id")?;
+                let version = r.u16("protocol version")?;
+                let suite = r.u16("suite")?;
+                let session_id = r.lp8("session id")?.to_vec();
+                let ms = r.take("master secret", MASTER_SECRET_LEN)?;
+                let mut master_secret = [0u8; MASTER_SECRET_LEN];
+                master_secret.copy_from_slice(ms);
+                let at = r.pos;
+                let extended_master_secret = match r.u8("ems flag")? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(r.bad("ems flag", at, "not 0 or 1")),
+                };
+                let lifetime_secs = r.u32("lifetime")?;
+                Message::Context {
+                    delegation_id,
+                    context: SessionContext {
+                        version,
+                        suite,
+                        session_id,
+                        master_secret,
+                        extended_master_secret,
+                        lifetime_secs,
+                    },
+                }
+            }
+            T_ERROR => {
+                let delegation_id = r.u64("delegation id")?;
+                let code = ErrorCode::from_u16(r.u16("error code")?);
+                let reason = r.text("reason")?;
+                Message::Error {
+                    delegation_id,
+                    code,
+                    reason,
+                }
+            }
+            kind => {
+                return Err(WireError::UnknownType {
+                    what: "message",
+                    kind,
+                });
+            }
+        };
+        if r.pos != bytes.len() {
+            return Err(WireError::Trailing {
+                what: "message",
+                count: bytes.len() - r.pos,
+            });
+        }
+        Ok(msg)
+    }
+}
+
+fn lp8(b: &mut Vec<u8>, v: &[u8]) {
+    let v = &v[..v.len().min(255)];
+    b.push(v.len() as u8);
+    b.extend_from_slice(v);
+}
+
+fn lp16(b: &mut Vec<u8>, v: &[u8]) {
+    let v = &v[..v.len().min(65535)];
+    b.extend_from_slice(&(v.len() as u16).to_be_bytes());
+    b.extend_from_slice(v);
+}
+
+/// Bounds-checked reader naming the field that failed.
+pub(crate) struct Reader<'a> {
+    pub(crate) bytes: &'a [u8],
+    pub(crate) pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn take(&mut self, field: &'static str, n: usize) -> Result<&'a [u8], WireError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.bytes.len())
+            .ok_or(WireError::Truncated {
+                field,
+                offset: self.pos,
+            })?;
+        let out = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+    pub(crate) fn u8(&mut self, field: &'static str) -> Result<u8, WireError> {
+        Ok(self.take(field, 1)?[0])
+    }
+    fn u16(&mut self, field: &'static str) -> Result<u16, WireError> {
+        let b = self.take(field, 2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self, field: &'static str) -> Result<u32, WireError> {
+        let b = self.take(field, 4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    pub(crate) fn u64(&mut self, field: &'static str) -> Result<u64, WireError> {
+        let b = self.take(field, 8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_be_bytes(a))
+    }
+    pub(crate) fn lp8(&mut self, field: &'static str) -> Result<&'a [u8], WireError> {
+        let n = self.u8(field)?;
+        self.take(field, usize::from(n))
+    }
+    fn lp16(&mut self, field: &'static str) -> Result<&'a [u8], WireError> {
+        let n = self.u16(field)?;
+        self.take(field, usize::from(n))
+    }
+    fn text(&mut self, field: &'static str) -> Result<String, WireError> {
+        let at = self.pos;
+        let b = self.lp8(field)?;
+        let s = std::str::from_utf8(b).map_err(|_| self.bad(field, at, "not UTF-8"))?;
+        if s.chars().any(char::is_control) {
+            return Err(self.bad(field, at, "control character"));
+        }
+        Ok(s.to_owned())
+    }
+    pub(crate) fn bad(&self, field: &'static str, offset: usize, reason: &'static str) -> WireError {
+        WireError::Field {
+            field,
+            offset,
+            reason,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::DTLS1_2;
+
+    fn all() -> Vec<Message> {
+        vec![
+            Message::Ready,
+            Message::Delegation(DelegationRequest {
+                delegation_id: 0x0102030405060708,
+                transport: Transport::Dtls,
+                suite: 0xC0AE,
+                server: "127.0.0.1:4433".into(),
+                server_name: "localhost".into(),
+                cert_chain: vec![vec![0x30, 0x82, 1, 2], vec![9; 300]],
+            }),
+            Message::SignRequest {
+                delegation_id: 7,
+                scheme: SIG_ECDSA_P256_SHA256,
+                digest: vec![0xAB; 32],
+            },
+            Message::Signature {
+                delegation_id: 7,
+                signature: vec![0x30; 70],
+            },
+            Message::Context {
+                delegation_id: 7,
+                context: SessionContext {
+                    version: DTLS1_2,
+                    suite: 0xC02B,
+                    session_id: vec![5; 32],
+                    master_secret: [3; 48],
+                    extended_master_secret: true,
+                    lifetime_secs: 300,
+                },
+            },
+            Message::Error {
+                delegation_id: 0,
+                code: ErrorCode::UnexpectedSignRequest,
+                reason: "no such delegation".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        for m in all() {
+            assert_eq!(Message::decode(&m.encode()).unwrap(), m, "{}", m.name());
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_not_a_panic() {
+        for m in all() {
+            let bytes = m.encode();
+            for cut in 0..bytes.len() {
+                assert!(Message::decode(&bytes[..cut]).is_err(), "{} cut {cut}", m.name());
+            }
+            let mut longer = bytes.to_vec();
+            longer.push(0);
+            assert!(matches!(
+                Message::decode(&longer),
+                Err(WireError::Trailing { count: 1, .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn byte_exact_sign_request() {
+        let m = Message::SignRequest {
+            delegation_id: 1,
+            scheme: SIG_ECDSA_P256_SHA256,
+            digest: vec![0xEE; 2],
+        };
+        assert_eq!(
+            &m.encode()[..],
+            &[1, 0x12, 0, 0, 0, 0, 0, 0, 0, 1, 0x04, 0x03, 2, 0xEE, 0xEE]
+        );
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        assert_eq!(
+            Message::decode(&[2, 0x10]),
+            Err(WireError::Version {
+                what: "message",
+                version: 2
+            })
+        );
+        assert_eq!(
+            Message::decode(&[1, 0x77]),
+            Err(WireError::UnknownType {
+                what: "message",
+                kind: 0x77
+            })
+        );
+        let mut d = all()[1].encode().to_vec();
+        d[10] = 9; // transport
+        assert!(matches!(
+            Message::decode(&d),
+            Err(WireError::Field {
+                field: "transport",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        // A small deterministic generator is enough to walk odd inputs.
+        let mut x: u64 = 0x9E3779B97F4A7C15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 80) as usize;
+            let mut buf = vec![1u8, 0x10 + (x % 6) as u8];
+            for i in 0..len {
+                buf.push((x >> (i % 56)) as u8);
+            }
+            let _ = Message::decode(&buf);
+        }
+    }
+}
