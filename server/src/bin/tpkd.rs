@@ -1,1 +1,123 @@
-fn main() {}
+//! tpkd: the TwinPeaks key server daemon. Serves one key zone over DNS (UDP and TCP),
+//! streams transfers to its secondaries, reloads on SIGHUP or `tp ctl reload` (keeping the
+//! old zone when the new one is bad), enrolls members through its control socket, and
+//! stops cleanly on SIGTERM/SIGINT.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use hickory_server::server::Server;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+use twinpeaks::server::{KeyServerHandler, TransferAcl};
+use twinpeaks_server::config::Config;
+use twinpeaks_server::control;
+use twinpeaks_server::keyserver::KeyServer;
+
+/// The TwinPeaks key server daemon.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// The key server's config file (see docs/operator.md).
+    #[arg(short, long)]
+    config: PathBuf,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tpkd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let cfg = Config::load(&args.config)?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        // hickory logs every query at info: keep it at warn unless the operator asks for it.
+        .or_else(|_| {
+            tracing_subscriber::EnvFilter::try_new(format!("hickory_server=warn,{}", cfg.log))
+        })
+        .with_context(|| format!("{}: log: bad filter `{}`", args.config.display(), cfg.log))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(cfg))
+}
+
+async fn serve(cfg: Config) -> Result<()> {
+    let ks = Arc::new(KeyServer::open(cfg.clone())?);
+    let handler = KeyServerHandler::new(vec![ks.zone()], TransferAcl(cfg.axfr_allow.clone()));
+    let mut server = Server::new(handler);
+    for addr in &cfg.listen {
+        let udp = UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("listen {addr}/udp"))?;
+        let tcp = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listen {addr}/tcp"))?;
+        server.register_socket(udp);
+        server.register_listener(tcp, Duration::from_secs(cfg.tcp_timeout_secs), 64);
+    }
+    let control_path = cfg.control_path().to_path_buf();
+    let ctl_ks = ks.clone();
+    let ctl_path = control_path.clone();
+    // Bind the control socket before announcing readiness, so `tp ctl` works right away.
+    let ctl = tokio::spawn(async move { control::serve(&ctl_path, ctl_ks).await });
+    let (serial, members) = ks.status();
+    info!(
+        zone = %cfg.name,
+        listen = ?cfg.listen,
+        serial,
+        members,
+        control = %control_path.display(),
+        "tpkd serving"
+    );
+
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut ctl = ctl;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                let ks = ks.clone();
+                match tokio::task::spawn_blocking(move || ks.reload()).await? {
+                    Ok((serial, members)) => info!(zone = %cfg.name, serial, members, "zone reloaded (SIGHUP)"),
+                    Err(e) => warn!(zone = %cfg.name, errors = %e.replace('\n', "; "), "reload refused, old zone keeps serving"),
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            res = &mut ctl => {
+                let e = match res {
+                    Ok(Err(e)) => e,
+                    Ok(Ok(())) => anyhow::anyhow!("control socket closed"),
+                    Err(e) => anyhow::anyhow!("control socket task: {e}"),
+                };
+                error!(error = %format!("{e:#}"), "control socket failed, stopping");
+                let _ = server.shutdown_gracefully().await;
+                return Err(e);
+            }
+        }
+    }
+    info!(zone = %cfg.name, "shutting down");
+    ctl.abort();
+    let _ = std::fs::remove_file(&control_path);
+    if let Err(e) = server.shutdown_gracefully().await {
+        warn!(error = %e, "shutdown");
+    }
+    Ok(())
+}

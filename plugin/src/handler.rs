@@ -1,0 +1,114 @@
+//! The hickory `ZoneHandler` that serves one key zone from a `Catalog`. The zone is swapped
+//! atomically on reload, so a lookup always sees one whole zone, old or new.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{LowerName, RecordType, TSigResponseContext};
+use hickory_server::server::{Request, RequestInfo};
+use hickory_server::zone_handler::{
+    AuthLookup, AxfrPolicy, LookupControlFlow, LookupError, LookupOptions, LookupRecords,
+    ZoneHandler, ZoneType,
+};
+
+use crate::zone::{Answer, KeyZone};
+
+/// A key zone that can be replaced whole while it is being served.
+pub type ZoneCell = Arc<ArcSwap<KeyZone>>;
+
+/// Serves one key zone.
+pub struct KeyZoneHandler {
+    origin: LowerName,
+    zone: ZoneCell,
+}
+
+impl KeyZoneHandler {
+    /// A handler over `zone`, whose origin must not change across reloads.
+    pub fn new(zone: ZoneCell) -> Self {
+        let origin = zone.load().origin().clone();
+        Self { origin, zone }
+    }
+}
+
+fn found(lookup_options: LookupOptions, answer: Answer<'_>) -> LookupControlFlow<AuthLookup> {
+    let result = match answer {
+        Answer::Records(set) => Ok(AuthLookup::answers(
+            LookupRecords::new(lookup_options, set.clone()),
+            None,
+        )),
+        Answer::Many(sets) => Ok(AuthLookup::answers(
+            LookupRecords::many(lookup_options, sets),
+            None,
+        )),
+        // The server's front handler answers referrals itself (authority section, AA clear);
+        // a referral reaching here still carries the child's records.
+        Answer::Referral(set) => Ok(AuthLookup::answers(
+            LookupRecords::new(lookup_options, set.clone()),
+            None,
+        )),
+        Answer::NoData => Err(LookupError::NameExists),
+        Answer::NxDomain => Err(LookupError::from(ResponseCode::NXDomain)),
+        Answer::NotAuth => Err(LookupError::from(ResponseCode::Refused)),
+    };
+    LookupControlFlow::Continue(result)
+}
+
+#[async_trait::async_trait]
+impl ZoneHandler for KeyZoneHandler {
+    fn zone_type(&self) -> ZoneType {
+        ZoneType::Primary
+    }
+
+    fn axfr_policy(&self) -> AxfrPolicy {
+        // Transfers are streamed by the server's front handler, which applies the allow-list.
+        AxfrPolicy::Deny
+    }
+
+    fn origin(&self) -> &LowerName {
+        &self.origin
+    }
+
+    async fn lookup(
+        &self,
+        name: &LowerName,
+        rtype: RecordType,
+        _request_info: Option<&RequestInfo<'_>>,
+        lookup_options: LookupOptions,
+    ) -> LookupControlFlow<AuthLookup> {
+        let zone = self.zone.load();
+        found(lookup_options, zone.lookup(name, rtype))
+    }
+
+    async fn search(
+        &self,
+        request: &Request,
+        lookup_options: LookupOptions,
+    ) -> (LookupControlFlow<AuthLookup>, Option<TSigResponseContext>) {
+        let info = match request.request_info() {
+            Ok(info) => info,
+            Err(e) => return (LookupControlFlow::Break(Err(e)), None),
+        };
+        let rtype = info.query.query_type();
+        if matches!(rtype, RecordType::AXFR | RecordType::IXFR) {
+            return (
+                LookupControlFlow::Break(Err(LookupError::from(ResponseCode::Refused))),
+                None,
+            );
+        }
+        let zone = self.zone.load();
+        (
+            found(lookup_options, zone.lookup(info.query.name(), rtype)),
+            None,
+        )
+    }
+
+    async fn nsec_records(
+        &self,
+        _name: &LowerName,
+        _lookup_options: LookupOptions,
+    ) -> LookupControlFlow<AuthLookup> {
+        // Key zones are not DNSSEC-signed: each record carries its key server's signature.
+        LookupControlFlow::Continue(Ok(AuthLookup::default()))
+    }
+}

@@ -1,0 +1,128 @@
+//! The sled store of members enrolled online. They survive restarts and are merged with the
+//! zone files at every load; each write bumps the zone's generation, which is added to the
+//! SOA serial so secondaries see the change.
+
+use std::path::Path;
+
+use crate::record::KeyRecord;
+
+/// A store problem.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed.
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored value does not decode.
+    #[error("store: member {key} is corrupt: {reason}")]
+    Corrupt {
+        /// The member's key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Enrolled members, per zone.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    members: sled::Tree,
+    meta: sled::Tree,
+}
+
+fn member_key(zone: &str, owner: &str, ip: std::net::IpAddr) -> Vec<u8> {
+    format!("{zone}\0{owner}\0{ip}").into_bytes()
+}
+
+impl Store {
+    /// Open (or create) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new().path(path).open()?;
+        let members = db.open_tree("members")?;
+        let meta = db.open_tree("meta")?;
+        Ok(Self { db, members, meta })
+    }
+
+    /// Add or replace a member of `zone`; durable when this returns.
+    pub fn put(
+        &self,
+        zone: &str,
+        owner: &str,
+        ttl: u32,
+        record: &KeyRecord,
+    ) -> Result<(), StoreError> {
+        let wire = record.to_wire().map_err(|e| StoreError::Corrupt {
+            key: format!("{owner} {}", record.ip),
+            reason: e.to_string(),
+        })?;
+        let mut value = ttl.to_be_bytes().to_vec();
+        value.extend_from_slice(&wire);
+        self.members
+            .insert(member_key(zone, owner, record.ip), value)?;
+        self.bump(zone)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Remove a member; returns whether it existed.
+    pub fn remove(
+        &self,
+        zone: &str,
+        owner: &str,
+        ip: std::net::IpAddr,
+    ) -> Result<bool, StoreError> {
+        let existed = self.members.remove(member_key(zone, owner, ip))?.is_some();
+        if existed {
+            self.bump(zone)?;
+            self.db.flush()?;
+        }
+        Ok(existed)
+    }
+
+    fn bump(&self, zone: &str) -> Result<(), StoreError> {
+        self.meta.update_and_fetch(format!("gen\0{zone}"), |old| {
+            let n = old
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes)
+                .unwrap_or(0);
+            Some(n.wrapping_add(1).to_be_bytes().to_vec())
+        })?;
+        Ok(())
+    }
+
+    /// How many times `zone`'s members changed (added to its SOA serial).
+    pub fn generation(&self, zone: &str) -> Result<u32, StoreError> {
+        Ok(self
+            .meta
+            .get(format!("gen\0{zone}"))?
+            .and_then(|b| <[u8; 4]>::try_from(b.as_ref()).ok())
+            .map(u32::from_be_bytes)
+            .unwrap_or(0))
+    }
+
+    /// Every member of `zone`: (owner, ttl, record).
+    pub fn members(&self, zone: &str) -> Result<Vec<(String, u32, KeyRecord)>, StoreError> {
+        let prefix = format!("{zone}\0").into_bytes();
+        let mut out = Vec::new();
+        for item in self.members.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            let key = String::from_utf8_lossy(&k).replace('\0', " ");
+            let corrupt = |reason: String| StoreError::Corrupt {
+                key: key.clone(),
+                reason,
+            };
+            let owner = std::str::from_utf8(&k[prefix.len()..])
+                .ok()
+                .and_then(|s| s.split('\0').next())
+                .ok_or_else(|| corrupt("bad key".into()))?
+                .to_string();
+            if v.len() < 4 {
+                return Err(corrupt("value too short".into()));
+            }
+            let ttl = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
+            let record = KeyRecord::from_wire(&v[4..]).map_err(|e| corrupt(e.to_string()))?;
+            out.push((owner, ttl, record));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,455 @@
+//! A loaded key zone: every record checked, signed, and indexed for lookups that do no
+//! crypto and no allocation beyond hickory's own response building.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hickory_proto::rr::rdata::{NULL, SOA};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordSet, RecordType};
+
+use crate::clpkc::{EntityKey, KgcParams};
+use crate::record::{KeyRecord, TPKEY};
+use crate::zonefile::{Entry, ParsedZone, ZoneError, ZoneErrors};
+
+/// Record type of TPKEY as hickory knows it.
+pub const TPKEY_TYPE: RecordType = RecordType::Unknown(TPKEY);
+
+/// Where a member record came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A zone file line.
+    File(PathBuf, usize),
+    /// Enrolled online, kept in the store.
+    Store,
+}
+
+/// One TPKEY record of the zone, decoded.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// Owner name (canonical, lower case, trailing dot).
+    pub owner: String,
+    /// TTL in seconds.
+    pub ttl: u32,
+    /// The record, signed.
+    pub record: KeyRecord,
+    /// Where it came from.
+    pub source: Source,
+}
+
+/// The key server's signing material as the zone loader needs it.
+pub struct ZoneSigner<'a> {
+    /// Params of this key server's KGC: every member must be issued under them.
+    pub params: &'a KgcParams,
+    /// This key server's own key: signs unsigned members, verifies signed ones.
+    pub key: &'a EntityKey,
+}
+
+/// What a lookup found.
+pub enum Answer<'z> {
+    /// Records of the queried name and type.
+    Records(&'z Arc<RecordSet>),
+    /// Several rrsets (type ANY).
+    Many(Vec<Arc<RecordSet>>),
+    /// The name lies under a delegation: the child key server's records.
+    Referral(&'z Arc<RecordSet>),
+    /// The name exists but has no records of that type.
+    NoData,
+    /// The name does not exist.
+    NxDomain,
+    /// The name is not in this zone.
+    NotAuth,
+}
+
+/// A checked, signed, indexed key zone.
+pub struct KeyZone {
+    origin: LowerName,
+    origin_name: Name,
+    soa: Arc<RecordSet>,
+    ns: Option<Arc<RecordSet>>,
+    keys: HashMap<LowerName, Arc<RecordSet>>,
+    names: HashSet<LowerName>,
+    delegations: HashSet<LowerName>,
+    members: Vec<Member>,
+}
+
+impl KeyZone {
+    /// Check a parsed file plus the store's members and build the zone. Unsigned members
+    /// are signed with `signer`; signed ones must verify under it. Any problem refuses the
+    /// whole zone, with every problem listed.
+    pub fn build(
+        parsed: ParsedZone,
+        stored: Vec<(String, u32, KeyRecord)>,
+        serial_offset: u32,
+        signer: &ZoneSigner<'_>,
+        now: u64,
+    ) -> Result<Self, ZoneErrors> {
+        let file = parsed.file.clone();
+        let mut errors = Vec::new();
+        let mut err = |line: usize, reason: String| {
+            errors.push(ZoneError {
+                file: file.clone(),
+                line,
+                reason,
+            })
+        };
+        let origin_name = parsed.origin.clone();
+        let origin = LowerName::new(&origin_name);
+        let origin_str = origin_name.to_ascii().to_ascii_lowercase();
+        if origin_str != signer.params.name {
+            err(
+                0,
+                format!(
+                    "zone {origin_str} is served by a key server whose params name {}",
+                    signer.params.name
+                ),
+            );
+        }
+        let digest = signer.params.digest();
+
+        let mut soa: Option<(usize, SOA, u32)> = None;
+        let mut ns = Vec::new();
+        let mut members = Vec::new();
+        for line in parsed.lines {
+            let owner_l = LowerName::new(&line.owner);
+            if !origin.zone_of(&owner_l) {
+                err(
+                    line.line,
+                    format!("{} is outside the zone {origin_str}", line.owner),
+                );
+                continue;
+            }
+            match line.entry {
+                Entry::Soa(s) => {
+                    if owner_l != origin {
+                        err(line.line, "SOA must be at the zone apex".into());
+                    } else if let Some((first, ..)) = soa {
+                        err(
+                            line.line,
+                            format!("second SOA (the first is on line {first})"),
+                        );
+                    } else {
+                        soa = Some((line.line, s, line.ttl));
+                    }
+                }
+                Entry::Ns(target) => {
+                    if owner_l != origin {
+                        err(
+                            line.line,
+                            "NS records belong at the apex only; delegate with a TPKEY KS record"
+                                .into(),
+                        );
+                    } else {
+                        ns.push(Record::from_rdata(
+                            line.owner.clone(),
+                            line.ttl,
+                            RData::NS(hickory_proto::rr::rdata::NS(target)),
+                        ));
+                    }
+                }
+                Entry::Key(rec) => members.push(Member {
+                    owner: line.owner.to_ascii().to_ascii_lowercase(),
+                    ttl: line.ttl,
+                    record: rec,
+                    source: Source::File(file.clone(), line.line),
+                }),
+            }
+        }
+        for (owner, ttl, record) in stored {
+            members.push(Member {
+                owner,
+                ttl,
+                record,
+                source: Source::Store,
+            });
+        }
+        let Some((_, soa_rdata, soa_ttl)) = soa else {
+            err(0, "the zone has no SOA record".into());
+            return Err(ZoneErrors(errors));
+        };
+
+        // Members: issuer, signature, validity, duplicates, placement.
+        let mut seen: HashMap<(String, std::net::IpAddr), String> = HashMap::new();
+        let mut delegations = HashSet::new();
+        for m in &mut members {
+            let (line, whence) = match &m.source {
+                Source::File(_, l) => (*l, format!("line {l}")),
+                Source::Store => (0, format!("enrolled member {} {}", m.owner, m.record.ip)),
+            };
+            let prefix = if line == 0 {
+                format!("{whence}: ")
+            } else {
+                String::new()
+            };
+            let owner_name = match Name::from_ascii(&m.owner) {
+                Ok(n) => n,
+                Err(e) => {
+                    err(line, format!("{prefix}bad owner {}: {e}", m.owner));
+                    continue;
+                }
+            };
+            let owner_l = LowerName::new(&owner_name);
+            if !origin.zone_of(&owner_l) {
+                err(line, format!("{prefix}{} is outside the zone", m.owner));
+                continue;
+            }
+            if m.record.issuer != digest {
+                err(
+                    line,
+                    format!(
+                        "{prefix}issued under params {} but this key server's params are {}",
+                        hex::encode(m.record.issuer),
+                        hex::encode(digest)
+                    ),
+                );
+                continue;
+            }
+            match m.record.signature {
+                None => {
+                    if let Err(e) = m.record.sign(&m.owner, signer.key) {
+                        err(line, format!("{prefix}cannot sign: {e}"));
+                        continue;
+                    }
+                }
+                Some(_) => {
+                    if let Err(e) = m.record.verify_signature(&m.owner, signer.key.public()) {
+                        err(
+                            line,
+                            format!("{prefix}{e} (forged, or signed by another key server)"),
+                        );
+                        continue;
+                    }
+                }
+            }
+            if m.record.not_before >= m.record.not_after {
+                err(line, format!("{prefix}validity window is empty"));
+                continue;
+            }
+            if now > u64::from(m.record.not_after) {
+                err(
+                    line,
+                    format!(
+                        "{prefix}expired on {}",
+                        crate::time::format(m.record.not_after)
+                    ),
+                );
+                continue;
+            }
+            if let Some(first) = seen.insert((m.owner.clone(), m.record.ip), whence.clone()) {
+                err(
+                    line,
+                    format!(
+                        "{prefix}duplicate key for {} {} (first at {first})",
+                        m.owner, m.record.ip
+                    ),
+                );
+                continue;
+            }
+            if m.record.key_server.is_some() && owner_l != origin {
+                delegations.insert(owner_l);
+            }
+        }
+        // Entities may not sit below a delegation: the child key server owns them.
+        for m in &members {
+            if let Ok(n) = Name::from_ascii(&m.owner) {
+                let l = LowerName::new(&n);
+                if let Some(d) = delegations.iter().find(|d| **d != l && d.zone_of(&l)) {
+                    let line = match &m.source {
+                        Source::File(_, l) => *l,
+                        Source::Store => 0,
+                    };
+                    err(
+                        line,
+                        format!("{} lies below the delegation to key server {d}", m.owner),
+                    );
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ZoneErrors(errors));
+        }
+
+        let mut soa_rdata = soa_rdata;
+        soa_rdata.serial = soa_rdata.serial.wrapping_add(serial_offset);
+        let serial = soa_rdata.serial;
+        let soa_set = single_set(Record::from_rdata(
+            origin_name.clone(),
+            soa_ttl,
+            RData::SOA(soa_rdata),
+        ));
+        let ns_set = (!ns.is_empty()).then(|| {
+            let mut set = RecordSet::new(origin_name.clone(), RecordType::NS, serial);
+            for r in ns {
+                set.insert(r, serial);
+            }
+            Arc::new(set)
+        });
+
+        let mut sets: HashMap<LowerName, RecordSet> = HashMap::new();
+        let mut names = HashSet::new();
+        names.insert(origin.clone());
+        for m in &members {
+            let Ok(owner) = Name::from_ascii(&m.owner) else {
+                continue;
+            };
+            let Ok(wire) = m.record.to_wire() else {
+                continue;
+            };
+            let rr = Record::from_rdata(
+                owner.clone(),
+                m.ttl,
+                RData::Unknown {
+                    code: TPKEY_TYPE,
+                    rdata: NULL::with(wire),
+                },
+            );
+            let l = LowerName::new(&owner);
+            sets.entry(l.clone())
+                .or_insert_with(|| RecordSet::new(owner.clone(), TPKEY_TYPE, serial))
+                .insert(rr, serial);
+            // The name and its empty non-terminals exist (NODATA, not NXDOMAIN).
+            let mut n = l;
+            while n.num_labels() > origin.num_labels() {
+                names.insert(n.clone());
+                n = n.base_name();
+            }
+        }
+        let keys = sets.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        Ok(Self {
+            origin,
+            origin_name,
+            soa: soa_set,
+            ns: ns_set,
+            keys,
+            names,
+            delegations,
+            members,
+        })
+    }
+
+    /// The zone's apex.
+    pub fn origin(&self) -> &LowerName {
+        &self.origin
+    }
+
+    /// The zone's apex as a name.
+    pub fn origin_name(&self) -> &Name {
+        &self.origin_name
+    }
+
+    /// The SOA rrset.
+    pub fn soa(&self) -> &Arc<RecordSet> {
+        &self.soa
+    }
+
+    /// Current serial.
+    pub fn serial(&self) -> u32 {
+        match self.soa.records_without_rrsigs().next().map(|r| &r.data) {
+            Some(RData::SOA(s)) => s.serial,
+            _ => 0,
+        }
+    }
+
+    /// Every member record, decoded.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// Every record of the zone in transfer order, SOA first (the caller repeats it last).
+    pub fn transfer_records(&self) -> impl Iterator<Item = &Record> {
+        let soa = self.soa.records_without_rrsigs();
+        let ns = self.ns.iter().flat_map(|s| s.records_without_rrsigs());
+        let keys = self.keys.values().flat_map(|s| s.records_without_rrsigs());
+        soa.chain(ns).chain(keys)
+    }
+
+    /// The delegation covering `name`, if `name` is strictly below one.
+    fn delegation_above(&self, name: &LowerName) -> Option<&LowerName> {
+        if self.delegations.is_empty() {
+            return None;
+        }
+        if self.delegations.len() <= 8 {
+            return self
+                .delegations
+                .iter()
+                .find(|d| *d != name && d.zone_of(name));
+        }
+        let mut n = name.base_name();
+        while n.num_labels() > self.origin.num_labels() {
+            if let Some(d) = self.delegations.get(&n) {
+                return Some(d);
+            }
+            n = n.base_name();
+        }
+        None
+    }
+
+    /// The child key server's records when `name`/`rtype` must be answered by a referral.
+    /// Cheap when the zone delegates nothing (the common leaf zone).
+    pub fn referral(&self, name: &LowerName, rtype: RecordType) -> Option<&Arc<RecordSet>> {
+        if self.delegations.is_empty() {
+            return None;
+        }
+        match self.lookup(name, rtype) {
+            Answer::Referral(set) => Some(set),
+            _ => None,
+        }
+    }
+
+    /// Look up `name`/`rtype`: answers, referrals, NODATA, NXDOMAIN.
+    pub fn lookup(&self, name: &LowerName, rtype: RecordType) -> Answer<'_> {
+        if !self.origin.zone_of(name) {
+            return Answer::NotAuth;
+        }
+        if let Some(d) = self.delegation_above(name) {
+            return match self.keys.get(d) {
+                Some(set) => Answer::Referral(set),
+                None => Answer::NxDomain,
+            };
+        }
+        let at_apex = *name == self.origin;
+        match rtype {
+            RecordType::SOA if at_apex => Answer::Records(&self.soa),
+            RecordType::NS if at_apex => match &self.ns {
+                Some(ns) => Answer::Records(ns),
+                None => Answer::NoData,
+            },
+            RecordType::ANY => {
+                let mut sets = Vec::new();
+                if at_apex {
+                    sets.push(self.soa.clone());
+                    sets.extend(self.ns.clone());
+                }
+                sets.extend(self.keys.get(name).cloned());
+                if sets.is_empty() {
+                    self.absent(name)
+                } else {
+                    Answer::Many(sets)
+                }
+            }
+            t if t == TPKEY_TYPE => match self.keys.get(name) {
+                Some(set) => Answer::Records(set),
+                None => self.absent(name),
+            },
+            _ if self.delegations.contains(name) => match self.keys.get(name) {
+                Some(set) => Answer::Referral(set),
+                None => Answer::NxDomain,
+            },
+            _ => self.absent(name),
+        }
+    }
+
+    fn absent(&self, name: &LowerName) -> Answer<'_> {
+        if self.names.contains(name) {
+            Answer::NoData
+        } else {
+            Answer::NxDomain
+        }
+    }
+}
+
+fn single_set(record: Record) -> Arc<RecordSet> {
+    let mut set = RecordSet::new(record.name.clone(), record.record_type(), 0);
+    set.insert(record, 0);
+    Arc::new(set)
+}

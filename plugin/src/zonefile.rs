@@ -1,0 +1,447 @@
+//! Key-zone file syntax: master-file lines (RFC 1035 §5) restricted to what a key zone holds
+//! (SOA, NS, TPKEY), with TPKEY in our presentation form or in RFC 3597 generic form
+//! (`TYPE65300 \# len hex`, `TPKEY \# len hex`). hickory's zone parser accepts neither, so
+//! key zones are read here. Every problem is reported as `file:line: reason`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use hickory_proto::rr::Name;
+use hickory_proto::rr::rdata::SOA;
+
+use crate::record::{self, KeyRecord, TPKEY, TPKEY_MNEMONIC};
+
+/// One problem in a zone file, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneError {
+    /// File the problem is in.
+    pub file: PathBuf,
+    /// 1-based line number (0 when the problem concerns the whole zone).
+    pub line: usize,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for ZoneError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file.display(), self.reason)
+        } else {
+            write!(f, "{}:{}: {}", self.file.display(), self.line, self.reason)
+        }
+    }
+}
+
+/// All problems of a zone, reported together (a zone is accepted or refused whole).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneErrors(pub Vec<ZoneError>);
+
+impl fmt::Display for ZoneErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ZoneErrors {}
+
+/// The RDATA of one line.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    /// Start of authority.
+    Soa(SOA),
+    /// Name server of the key zone (for secondaries; referrals use TPKEY key-server records).
+    Ns(Name),
+    /// A key record.
+    Key(KeyRecord),
+}
+
+/// One record line, located.
+#[derive(Debug, Clone)]
+pub struct Line {
+    /// 1-based line where the record starts.
+    pub line: usize,
+    /// Absolute owner name.
+    pub owner: Name,
+    /// TTL in seconds.
+    pub ttl: u32,
+    /// The data.
+    pub entry: Entry,
+}
+
+/// A parsed (not yet checked) key-zone file.
+#[derive(Debug, Clone)]
+pub struct ParsedZone {
+    /// The file read.
+    pub file: PathBuf,
+    /// The zone's origin.
+    pub origin: Name,
+    /// The records in file order.
+    pub lines: Vec<Line>,
+}
+
+const DEFAULT_TTL: u32 = 3600;
+/// Upper bound on a key zone file, so a mistaken path cannot exhaust memory.
+const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Read and parse a key-zone file whose origin is `origin`.
+pub fn read(path: &Path, origin: &Name) -> Result<ParsedZone, ZoneErrors> {
+    let whole = |reason: String| {
+        ZoneErrors(vec![ZoneError {
+            file: path.to_path_buf(),
+            line: 0,
+            reason,
+        }])
+    };
+    let meta = std::fs::metadata(path).map_err(|e| whole(format!("cannot read: {e}")))?;
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(whole(format!(
+            "file is {} bytes, over the limit of {MAX_FILE_BYTES}",
+            meta.len()
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| whole(format!("cannot read: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count();
+        ZoneErrors(vec![ZoneError {
+            file: path.to_path_buf(),
+            line,
+            reason: "not valid UTF-8".into(),
+        }])
+    })?;
+    parse(path, &text, origin)
+}
+
+/// Parse key-zone text. `file` is only used in error messages.
+pub fn parse(file: &Path, text: &str, origin: &Name) -> Result<ParsedZone, ZoneErrors> {
+    let mut errors = Vec::new();
+    let mut lines = Vec::new();
+    let mut origin_now = origin.clone();
+    let mut default_ttl = DEFAULT_TTL;
+    let mut last_owner: Option<Name> = None;
+
+    for (start, tokens, blank_owner) in logical_lines(text, file, &mut errors) {
+        let err = |reason: String| ZoneError {
+            file: file.to_path_buf(),
+            line: start,
+            reason,
+        };
+        let toks: Vec<&str> = tokens.iter().map(String::as_str).collect();
+        match toks.first().copied() {
+            Some("$ORIGIN") => {
+                match toks.get(1).map(|n| name_from(n, &origin_now)) {
+                    Some(Ok(n)) if toks.len() == 2 => origin_now = n,
+                    Some(Err(e)) => errors.push(err(e)),
+                    _ => errors.push(err("$ORIGIN takes one absolute name".into())),
+                }
+                continue;
+            }
+            Some("$TTL") => {
+                match toks.get(1).map(|t| parse_ttl(t)) {
+                    Some(Ok(t)) if toks.len() == 2 => default_ttl = t,
+                    Some(Err(e)) => errors.push(err(e)),
+                    _ => errors.push(err("$TTL takes one value".into())),
+                }
+                continue;
+            }
+            Some(d) if d.starts_with('$') => {
+                errors.push(err(format!(
+                    "directive {d} is not supported in key zones ($ORIGIN and $TTL are)"
+                )));
+                continue;
+            }
+            _ => {}
+        }
+        match parse_record(&toks, blank_owner, &origin_now, &last_owner, default_ttl) {
+            Ok((owner, ttl, entry)) => {
+                last_owner = Some(owner.clone());
+                lines.push(Line {
+                    line: start,
+                    owner,
+                    ttl,
+                    entry,
+                });
+            }
+            Err(reason) => errors.push(err(reason)),
+        }
+    }
+    if errors.is_empty() {
+        Ok(ParsedZone {
+            file: file.to_path_buf(),
+            origin: origin.clone(),
+            lines,
+        })
+    } else {
+        Err(ZoneErrors(errors))
+    }
+}
+
+/// Split text into logical records: comments stripped, parentheses joined.
+/// Yields (first line number, tokens, whether the owner field was left blank).
+fn logical_lines(
+    text: &str,
+    file: &Path,
+    errors: &mut Vec<ZoneError>,
+) -> Vec<(usize, Vec<String>, bool)> {
+    let mut out = Vec::new();
+    let mut tokens: Vec<String> = Vec::new();
+    let mut depth = 0usize;
+    let mut start = 0usize;
+    let mut blank_owner = false;
+    for (idx, raw) in text.lines().enumerate() {
+        let lineno = idx + 1;
+        let line = match raw.find(';') {
+            Some(p) => &raw[..p],
+            None => raw,
+        };
+        if depth == 0 {
+            if line.trim().is_empty() {
+                continue;
+            }
+            start = lineno;
+            blank_owner = line.starts_with([' ', '\t']);
+        }
+        for word in line.split_whitespace() {
+            let mut w = word;
+            while let Some(rest) = w.strip_prefix('(') {
+                depth += 1;
+                w = rest;
+            }
+            let mut closes = 0;
+            while let Some(rest) = w.strip_suffix(')') {
+                closes += 1;
+                w = rest;
+            }
+            if w.contains(['(', ')', '"']) {
+                errors.push(ZoneError {
+                    file: file.to_path_buf(),
+                    line: lineno,
+                    reason: format!("unexpected character in `{word}`"),
+                });
+            } else if !w.is_empty() {
+                tokens.push(w.to_string());
+            }
+            if closes > depth {
+                errors.push(ZoneError {
+                    file: file.to_path_buf(),
+                    line: lineno,
+                    reason: "`)` without `(`".into(),
+                });
+                depth = 0;
+            } else {
+                depth -= closes;
+            }
+        }
+        if depth == 0 && !tokens.is_empty() {
+            out.push((start, std::mem::take(&mut tokens), blank_owner));
+        }
+    }
+    if depth > 0 {
+        errors.push(ZoneError {
+            file: file.to_path_buf(),
+            line: start,
+            reason: "`(` is never closed".into(),
+        });
+    }
+    out
+}
+
+fn name_from(s: &str, origin: &Name) -> Result<Name, String> {
+    if s == "@" {
+        return Ok(origin.clone());
+    }
+    let n = Name::from_ascii(s).map_err(|e| format!("`{s}` is not a domain name: {e}"))?;
+    if n.is_fqdn() {
+        Ok(n)
+    } else {
+        n.append_domain(origin)
+            .map_err(|e| format!("`{s}` with origin {origin} is too long: {e}"))
+    }
+}
+
+/// TTL as seconds or with s/m/h/d/w units (`1h30m`).
+pub fn parse_ttl(s: &str) -> Result<u32, String> {
+    let bad = || format!("`{s}` is not a TTL");
+    if let Ok(n) = s.parse::<u32>() {
+        return Ok(n);
+    }
+    let mut total: u64 = 0;
+    let mut num: Option<u64> = None;
+    for c in s.chars() {
+        if let Some(d) = c.to_digit(10) {
+            num = Some(
+                num.unwrap_or(0)
+                    .saturating_mul(10)
+                    .saturating_add(u64::from(d)),
+            );
+            continue;
+        }
+        let unit = match c.to_ascii_lowercase() {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 604_800,
+            _ => return Err(bad()),
+        };
+        total = total.saturating_add(num.take().ok_or_else(bad)?.saturating_mul(unit));
+    }
+    if num.is_some() {
+        return Err(bad());
+    }
+    u32::try_from(total)
+        .ok()
+        .filter(|t| *t <= i32::MAX as u32)
+        .ok_or_else(bad)
+}
+
+fn is_class(t: &str) -> bool {
+    matches!(
+        t.to_ascii_uppercase().as_str(),
+        "IN" | "CH" | "HS" | "CS" | "NONE" | "ANY"
+    ) || t.to_ascii_uppercase().starts_with("CLASS")
+}
+
+fn parse_record(
+    toks: &[&str],
+    blank_owner: bool,
+    origin: &Name,
+    last_owner: &Option<Name>,
+    default_ttl: u32,
+) -> Result<(Name, u32, Entry), String> {
+    let mut i = 0;
+    let owner = if blank_owner {
+        last_owner
+            .clone()
+            .ok_or("line starts with blank space but no owner came before")?
+    } else {
+        i = 1;
+        name_from(toks[0], origin)?
+    };
+    let mut ttl = None;
+    let mut class_seen = false;
+    // TTL and class, in either order (RFC 1035 §5.1).
+    for _ in 0..2 {
+        let Some(t) = toks.get(i) else { break };
+        if ttl.is_none() && t.starts_with(|c: char| c.is_ascii_digit()) {
+            ttl = Some(parse_ttl(t)?);
+            i += 1;
+        } else if !class_seen && is_class(t) {
+            if !t.eq_ignore_ascii_case("IN") {
+                return Err(format!(
+                    "class {t} is not supported (key zones are class IN)"
+                ));
+            }
+            class_seen = true;
+            i += 1;
+        }
+    }
+    let rtype = toks.get(i).ok_or("record has no type")?;
+    let data = &toks[i + 1..];
+    let ttl = ttl.unwrap_or(default_ttl);
+    let upper = rtype.to_ascii_uppercase();
+    let entry = match upper.as_str() {
+        "SOA" => Entry::Soa(parse_soa(data, origin)?),
+        "NS" => match data {
+            [n] => Entry::Ns(name_from(n, origin)?),
+            _ => return Err("NS takes one name server name".into()),
+        },
+        t if t == TPKEY_MNEMONIC || t == format!("TYPE{TPKEY}") => {
+            if data.first() == Some(&"\\#") {
+                let wire = record::parse_generic_rdata(data).map_err(|e| e.to_string())?;
+                Entry::Key(KeyRecord::from_wire(&wire).map_err(|e| format!("TPKEY: {e}"))?)
+            } else if t == TPKEY_MNEMONIC {
+                Entry::Key(KeyRecord::from_presentation(data).map_err(|e| format!("TPKEY: {e}"))?)
+            } else {
+                return Err(format!(
+                    "{rtype} data must be in RFC 3597 form (\\# len hex)"
+                ));
+            }
+        }
+        _ => {
+            return Err(format!(
+                "type {rtype} does not belong in a key zone (SOA, NS and {TPKEY_MNEMONIC}/TYPE{TPKEY} do)"
+            ));
+        }
+    };
+    Ok((owner, ttl, entry))
+}
+
+fn parse_soa(data: &[&str], origin: &Name) -> Result<SOA, String> {
+    if data.len() != 7 {
+        return Err(format!(
+            "SOA takes 7 fields (mname rname serial refresh retry expire minimum), found {}",
+            data.len()
+        ));
+    }
+    let mname = name_from(data[0], origin)?;
+    let rname = name_from(data[1], origin)?;
+    let serial = data[2]
+        .parse::<u32>()
+        .map_err(|_| format!("SOA serial `{}` is not a 32-bit number", data[2]))?;
+    let t = |k: usize, what: &str| {
+        parse_ttl(data[k]).map_err(|_| format!("SOA {what} `{}` is not a time", data[k]))
+    };
+    Ok(SOA::new(
+        mname,
+        rname,
+        serial,
+        t(3, "refresh")? as i32,
+        t(4, "retry")? as i32,
+        t(5, "expire")? as i32,
+        t(6, "minimum")?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin() -> Name {
+        Name::from_ascii("example.com.").unwrap()
+    }
+
+    #[test]
+    fn soa_ns_and_parentheses() {
+        let text = "$TTL 1h\n@ IN SOA ks.example.com. hostmaster ( 1 ; serial\n 7200 3600 1209600 300 )\n  NS ks\n";
+        let z = parse(Path::new("t.keys"), text, &origin()).unwrap();
+        assert_eq!(z.lines.len(), 2);
+        assert_eq!(z.lines[0].ttl, 3600);
+        assert_eq!(z.lines[1].owner, origin());
+        match &z.lines[1].entry {
+            Entry::Ns(n) => assert_eq!(n.to_ascii(), "ks.example.com."),
+            e => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let text = "@ SOA a b 1 2 3 4 5\nwww CH TPKEY 1\nwww IN A 192.0.2.1\nmail TYPE65300 \\# 3 0102\n(\n";
+        let errs = parse(Path::new("z.keys"), text, &origin()).unwrap_err();
+        let s = errs.to_string();
+        assert!(s.contains("z.keys:2: class CH"), "{s}");
+        assert!(s.contains("z.keys:3: type A does not belong"), "{s}");
+        assert!(
+            s.contains("z.keys:4: generic RDATA declares 3 bytes"),
+            "{s}"
+        );
+        assert!(s.contains("z.keys:5: `(` is never closed"), "{s}");
+    }
+
+    #[test]
+    fn ttl_units() {
+        assert_eq!(parse_ttl("1h30m").unwrap(), 5400);
+        assert_eq!(parse_ttl("86400").unwrap(), 86400);
+        assert!(parse_ttl("1x").is_err());
+        assert!(parse_ttl("h").is_err());
+        assert!(parse_ttl("5").is_ok());
+    }
+}

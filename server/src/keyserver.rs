@@ -1,0 +1,167 @@
+//! A key server's state: its keys, its store and its served zone, with the reload and
+//! enrollment operations that keep the old zone serving when anything goes wrong.
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result, anyhow};
+use arc_swap::ArcSwap;
+use rand_core::OsRng;
+use twinpeaks::clpkc::{EntityKey, KeyRequest, Kgc, KgcParams, PartialKey};
+use twinpeaks::handler::ZoneCell;
+use twinpeaks::issue::{self, IssueOptions};
+use twinpeaks::keyfile;
+use twinpeaks::record::KeyRecord;
+use twinpeaks::store::Store;
+use twinpeaks::zone::{KeyZone, ZoneSigner};
+use twinpeaks::{time, zonefile};
+
+use crate::config::Config;
+
+/// File names inside a key server's state directory.
+pub const KGC_FILE: &str = "kgc.secret";
+/// The key server's own private key.
+pub const KEY_FILE: &str = "server.key";
+/// The public params.
+pub const PARAMS_FILE: &str = "params";
+
+/// A running key server's state.
+pub struct KeyServer {
+    /// Its configuration.
+    pub cfg: Config,
+    kgc: Kgc,
+    own: EntityKey,
+    store: Store,
+    zone: ZoneCell,
+    // Reloads and enrollments run one at a time.
+    write: Mutex<()>,
+}
+
+/// Read a key server's KGC and own key from its state directory.
+pub fn read_keys(cfg: &Config) -> Result<(Kgc, EntityKey)> {
+    let kgc = keyfile::read_kgc(&cfg.state_dir.join(KGC_FILE))?;
+    let (own, _issuer) = keyfile::read_entity(&cfg.state_dir.join(KEY_FILE))?;
+    if kgc.params().name != cfg.name {
+        return Err(anyhow!(
+            "{}: KGC is for {}, the config names {}",
+            cfg.state_dir.join(KGC_FILE).display(),
+            kgc.params().name,
+            cfg.name
+        ));
+    }
+    if own.identity().name != cfg.name {
+        return Err(anyhow!(
+            "{}: key is for {}, the config names {}",
+            cfg.state_dir.join(KEY_FILE).display(),
+            own.identity().name,
+            cfg.name
+        ));
+    }
+    Ok((kgc, own))
+}
+
+/// Build the zone from its file and the stored members.
+pub fn build_zone(
+    cfg: &Config,
+    params: &KgcParams,
+    own: &EntityKey,
+    store: Option<&Store>,
+) -> Result<KeyZone, String> {
+    let origin = hickory_proto::rr::Name::from_ascii(&cfg.name).map_err(|e| e.to_string())?;
+    let parsed = zonefile::read(&cfg.zone_file, &origin).map_err(|e| e.to_string())?;
+    let (stored, generation) = match store {
+        Some(s) => (
+            s.members(&cfg.name).map_err(|e| e.to_string())?,
+            s.generation(&cfg.name).map_err(|e| e.to_string())?,
+        ),
+        None => (Vec::new(), 0),
+    };
+    let signer = ZoneSigner { params, key: own };
+    KeyZone::build(parsed, stored, generation, &signer, time::now()).map_err(|e| e.to_string())
+}
+
+impl KeyServer {
+    /// Load keys, open the store and load the zone; any failure is fatal at startup.
+    pub fn open(cfg: Config) -> Result<Self> {
+        let (kgc, own) = read_keys(&cfg)?;
+        let store = Store::open(cfg.store_path())
+            .with_context(|| format!("{}: cannot open store", cfg.store_path().display()))?;
+        let zone = build_zone(&cfg, kgc.params(), &own, Some(&store)).map_err(|e| anyhow!(e))?;
+        Ok(Self {
+            cfg,
+            kgc,
+            own,
+            store,
+            zone: Arc::new(ArcSwap::from_pointee(zone)),
+            write: Mutex::new(()),
+        })
+    }
+
+    /// The served zone.
+    pub fn zone(&self) -> ZoneCell {
+        self.zone.clone()
+    }
+
+    /// Reload the zone file and the store. On error the old zone keeps serving.
+    pub fn reload(&self) -> Result<(u32, usize), String> {
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        self.reload_locked()
+    }
+
+    fn reload_locked(&self) -> Result<(u32, usize), String> {
+        let zone = build_zone(&self.cfg, self.kgc.params(), &self.own, Some(&self.store))?;
+        let stats = (zone.serial(), zone.members().len());
+        self.zone.store(Arc::new(zone));
+        Ok(stats)
+    }
+
+    /// Enroll a member online: issue, store, serve. If the new zone would not load, the
+    /// member is taken out again and nothing changes.
+    pub fn enroll(
+        &self,
+        req: &KeyRequest,
+        key_server: Option<(u16, KgcParams)>,
+    ) -> Result<(KeyRecord, PartialKey)> {
+        req.verify_pop()
+            .map_err(|e| anyhow!("proof of possession: {e}"))?;
+        let now = time::now();
+        let not_before = u32::try_from(now).unwrap_or(u32::MAX);
+        let opts = IssueOptions {
+            not_before,
+            not_after: not_before
+                .saturating_add(self.cfg.enroll_validity_days.saturating_mul(86_400)),
+            key_server,
+        };
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let (record, partial) = issue::issue(&self.kgc, &self.own, req, &opts, &mut OsRng)?;
+        let name = &req.identity.name;
+        let replaced = self
+            .store
+            .members(&self.cfg.name)?
+            .into_iter()
+            .find(|(o, _, r)| o == name && r.ip == record.ip);
+        self.store
+            .put(&self.cfg.name, name, self.cfg.enroll_ttl, &record)?;
+        if let Err(e) = self.reload_locked() {
+            // Roll back to exactly what was stored before.
+            match replaced {
+                Some((o, ttl, old)) => self.store.put(&self.cfg.name, &o, ttl, &old)?,
+                None => {
+                    self.store.remove(&self.cfg.name, name, record.ip)?;
+                }
+            }
+            return Err(anyhow!("enrollment refused, zone unchanged: {e}"));
+        }
+        Ok((record, partial))
+    }
+
+    /// Serial and member count of the served zone.
+    pub fn status(&self) -> (u32, usize) {
+        let z = self.zone.load();
+        (z.serial(), z.members().len())
+    }
+
+    /// Public params of this key server.
+    pub fn params(&self) -> &KgcParams {
+        self.kgc.params()
+    }
+}

@@ -1,0 +1,7 @@
+//! The key server daemon's pieces (config, zone loading, control socket), shared by `tpkd`
+//! and `tp`. The daemon itself is `src/bin/tpkd.rs`.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod control;
+pub mod keyserver;
