@@ -97,7 +97,11 @@ fn frame_header(r: &mut Reader<'_>, want: u8, name: &'static str) -> Result<(), 
             F_HELLO => Err(ChannelError::Unexpected("hello")),
             F_HELLO_REPLY => Err(ChannelError::Unexpected("hello-reply")),
             F_RECORD => Err(ChannelError::Unexpected("record")),
-            _ => Err(WireError::UnknownType { what: "frame", kind }.into()),
+            _ => Err(WireError::UnknownType {
+                what: "frame",
+                kind,
+            }
+            .into()),
         };
     }
     let _ = name;

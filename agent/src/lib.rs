@@ -7,8 +7,25 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod channel;
+pub mod config;
+pub mod device;
+pub mod device_io;
 pub mod error;
 pub mod ffi;
 pub mod session;
+pub mod tls;
 pub mod wire;
+
+/// Structured logs on stderr, one event a line; `RUST_LOG` overrides `default_level`.
+pub fn init_logging(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .try_init();
+}

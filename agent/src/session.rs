@@ -30,7 +30,10 @@ pub enum Suite {
 
 impl Suite {
     /// Every suite, in the agent's order of preference.
-    pub const ALL: [Suite; 2] = [Suite::EcdheEcdsaAes128Ccm8, Suite::EcdheEcdsaAes128GcmSha256];
+    pub const ALL: [Suite; 2] = [
+        Suite::EcdheEcdsaAes128Ccm8,
+        Suite::EcdheEcdsaAes128GcmSha256,
+    ];
 
     /// IANA code point.
     pub fn id(self) -> u16 {
@@ -241,7 +244,11 @@ mod tests {
         assert_eq!(session.timeout(), 300);
         // OpenSSL re-encodes field [13] = 1 (EMS flag): our DER survives a round trip.
         let again = session.to_der().unwrap();
-        assert!(again.windows(5).any(|w| w == [0xAD, 0x03, 0x02, 0x01, 0x01]));
+        assert!(
+            again
+                .windows(5)
+                .any(|w| w == [0xAD, 0x03, 0x02, 0x01, 0x01])
+        );
     }
 
     #[test]
@@ -272,10 +279,16 @@ mod tests {
         assert!(matches!(c.validate(), Err(ContextError::Suite(0x1301))));
         let mut c = sample();
         c.session_id = vec![];
-        assert!(matches!(c.validate(), Err(ContextError::SessionIdLength(0))));
+        assert!(matches!(
+            c.validate(),
+            Err(ContextError::SessionIdLength(0))
+        ));
         let mut c = sample();
         c.session_id = vec![1; 33];
-        assert!(matches!(c.validate(), Err(ContextError::SessionIdLength(33))));
+        assert!(matches!(
+            c.validate(),
+            Err(ContextError::SessionIdLength(33))
+        ));
         let mut c = sample();
         c.master_secret = [0; 48];
         assert!(matches!(c.validate(), Err(ContextError::MasterSecretZero)));

@@ -402,7 +402,12 @@ impl<'a> Reader<'a> {
         }
         Ok(s.to_owned())
     }
-    pub(crate) fn bad(&self, field: &'static str, offset: usize, reason: &'static str) -> WireError {
+    pub(crate) fn bad(
+        &self,
+        field: &'static str,
+        offset: usize,
+        reason: &'static str,
+    ) -> WireError {
         WireError::Field {
             field,
             offset,
@@ -467,7 +472,11 @@ mod tests {
         for m in all() {
             let bytes = m.encode();
             for cut in 0..bytes.len() {
-                assert!(Message::decode(&bytes[..cut]).is_err(), "{} cut {cut}", m.name());
+                assert!(
+                    Message::decode(&bytes[..cut]).is_err(),
+                    "{} cut {cut}",
+                    m.name()
+                );
             }
             let mut longer = bytes.to_vec();
             longer.push(0);

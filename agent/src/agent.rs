@@ -1,0 +1,397 @@
+//! The security agent: one tokio task per device connection; each delegation's handshake runs
+//! on a blocking thread whose signing hook waits for the device's signature.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openssl::ec::EcKey;
+use openssl::ecdsa::EcdsaSig;
+use openssl::nid::Nid;
+use openssl::pkey::Public;
+use openssl::ssl::{Ssl, SslContext};
+use openssl::x509::X509;
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::channel::{self, Channel, MAX_FRAME, NONCE_LEN, PairingKey, Role, Sealer};
+use crate::config::AgentConfig;
+use crate::error::{ChannelError, ContextError};
+use crate::ffi;
+use crate::session::{SessionContext, Suite};
+use crate::tls::{self, TlsError};
+use crate::wire::{DelegationRequest, ErrorCode, Message, SIG_ECDSA_P256_SHA256, Transport};
+
+/// Why a delegation failed.
+#[derive(Debug, Error)]
+pub enum DelegationError {
+    /// The device's certificate is unusable.
+    #[error("device certificate: {0}")]
+    Certificate(String),
+    /// The suite asked for is not offered by this agent.
+    #[error("suite {0:#06x} is not offered by this agent")]
+    Suite(u16),
+    /// The handshake with the server failed.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The session could not be exported.
+    #[error(transparent)]
+    Context(#[from] ContextError),
+}
+
+impl DelegationError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            DelegationError::Suite(_) => ErrorCode::NotAllowed,
+            DelegationError::Tls(TlsError::Timeout { .. }) => ErrorCode::Timeout,
+            DelegationError::Certificate(_) => ErrorCode::BadMessage,
+            _ => ErrorCode::HandshakeFailed,
+        }
+    }
+}
+
+/// A digest the handshake thread wants signed, and where the answer goes.
+struct SignJob {
+    digest: Vec<u8>,
+    reply: oneshot::Sender<Option<Vec<u8>>>,
+}
+
+/// The agent.
+pub struct Agent {
+    cfg: AgentConfig,
+    devices: HashMap<String, PairingKey>,
+    dtls: SslContext,
+    tls: SslContext,
+}
+
+/// The device's leaf certificate and its P-256 public key, checked.
+pub fn device_identity(chain: &[Vec<u8>]) -> Result<(Vec<X509>, EcKey<Public>), DelegationError> {
+    let bad = |why: String| DelegationError::Certificate(why);
+    let certs = chain
+        .iter()
+        .enumerate()
+        .map(|(i, der)| {
+            X509::from_der(der).map_err(|e| bad(format!("certificate {i} is not DER X.509: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let leaf = certs.first().ok_or_else(|| bad("no certificate".into()))?;
+    let key = leaf
+        .public_key()
+        .and_then(|k| k.ec_key())
+        .map_err(|_| bad("leaf key is not an EC key".into()))?;
+    if key.group().curve_name() != Some(Nid::X9_62_PRIME256V1) {
+        return Err(bad("leaf key is not on P-256".into()));
+    }
+    Ok((certs, key))
+}
+
+impl Agent {
+    /// Builds the agent (TLS contexts with the configured roots).
+    pub fn new(cfg: AgentConfig) -> Result<Agent, anyhow::Error> {
+        let build = |t: Transport| -> Result<SslContext, anyhow::Error> {
+            let mut b = tls::client_context(t, &cfg.suites)?;
+            b.set_ca_file(&cfg.ca_file)
+                .map_err(|e| anyhow::anyhow!("ca_file {}: {e}", cfg.ca_file.display()))?;
+            Ok(b.build())
+        };
+        Ok(Agent {
+            devices: cfg
+                .devices
+                .iter()
+                .map(|d| (d.id.clone(), d.pairing_key.clone()))
+                .collect(),
+            dtls: build(Transport::Dtls)?,
+            tls: build(Transport::Tls)?,
+            cfg,
+        })
+    }
+
+    /// Runs the full handshake for `req`; `signer` produces the CertificateVerify signature.
+    pub fn delegate(
+        &self,
+        req: &DelegationRequest,
+        certs: &[X509],
+        public: &EcKey<Public>,
+        signer: Box<ffi::RemoteSigner>,
+    ) -> Result<SessionContext, DelegationError> {
+        let ctx = match req.transport {
+            Transport::Dtls => &self.dtls,
+            Transport::Tls => &self.tls,
+        };
+        let mut ssl = Ssl::new(ctx).map_err(TlsError::from)?;
+        if req.suite != 0 {
+            let suite = Suite::from_id(req.suite)
+                .filter(|s| self.cfg.suites.contains(s))
+                .ok_or(DelegationError::Suite(req.suite))?;
+            ssl.set_cipher_list(suite.openssl_name())
+                .map_err(TlsError::from)?;
+        }
+        let key = ffi::remote_signing_key(public, signer).map_err(TlsError::from)?;
+        ssl.set_certificate(&certs[0]).map_err(TlsError::from)?;
+        for c in &certs[1..] {
+            ssl.add_chain_cert(c.clone()).map_err(TlsError::from)?;
+        }
+        ssl.set_private_key(&key).map_err(TlsError::from)?;
+        let name = if req.server_name.is_empty() {
+            tls::host_of(&req.server)
+        } else {
+            &req.server_name
+        };
+        tls::verify_server_name(&mut ssl, name).map_err(TlsError::from)?;
+        let deadline = Instant::now() + Duration::from_secs(self.cfg.handshake_timeout_secs);
+        let conn = tls::connect(ssl, req.transport, &req.server, deadline)?;
+        let context = SessionContext::from_ssl(conn.ssl(), self.cfg.session_lifetime_secs);
+        // close_notify keeps the session resumable on the server.
+        conn.close();
+        Ok(context?)
+    }
+
+    /// Accepts device connections until the listener fails.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
+        loop {
+            let (stream, peer) = listener.accept().await?;
+            let agent = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = agent.handle(stream).await {
+                    warn!(event = "channel.closed", peer = %peer, reason = %e);
+                } else {
+                    debug!(event = "channel.closed", peer = %peer);
+                }
+            });
+        }
+    }
+
+    async fn handle(self: Arc<Self>, stream: TcpStream) -> Result<(), String> {
+        let _ = stream.set_nodelay(true);
+        let (mut rd, mut wr) = stream.into_split();
+        let hello = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rd))
+            .await
+            .map_err(|_| "no hello within 10 s".to_string())??
+            .ok_or_else(|| "closed before its hello".to_string())?;
+        let (device_id, nonce_d) =
+            channel::parse_hello(&hello).map_err(|e| format!("hello: {e}"))?;
+        let key = self
+            .devices
+            .get(&device_id)
+            .ok_or_else(|| format!("hello from unknown device `{device_id}`"))?;
+        let mut nonce_a = [0u8; NONCE_LEN];
+        openssl::rand::rand_bytes(&mut nonce_a).map_err(|e| e.to_string())?;
+        write_frame(&mut wr, &channel::hello_reply(&nonce_a)).await?;
+        let (mut sealer, mut opener) =
+            Channel::new(Role::Agent, key, &device_id, &nonce_d, &nonce_a).split();
+        info!(event = "channel.open", device = %device_id);
+
+        // Reading runs in its own task so that select! below never cancels a half-read frame.
+        let (in_tx, mut inbox) = mpsc::channel::<Result<Message, String>>(4);
+        let reader = tokio::spawn(async move {
+            loop {
+                let item = match read_frame(&mut rd).await {
+                    Ok(Some(frame)) => opener.open(&frame).map_err(|e: ChannelError| e.to_string()),
+                    Ok(None) => break,
+                    Err(e) => Err(e),
+                };
+                let stop = item.is_err();
+                if in_tx.send(item).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        let result = async {
+            send(&mut wr, &mut sealer, &Message::Ready).await?;
+            loop {
+                let Some(item) = inbox.recv().await else {
+                    return Ok(());
+                };
+                match item? {
+                    Message::Delegation(req) => {
+                        self.clone()
+                            .run_delegation(&device_id, req, &mut wr, &mut sealer, &mut inbox)
+                            .await?;
+                    }
+                    Message::Error { reason, code, .. } => {
+                        warn!(event = "device.error", device = %device_id, code = ?code, reason = %reason);
+                    }
+                    other => {
+                        let reason = format!("unexpected {} message outside a delegation", other.name());
+                        warn!(event = "device.bad_message", device = %device_id, reason = %reason);
+                        send(&mut wr, &mut sealer, &Message::Error { delegation_id: 0, code: ErrorCode::BadMessage, reason }).await?;
+                    }
+                }
+            }
+        }
+        .await;
+        reader.abort();
+        result
+    }
+
+    async fn run_delegation(
+        self: Arc<Self>,
+        device_id: &str,
+        req: DelegationRequest,
+        wr: &mut OwnedWriteHalf,
+        sealer: &mut Sealer,
+        inbox: &mut mpsc::Receiver<Result<Message, String>>,
+    ) -> Result<(), String> {
+        let id = req.delegation_id;
+        let started = Instant::now();
+        info!(event = "delegation.start", device = %device_id, delegation = %format!("{id:#018x}"), server = %req.server, transport = ?req.transport);
+        let (certs, public) = match device_identity(&req.cert_chain) {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(event = "delegation.failed", device = %device_id, delegation = %format!("{id:#018x}"), reason = %e);
+                let m = Message::Error {
+                    delegation_id: id,
+                    code: e.code(),
+                    reason: e.to_string(),
+                };
+                return send(wr, sealer, &m).await;
+            }
+        };
+        let (job_tx, mut jobs) = mpsc::channel::<SignJob>(1);
+        let signer: Box<ffi::RemoteSigner> = Box::new(move |digest: &[u8]| {
+            let (reply, answer) = oneshot::channel();
+            job_tx
+                .blocking_send(SignJob {
+                    digest: digest.to_vec(),
+                    reply,
+                })
+                .ok()?;
+            answer.blocking_recv().ok().flatten()
+        });
+        let agent = self.clone();
+        let verify_key = public.clone();
+        let mut handshake =
+            tokio::task::spawn_blocking(move || agent.delegate(&req, &certs, &public, signer));
+
+        let sign_timeout = Duration::from_secs(self.cfg.sign_timeout_secs);
+        let mut asked = false;
+        let mut waiting: Option<(SignJob, tokio::time::Instant)> = None;
+        let mut channel_error: Option<String> = None;
+        let outcome = loop {
+            let sign_deadline = waiting.as_ref().map(|w| w.1);
+            tokio::select! {
+                r = &mut handshake => break r.unwrap_or_else(|e| Err(DelegationError::Certificate(format!("handshake task: {e}")))),
+                Some(job) = jobs.recv() => {
+                    if asked {
+                        // libssl signs once per handshake; a second request is a bug, refuse it.
+                        let _ = job.reply.send(None);
+                        continue;
+                    }
+                    asked = true;
+                    let m = Message::SignRequest { delegation_id: id, scheme: SIG_ECDSA_P256_SHA256, digest: job.digest.clone() };
+                    send(wr, sealer, &m).await?;
+                    debug!(event = "sign.request", device = %device_id, delegation = %format!("{id:#018x}"));
+                    waiting = Some((job, tokio::time::Instant::now() + sign_timeout));
+                }
+                item = inbox.recv(), if channel_error.is_none() => {
+                    match item {
+                        Some(Ok(Message::Signature { delegation_id, signature })) if delegation_id == id && waiting.is_some() => {
+                            if let Some((job, _)) = waiting.take() {
+                                let good = EcdsaSig::from_der(&signature)
+                                    .and_then(|s| s.verify(&job.digest, &verify_key))
+                                    .unwrap_or(false);
+                                if !good {
+                                    warn!(event = "sign.bad_signature", device = %device_id, delegation = %format!("{id:#018x}"));
+                                }
+                                let _ = job.reply.send(good.then_some(signature));
+                            }
+                        }
+                        Some(Ok(Message::Error { delegation_id, code, reason })) if delegation_id == id => {
+                            warn!(event = "sign.refused", device = %device_id, delegation = %format!("{id:#018x}"), code = ?code, reason = %reason);
+                            if let Some((job, _)) = waiting.take() { let _ = job.reply.send(None); }
+                        }
+                        Some(Ok(other)) => {
+                            let reason = format!("unexpected {} message during delegation {id:#018x}", other.name());
+                            warn!(event = "device.bad_message", device = %device_id, reason = %reason);
+                            if let Some((job, _)) = waiting.take() { let _ = job.reply.send(None); }
+                        }
+                        Some(Err(e)) => {
+                            if let Some((job, _)) = waiting.take() { let _ = job.reply.send(None); }
+                            channel_error = Some(e);
+                        }
+                        None => {
+                            if let Some((job, _)) = waiting.take() { let _ = job.reply.send(None); }
+                            channel_error = Some("device closed the channel".into());
+                        }
+                    }
+                }
+                _ = sleep_until_opt(sign_deadline) => {
+                    warn!(event = "sign.timeout", device = %device_id, delegation = %format!("{id:#018x}"));
+                    if let Some((job, _)) = waiting.take() { let _ = job.reply.send(None); }
+                }
+            }
+        };
+        if let Some(e) = channel_error {
+            return Err(e);
+        }
+        let ms = started.elapsed().as_millis() as u64;
+        match outcome {
+            Ok(context) => {
+                info!(event = "delegation.done", device = %device_id, delegation = %format!("{id:#018x}"), session_id = %hex::encode(&context.session_id), suite = %format!("{:#06x}", context.suite), ms);
+                let m = Message::Context {
+                    delegation_id: id,
+                    context,
+                };
+                let r = send(wr, sealer, &m).await;
+                // `m` holds the master secret: wiped here (SessionContext zeroizes on drop).
+                drop(m);
+                info!(event = "context.forgotten", device = %device_id, delegation = %format!("{id:#018x}"));
+                r
+            }
+            Err(e) => {
+                warn!(event = "delegation.failed", device = %device_id, delegation = %format!("{id:#018x}"), reason = %e, ms);
+                send(
+                    wr,
+                    sealer,
+                    &Message::Error {
+                        delegation_id: id,
+                        code: e.code(),
+                        reason: e.to_string(),
+                    },
+                )
+                .await
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One frame; `None` when the device closed the connection between frames.
+async fn read_frame(rd: &mut OwnedReadHalf) -> Result<Option<Vec<u8>>, String> {
+    let mut len = [0u8; 2];
+    match rd.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(format!("read: {e}")),
+    }
+    let n = usize::from(u16::from_be_bytes(len));
+    if n == 0 || n > MAX_FRAME {
+        return Err(format!("frame of {n} bytes (1..={MAX_FRAME} allowed)"));
+    }
+    let mut body = vec![0u8; n];
+    rd.read_exact(&mut body)
+        .await
+        .map_err(|e| format!("read: {e}"))?;
+    Ok(Some(body))
+}
+
+async fn write_frame(wr: &mut OwnedWriteHalf, body: &[u8]) -> Result<(), String> {
+    wr.write_all(&channel::framed(body))
+        .await
+        .map_err(|e| format!("write: {e}"))
+}
+
+async fn send(wr: &mut OwnedWriteHalf, sealer: &mut Sealer, msg: &Message) -> Result<(), String> {
+    let body = sealer.seal(msg).map_err(|e| e.to_string())?;
+    write_frame(wr, &body).await
+}

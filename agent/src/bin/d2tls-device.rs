@@ -1,0 +1,162 @@
+//! `d2tls-device`: the constrained device's side (also runs the standalone baseline).
+#![deny(unsafe_code)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use d2tls::config::DeviceConfig;
+use d2tls::device::Device;
+use d2tls::device_io::{self, load_credentials};
+use d2tls::session::Suite;
+use d2tls::tls::Connection;
+use d2tls::wire::Transport;
+
+/// Gets a DTLS/TLS 1.2 session with a server through the agent (or alone, --standalone).
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// Device config file (TOML); see docs/d2tls.md.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Override `server` (host:port).
+    #[arg(long)]
+    server: Option<String>,
+    /// Override `transport` (dtls or tls).
+    #[arg(long)]
+    transport: Option<String>,
+    /// Override `suite` (ccm8 or gcm).
+    #[arg(long)]
+    suite: Option<String>,
+    /// Run the full handshake on the device itself (the baseline D2TLS is measured against).
+    #[arg(long)]
+    standalone: bool,
+    /// Application data to send once the session is up.
+    #[arg(long)]
+    send: Option<String>,
+    /// Wait for this many seconds for data from the server and print it.
+    #[arg(long)]
+    expect_reply: Option<u64>,
+    /// Log filter when RUST_LOG is unset.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    d2tls::init_logging(&cli.log_level);
+    if let Err(e) = run(cli) {
+        eprintln!("d2tls-device: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut cfg = DeviceConfig::load(&cli.config)?;
+    if let Some(s) = cli.server {
+        cfg.server = s;
+    }
+    if let Some(t) = &cli.transport {
+        match Transport::parse(t) {
+            Some(t) => cfg.transport = t,
+            None => bail!("--transport: `{t}` (dtls or tls)"),
+        }
+    }
+    if let Some(s) = &cli.suite {
+        match Suite::parse(s) {
+            Some(s) => cfg.suite = Some(s),
+            None => bail!("--suite: `{s}` (ccm8 or gcm)"),
+        }
+    }
+    let timeout = Duration::from_secs(cfg.timeout_secs);
+    let (key, chain) = load_credentials(&cfg)?;
+    let mut out = std::io::stdout();
+    let (mut conn, delegations, signatures, channel) = if cli.standalone {
+        let conn = device_io::full_handshake(&cfg, &key, &chain, Instant::now() + timeout)?;
+        (conn, 0, 1, (0, 0))
+    } else {
+        let chain_der = chain
+            .iter()
+            .map(|c| c.to_der())
+            .collect::<Result<Vec<_>, _>>()
+            .context("certificate DER")?;
+        let mut device = Device::new(key, chain_der);
+        let mut link = device_io::link_from(&cfg)?;
+        let target = device_io::target_of(&cfg);
+        let (conn, attempts) = device_io::delegate_and_resume(
+            &mut link,
+            &mut device,
+            &target,
+            cfg.max_delegations,
+            timeout,
+        )?;
+        (
+            conn,
+            attempts,
+            device.signatures(),
+            (link.bytes_sent, link.bytes_received),
+        )
+    };
+    report(&mut out, &conn, delegations, signatures, channel)?;
+    exchange(&mut out, &mut conn, cli.send.as_deref(), cli.expect_reply)?;
+    conn.close();
+    Ok(())
+}
+
+fn report(
+    out: &mut impl Write,
+    conn: &Connection,
+    delegations: u32,
+    signatures: u64,
+    channel: (u64, u64),
+) -> anyhow::Result<()> {
+    let ssl = conn.ssl();
+    let sid = ssl
+        .session()
+        .map(|s| hex::encode(s.id()))
+        .unwrap_or_default();
+    let cipher = ssl.current_cipher().map(|c| c.name()).unwrap_or("none");
+    writeln!(
+        out,
+        "session reused={} version={} cipher={} session_id={} delegations={} signatures={} channel_sent={} channel_received={}",
+        ssl.session_reused(),
+        ssl.version_str(),
+        cipher,
+        sid,
+        delegations,
+        signatures,
+        channel.0,
+        channel.1
+    )?;
+    out.flush()?;
+    Ok(())
+}
+
+fn exchange(
+    out: &mut impl Write,
+    conn: &mut Connection,
+    send: Option<&str>,
+    expect: Option<u64>,
+) -> anyhow::Result<()> {
+    if let Some(text) = send {
+        conn.send(
+            format!("{text}\n").as_bytes(),
+            Instant::now() + Duration::from_secs(10),
+        )?;
+        writeln!(out, "sent: {text}")?;
+        out.flush()?;
+    }
+    if let Some(secs) = expect {
+        let mut buf = [0u8; 4096];
+        let n = conn.recv(&mut buf, Instant::now() + Duration::from_secs(secs))?;
+        if n == 0 {
+            bail!("the server closed the connection before sending data");
+        }
+        let text = String::from_utf8_lossy(&buf[..n]);
+        writeln!(out, "received: {}", text.trim_end())?;
+        out.flush()?;
+    }
+    Ok(())
+}

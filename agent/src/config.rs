@@ -1,0 +1,407 @@
+//! Config files of both binaries (TOML). Unknown keys are errors, so a misspelt option or a
+//! private key pasted into the agent's config is refused rather than ignored. Relative paths
+//! are relative to the config file. Every error names the file and the option.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::channel::{PairingKey, valid_device_id};
+use crate::session::Suite;
+use crate::wire::Transport;
+
+/// A config that cannot be used.
+#[derive(Debug, Error)]
+#[error("{file}: {reason}")]
+pub struct ConfigError {
+    /// The config file (or `command line`).
+    pub file: String,
+    /// What is wrong, naming the option.
+    pub reason: String,
+}
+
+fn err(file: &Path, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        file: file.display().to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn read(file: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(file).map_err(|e| err(file, format!("cannot read: {e}")))
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(file: &Path) -> Result<T, ConfigError> {
+    toml::from_str(&read(file)?).map_err(|e| err(file, e.to_string().trim_end().replace('\n', " ")))
+}
+
+fn rel(file: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        file.parent().unwrap_or(Path::new(".")).join(p)
+    }
+}
+
+fn pairing_key(
+    file: &Path,
+    option: &str,
+    inline: &Option<String>,
+    path: &Option<PathBuf>,
+) -> Result<PairingKey, ConfigError> {
+    let text = match (inline, path) {
+        (Some(k), None) => k.clone(),
+        (None, Some(p)) => {
+            let p = rel(file, p);
+            std::fs::read_to_string(&p)
+                .map_err(|e| err(file, format!("{option}_file {}: {e}", p.display())))?
+        }
+        (Some(_), Some(_)) => {
+            return Err(err(
+                file,
+                format!("{option}: give `{option}` or `{option}_file`, not both"),
+            ));
+        }
+        (None, None) => {
+            return Err(err(
+                file,
+                format!("{option}: missing (`{option}` or `{option}_file`)"),
+            ));
+        }
+    };
+    PairingKey::from_hex(&text).map_err(|e| err(file, format!("{option}: {e}")))
+}
+
+fn suites(file: &Path, names: &[String]) -> Result<Vec<Suite>, ConfigError> {
+    if names.is_empty() {
+        return Ok(Suite::ALL.to_vec());
+    }
+    names
+        .iter()
+        .map(|n| {
+            Suite::parse(n).ok_or_else(|| {
+                err(
+                    file,
+                    format!("suites: unknown suite `{n}` (ccm8, gcm, or OpenSSL's names)"),
+                )
+            })
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    listen: String,
+    ca_file: PathBuf,
+    #[serde(default)]
+    suites: Vec<String>,
+    #[serde(default = "default_lifetime")]
+    session_lifetime_secs: u32,
+    #[serde(default = "default_handshake_timeout")]
+    handshake_timeout_secs: u64,
+    #[serde(default = "default_sign_timeout")]
+    sign_timeout_secs: u64,
+    #[serde(default)]
+    device: Vec<RawAgentDevice>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgentDevice {
+    id: String,
+    pairing_key: Option<String>,
+    pairing_key_file: Option<PathBuf>,
+}
+
+fn default_lifetime() -> u32 {
+    3600
+}
+fn default_handshake_timeout() -> u64 {
+    20
+}
+fn default_sign_timeout() -> u64 {
+    10
+}
+
+/// One device the agent serves.
+#[derive(Debug, Clone)]
+pub struct AgentDevice {
+    /// Device ID from its hello.
+    pub id: String,
+    /// Its pairing key.
+    pub pairing_key: PairingKey,
+}
+
+/// The agent's configuration (`d2tls-agent --config agent.toml`).
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// TCP address devices connect to.
+    pub listen: SocketAddr,
+    /// PEM roots the cloud servers' chains are verified against.
+    pub ca_file: PathBuf,
+    /// Suites offered, in order.
+    pub suites: Vec<Suite>,
+    /// Lifetime given to each context.
+    pub session_lifetime_secs: u32,
+    /// Deadline of one full handshake.
+    pub handshake_timeout_secs: u64,
+    /// How long the agent waits for the device's signature.
+    pub sign_timeout_secs: u64,
+    /// Paired devices.
+    pub devices: Vec<AgentDevice>,
+}
+
+impl AgentConfig {
+    /// Loads and checks `file`.
+    pub fn load(file: &Path) -> Result<AgentConfig, ConfigError> {
+        let raw: RawAgent = parse(file)?;
+        let listen = raw
+            .listen
+            .parse()
+            .map_err(|_| err(file, format!("listen: `{}` is not an IP:port", raw.listen)))?;
+        let ca_file = rel(file, &raw.ca_file);
+        if !ca_file.is_file() {
+            return Err(err(
+                file,
+                format!("ca_file: {} is not a file", ca_file.display()),
+            ));
+        }
+        if raw.session_lifetime_secs == 0
+            || raw.handshake_timeout_secs == 0
+            || raw.sign_timeout_secs == 0
+        {
+            return Err(err(
+                file,
+                "session_lifetime_secs, handshake_timeout_secs and sign_timeout_secs must be > 0",
+            ));
+        }
+        let mut devices = Vec::with_capacity(raw.device.len());
+        for (i, d) in raw.device.iter().enumerate() {
+            if !valid_device_id(&d.id) {
+                return Err(err(
+                    file,
+                    format!("device[{i}].id: `{}` is not 1..=64 of [A-Za-z0-9._-]", d.id),
+                ));
+            }
+            if devices.iter().any(|x: &AgentDevice| x.id == d.id) {
+                return Err(err(
+                    file,
+                    format!("device[{i}].id: `{}` appears twice", d.id),
+                ));
+            }
+            let pairing_key = pairing_key(
+                file,
+                &format!("device[{i}].pairing_key"),
+                &d.pairing_key,
+                &d.pairing_key_file,
+            )?;
+            devices.push(AgentDevice {
+                id: d.id.clone(),
+                pairing_key,
+            });
+        }
+        if devices.is_empty() {
+            return Err(err(file, "no [[device]] configured"));
+        }
+        Ok(AgentConfig {
+            listen,
+            ca_file,
+            suites: suites(file, &raw.suites)?,
+            session_lifetime_secs: raw.session_lifetime_secs,
+            handshake_timeout_secs: raw.handshake_timeout_secs,
+            sign_timeout_secs: raw.sign_timeout_secs,
+            devices,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDevice {
+    device_id: String,
+    agent: Option<String>,
+    pairing_key: Option<String>,
+    pairing_key_file: Option<PathBuf>,
+    certificate: PathBuf,
+    private_key: PathBuf,
+    server: String,
+    #[serde(default)]
+    server_name: String,
+    #[serde(default = "default_transport")]
+    transport: String,
+    suite: Option<String>,
+    ca_file: Option<PathBuf>,
+    #[serde(default = "default_attempts")]
+    max_delegations: u32,
+    #[serde(default = "default_device_timeout")]
+    timeout_secs: u64,
+}
+
+fn default_transport() -> String {
+    "dtls".into()
+}
+fn default_attempts() -> u32 {
+    3
+}
+fn default_device_timeout() -> u64 {
+    30
+}
+
+/// The device's configuration (`d2tls-device --config device.toml`).
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    /// This device's ID (as paired with the agent).
+    pub device_id: String,
+    /// The agent's `host:port` (needed unless standalone).
+    pub agent: Option<String>,
+    /// Pairing key shared with the agent (needed unless standalone).
+    pub pairing_key: Option<PairingKey>,
+    /// PEM chain, leaf first.
+    pub certificate: PathBuf,
+    /// PEM private key (read by the device only).
+    pub private_key: PathBuf,
+    /// Cloud server `host:port`.
+    pub server: String,
+    /// Name to verify on the server certificate (empty: the host of `server`).
+    pub server_name: String,
+    /// DTLS or TLS.
+    pub transport: Transport,
+    /// Fixed suite, or any delegated suite.
+    pub suite: Option<Suite>,
+    /// Roots for verifying the server in standalone mode.
+    pub ca_file: Option<PathBuf>,
+    /// Delegations tried before giving up.
+    pub max_delegations: u32,
+    /// Deadline of each network step.
+    pub timeout_secs: u64,
+}
+
+impl DeviceConfig {
+    /// Loads and checks `file`.
+    pub fn load(file: &Path) -> Result<DeviceConfig, ConfigError> {
+        let raw: RawDevice = parse(file)?;
+        if !valid_device_id(&raw.device_id) {
+            return Err(err(
+                file,
+                format!(
+                    "device_id: `{}` is not 1..=64 of [A-Za-z0-9._-]",
+                    raw.device_id
+                ),
+            ));
+        }
+        let transport = Transport::parse(&raw.transport).ok_or_else(|| {
+            err(
+                file,
+                format!("transport: `{}` (dtls or tls)", raw.transport),
+            )
+        })?;
+        let suite = match &raw.suite {
+            None => None,
+            Some(n) => Some(suites(file, std::slice::from_ref(n))?[0]),
+        };
+        let pairing_key = if raw.pairing_key.is_some() || raw.pairing_key_file.is_some() {
+            Some(pairing_key(
+                file,
+                "pairing_key",
+                &raw.pairing_key,
+                &raw.pairing_key_file,
+            )?)
+        } else {
+            None
+        };
+        if raw.max_delegations == 0 || raw.timeout_secs == 0 {
+            return Err(err(file, "max_delegations and timeout_secs must be > 0"));
+        }
+        for (option, p) in [
+            ("certificate", &raw.certificate),
+            ("private_key", &raw.private_key),
+        ] {
+            if !rel(file, p).is_file() {
+                return Err(err(
+                    file,
+                    format!("{option}: {} is not a file", rel(file, p).display()),
+                ));
+            }
+        }
+        Ok(DeviceConfig {
+            device_id: raw.device_id,
+            agent: raw.agent,
+            pairing_key,
+            certificate: rel(file, &raw.certificate),
+            private_key: rel(file, &raw.private_key),
+            server: raw.server,
+            server_name: raw.server_name,
+            transport,
+            suite,
+            ca_file: raw.ca_file.map(|p| rel(file, &p)),
+            max_delegations: raw.max_delegations,
+            timeout_secs: raw.timeout_secs,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn agent_config_errors_name_the_option() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "ca.pem", "x");
+        let key = "ab".repeat(32);
+        let ok = format!(
+            "listen = \"127.0.0.1:7000\"\nca_file = \"ca.pem\"\n[[device]]\nid = \"s1\"\npairing_key = \"{key}\"\n"
+        );
+        let f = write(dir.path(), "a.toml", &ok);
+        let cfg = AgentConfig::load(&f).unwrap();
+        assert_eq!(cfg.devices.len(), 1);
+        assert_eq!(cfg.suites, Suite::ALL.to_vec());
+
+        let cases = [
+            (ok.replace("127.0.0.1:7000", "nowhere"), "listen"),
+            (ok.replace("ca.pem", "missing.pem"), "ca_file"),
+            (ok.replace(&key, "zz"), "device[0].pairing_key"),
+            (ok.replace("\"s1\"", "\"bad id\""), "device[0].id"),
+            (format!("{ok}private_key = \"device.key\"\n"), "private_key"),
+            (format!("suites = [\"rc4\"]\n{ok}"), "suites"),
+        ];
+        for (text, want) in cases {
+            let f = write(dir.path(), "bad.toml", &text);
+            let e = AgentConfig::load(&f).unwrap_err().to_string();
+            assert!(e.contains("bad.toml") && e.contains(want), "{want}: {e}");
+        }
+    }
+
+    #[test]
+    fn device_config_errors_name_the_option() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "d.pem", "x");
+        write(dir.path(), "d.key", "x");
+        let ok = "device_id = \"s1\"\nagent = \"127.0.0.1:7000\"\npairing_key = \"".to_string()
+            + &"cd".repeat(32)
+            + "\"\ncertificate = \"d.pem\"\nprivate_key = \"d.key\"\nserver = \"127.0.0.1:4433\"\n";
+        let f = write(dir.path(), "d.toml", &ok);
+        let cfg = DeviceConfig::load(&f).unwrap();
+        assert_eq!(cfg.transport, Transport::Dtls);
+        let cases = [
+            (format!("{ok}transport = \"quic\"\n"), "transport"),
+            (format!("{ok}suite = \"rc4\"\n"), "suites"),
+            (ok.replace("d.key", "nope.key"), "private_key"),
+            (ok.replace("server =", "srv ="), "server"),
+        ];
+        for (text, want) in cases {
+            let f = write(dir.path(), "bad.toml", &text);
+            let e = DeviceConfig::load(&f).unwrap_err().to_string();
+            assert!(e.contains("bad.toml") && e.contains(want), "{want}: {e}");
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! The device's I/O: blocking sockets only (a constrained device has no async runtime).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use openssl::ec::EcKey;
+use openssl::ssl::{Ssl, SslVerifyMode};
+use openssl::x509::X509;
+use thiserror::Error;
+use tracing::{info, warn};
+
+use crate::channel::{self, Channel, MAX_FRAME, NONCE_LEN, Opener, PairingKey, Role, Sealer};
+use crate::config::DeviceConfig;
+use crate::device::{Device, Step, Target};
+use crate::error::{ChannelError, ContextError};
+use crate::ffi;
+use crate::session::{SessionContext, Suite};
+use crate::tls::{self, Connection, TlsError};
+use crate::wire::Message;
+
+/// Why the device could not get a session.
+#[derive(Debug, Error)]
+pub enum DeviceError {
+    /// Key or certificate files.
+    #[error("{what} {path}: {reason}")]
+    Credentials {
+        /// Which file.
+        what: &'static str,
+        /// Its path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The agent could not be reached or closed the channel.
+    #[error("agent {agent}: {reason}")]
+    Agent {
+        /// Agent address.
+        agent: String,
+        /// Why.
+        reason: String,
+    },
+    /// A channel record was refused (tampered, replayed, wrong key).
+    #[error("agent channel: {0}")]
+    Channel(#[from] ChannelError),
+    /// No agent or pairing key configured.
+    #[error("config: {0}")]
+    Config(String),
+    /// The standalone handshake failed.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// Every delegation failed.
+    #[error("gave up after {attempts} delegation(s); last: {last}")]
+    GaveUp {
+        /// Delegations tried.
+        attempts: u32,
+        /// The last reason.
+        last: String,
+    },
+}
+
+/// Why a context did not give a resumed session.
+#[derive(Debug, Error)]
+pub enum ResumeError {
+    /// The context itself is unusable.
+    #[error(transparent)]
+    Context(#[from] ContextError),
+    /// The server did not resume (it started a full handshake).
+    #[error("the server refused to resume the session (it began a full handshake)")]
+    Refused,
+    /// The abbreviated handshake failed (e.g. a wrong master secret fails the Finished check).
+    #[error("resumption failed: {0}")]
+    Failed(#[from] TlsError),
+}
+
+/// Reads a PEM chain (leaf first) and a PEM private key.
+pub fn load_credentials(
+    cfg: &DeviceConfig,
+) -> Result<(EcKey<openssl::pkey::Private>, Vec<X509>), DeviceError> {
+    let cred = |what, path: &std::path::Path, reason: String| DeviceError::Credentials {
+        what,
+        path: path.display().to_string(),
+        reason,
+    };
+    let pem = std::fs::read(&cfg.certificate)
+        .map_err(|e| cred("certificate", &cfg.certificate, e.to_string()))?;
+    let chain = X509::stack_from_pem(&pem)
+        .map_err(|e| cred("certificate", &cfg.certificate, e.to_string()))?;
+    if chain.is_empty() {
+        return Err(cred(
+            "certificate",
+            &cfg.certificate,
+            "no certificate in the file".into(),
+        ));
+    }
+    let pem = zeroize::Zeroizing::new(
+        std::fs::read(&cfg.private_key)
+            .map_err(|e| cred("private key", &cfg.private_key, e.to_string()))?,
+    );
+    let key = EcKey::private_key_from_pem(&pem).map_err(|_| {
+        cred(
+            "private key",
+            &cfg.private_key,
+            "not a PEM EC private key".into(),
+        )
+    })?;
+    let leaf_pub = chain[0]
+        .public_key()
+        .and_then(|k| k.ec_key())
+        .map_err(|_| {
+            cred(
+                "certificate",
+                &cfg.certificate,
+                "leaf key is not an EC key".into(),
+            )
+        })?;
+    let mut bn = openssl::bn::BigNumContext::new()
+        .map_err(|e| cred("private key", &cfg.private_key, e.to_string()))?;
+    let matches = key
+        .public_key()
+        .eq(key.group(), leaf_pub.public_key(), &mut bn)
+        .unwrap_or(false);
+    if !matches {
+        return Err(cred(
+            "private key",
+            &cfg.private_key,
+            "does not match the certificate".into(),
+        ));
+    }
+    Ok((key, chain))
+}
+
+/// The encrypted channel to the agent, as the device sees it.
+pub struct AgentLink {
+    agent: String,
+    stream: TcpStream,
+    sealer: Sealer,
+    opener: Opener,
+    /// Bytes written to the agent.
+    pub bytes_sent: u64,
+    /// Bytes read from the agent.
+    pub bytes_received: u64,
+}
+
+impl AgentLink {
+    /// Connects, says hello, derives the keys and waits for the agent's `ready`.
+    pub fn connect(
+        agent: &str,
+        device_id: &str,
+        key: &PairingKey,
+        timeout: Duration,
+    ) -> Result<AgentLink, DeviceError> {
+        let fail = |reason: String| DeviceError::Agent {
+            agent: agent.to_owned(),
+            reason,
+        };
+        let addr = tls::resolve(agent).map_err(|e| fail(e.to_string()))?;
+        let stream = TcpStream::connect_timeout(&addr, timeout)
+            .map_err(|e| fail(format!("connect: {e}")))?;
+        stream
+            .set_read_timeout(Some(timeout))
+            .map_err(|e| fail(e.to_string()))?;
+        stream.set_nodelay(true).map_err(|e| fail(e.to_string()))?;
+        let mut nonce_d = [0u8; NONCE_LEN];
+        openssl::rand::rand_bytes(&mut nonce_d).map_err(|e| fail(e.to_string()))?;
+        let mut stream = stream;
+        let mut sent = write_frame(&mut stream, agent, &channel::hello(device_id, &nonce_d))?;
+        let (reply, mut received) = read_frame(&mut stream, agent)?;
+        let nonce_a = channel::parse_hello_reply(&reply)?;
+        let (sealer, opener) =
+            Channel::new(Role::Device, key, device_id, &nonce_d, &nonce_a).split();
+        let mut link = AgentLink {
+            agent: agent.to_owned(),
+            stream,
+            sealer,
+            opener,
+            bytes_sent: 0,
+            bytes_received: 0,
+        };
+        let first = link.recv();
+        sent += link.bytes_sent;
+        received += link.bytes_received;
+        link.bytes_sent = sent;
+        link.bytes_received = received;
+        match first? {
+            Message::Ready => Ok(link),
+            other => Err(fail(format!("expected ready, got {}", other.name()))),
+        }
+    }
+
+    /// Seals and sends a message.
+    pub fn send(&mut self, msg: &Message) -> Result<(), DeviceError> {
+        let body = self.sealer.seal(msg)?;
+        self.bytes_sent += write_frame(&mut self.stream, &self.agent, &body)?;
+        Ok(())
+    }
+
+    /// Receives and opens a message.
+    pub fn recv(&mut self) -> Result<Message, DeviceError> {
+        let (body, n) = read_frame(&mut self.stream, &self.agent)?;
+        self.bytes_received += n;
+        Ok(self.opener.open(&body)?)
+    }
+}
+
+fn write_frame(stream: &mut TcpStream, agent: &str, body: &[u8]) -> Result<u64, DeviceError> {
+    let framed = channel::framed(body);
+    stream.write_all(&framed).map_err(|e| DeviceError::Agent {
+        agent: agent.to_owned(),
+        reason: format!("write: {e}"),
+    })?;
+    Ok(framed.len() as u64)
+}
+
+fn read_frame(stream: &mut TcpStream, agent: &str) -> Result<(Vec<u8>, u64), DeviceError> {
+    let fail = |reason: String| DeviceError::Agent {
+        agent: agent.to_owned(),
+        reason,
+    };
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => {
+            fail("closed the channel (unknown device ID or wrong pairing key?)".into())
+        }
+        _ => fail(format!("read: {e}")),
+    })?;
+    let n = usize::from(u16::from_be_bytes(len));
+    if n == 0 || n > MAX_FRAME {
+        return Err(fail(format!(
+            "frame of {n} bytes (1..={MAX_FRAME} allowed)"
+        )));
+    }
+    let mut body = vec![0u8; n];
+    stream
+        .read_exact(&mut body)
+        .map_err(|e| fail(format!("read: {e}")))?;
+    Ok((body, 2 + n as u64))
+}
+
+/// Resumes `ctx` with the server, without a private key and without any certificate check:
+/// a server that answers with a certificate is starting a full handshake, which the device
+/// stops at once.
+pub fn resume(
+    ctx: &SessionContext,
+    target: &Target,
+    deadline: Instant,
+) -> Result<Connection, ResumeError> {
+    let suite = Suite::from_id(ctx.suite).ok_or(ContextError::Suite(ctx.suite))?;
+    let session = ctx.to_ssl_session()?;
+    let mut b = tls::client_context(target.transport, &[suite]).map_err(TlsError::from)?;
+    b.set_verify_callback(SslVerifyMode::PEER, |_, _| false);
+    let sslctx = b.build();
+    let mut ssl = Ssl::new(&sslctx).map_err(TlsError::from)?;
+    ffi::set_imported_session(&mut ssl, &session).map_err(TlsError::from)?;
+    let name = server_name(target);
+    if name.parse::<std::net::IpAddr>().is_err() {
+        ssl.set_hostname(name).map_err(TlsError::from)?;
+    }
+    let conn = match tls::connect(ssl, target.transport, &target.server, deadline) {
+        Ok(c) => c,
+        Err(TlsError::Handshake { reason, .. }) if reason.contains("certificate verify failed") => {
+            return Err(ResumeError::Refused);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if !conn.ssl().session_reused() {
+        return Err(ResumeError::Refused);
+    }
+    Ok(conn)
+}
+
+fn server_name(target: &Target) -> &str {
+    if target.server_name.is_empty() {
+        tls::host_of(&target.server)
+    } else {
+        &target.server_name
+    }
+}
+
+/// The baseline: the device runs the full handshake itself with its own key.
+pub fn full_handshake(
+    cfg: &DeviceConfig,
+    key: &EcKey<openssl::pkey::Private>,
+    chain: &[X509],
+    deadline: Instant,
+) -> Result<Connection, DeviceError> {
+    let target = target_of(cfg);
+    let ca = cfg
+        .ca_file
+        .as_ref()
+        .ok_or_else(|| DeviceError::Config("standalone mode needs ca_file".into()))?;
+    let suites: Vec<Suite> = cfg.suite.map_or(Suite::ALL.to_vec(), |s| vec![s]);
+    let mut b = tls::client_context(cfg.transport, &suites).map_err(TlsError::from)?;
+    b.set_ca_file(ca).map_err(|e| DeviceError::Credentials {
+        what: "ca_file",
+        path: ca.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let sslctx = b.build();
+    let mut ssl = Ssl::new(&sslctx).map_err(TlsError::from)?;
+    let pkey = openssl::pkey::PKey::from_ec_key(key.clone()).map_err(TlsError::from)?;
+    ssl.set_certificate(&chain[0]).map_err(TlsError::from)?;
+    for c in &chain[1..] {
+        ssl.add_chain_cert(c.clone()).map_err(TlsError::from)?;
+    }
+    ssl.set_private_key(&pkey).map_err(TlsError::from)?;
+    tls::verify_server_name(&mut ssl, server_name(&target)).map_err(TlsError::from)?;
+    Ok(tls::connect(ssl, cfg.transport, &cfg.server, deadline)?)
+}
+
+/// The target of a config.
+pub fn target_of(cfg: &DeviceConfig) -> Target {
+    Target {
+        transport: cfg.transport,
+        suite: cfg.suite,
+        server: cfg.server.clone(),
+        server_name: cfg.server_name.clone(),
+    }
+}
+
+fn random_id() -> u64 {
+    let mut b = [0u8; 8];
+    if openssl::rand::rand_bytes(&mut b).is_err() {
+        // The ID only has to be unlikely to repeat within one channel.
+        return Instant::now().elapsed().as_nanos() as u64 | 1;
+    }
+    u64::from_be_bytes(b).max(1)
+}
+
+/// Asks for delegations until one resumes, at most `max_delegations` times.
+pub fn delegate_and_resume(
+    link: &mut AgentLink,
+    device: &mut Device,
+    target: &Target,
+    max_delegations: u32,
+    timeout: Duration,
+) -> Result<(Connection, u32), DeviceError> {
+    let mut last = String::from("no delegation tried");
+    for attempt in 1..=max_delegations {
+        let id = random_id();
+        info!(event = "delegation.request", delegation = %format!("{id:#018x}"), attempt, server = %target.server, transport = ?target.transport);
+        link.send(&device.request(id, target))?;
+        let ctx = loop {
+            match device.on_message(link.recv()?) {
+                Step::Reply(m) => link.send(&m)?,
+                Step::Refuse(m, why) => {
+                    warn!(event = "device.refused", reason = %why);
+                    link.send(&m)?;
+                }
+                Step::Context(ctx) => break Some(ctx),
+                Step::Failed(why) => {
+                    warn!(event = "delegation.failed", delegation = %format!("{id:#018x}"), reason = %why);
+                    last = why;
+                    break None;
+                }
+            }
+        };
+        let Some(ctx) = ctx else { continue };
+        info!(event = "context.received", delegation = %format!("{id:#018x}"), session_id = %hex::encode(&ctx.session_id), suite = %format!("{:#06x}", ctx.suite));
+        match resume(&ctx, target, Instant::now() + timeout) {
+            Ok(conn) => {
+                info!(event = "session.resumed", session_id = %hex::encode(&ctx.session_id), attempt);
+                return Ok((conn, attempt));
+            }
+            Err(e) => {
+                warn!(event = "context.discarded", session_id = %hex::encode(&ctx.session_id), reason = %e);
+                last = e.to_string();
+            }
+        }
+    }
+    Err(DeviceError::GaveUp {
+        attempts: max_delegations,
+        last,
+    })
+}
+
+/// Opens the agent channel from a config.
+pub fn link_from(cfg: &DeviceConfig) -> Result<AgentLink, DeviceError> {
+    let agent = cfg
+        .agent
+        .as_deref()
+        .ok_or_else(|| DeviceError::Config("`agent` is not set".into()))?;
+    let key = cfg
+        .pairing_key
+        .as_ref()
+        .ok_or_else(|| DeviceError::Config("`pairing_key` is not set".into()))?;
+    AgentLink::connect(
+        agent,
+        &cfg.device_id,
+        key,
+        Duration::from_secs(cfg.timeout_secs),
+    )
+}

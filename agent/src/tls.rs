@@ -1,0 +1,294 @@
+//! OpenSSL client handshakes over real sockets, DTLS retransmissions driven by us.
+//!
+//! rust-openssl runs DTLS over a `Read`/`Write` stream and never arms OpenSSL's retransmission
+//! timer itself, so every socket read here has a short timeout and each timeout gives
+//! `DTLSv1_handle_timeout` a chance to resend the last flight.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+use std::time::{Duration, Instant};
+
+use openssl::error::ErrorStack;
+use openssl::ssl::{
+    ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions, SslRef, SslStream,
+    SslVerifyMode, SslVersion,
+};
+use thiserror::Error;
+
+use crate::ffi;
+use crate::session::Suite;
+use crate::wire::Transport;
+
+/// How long one socket read waits before the DTLS timer is checked.
+const POLL: Duration = Duration::from_millis(50);
+/// A DTLS record must fit one datagram on any path we use.
+const DTLS_MTU: u32 = 1200;
+
+/// A failed handshake or I/O on an established connection.
+#[derive(Debug, Error)]
+pub enum TlsError {
+    /// `host:port` did not resolve or could not be reached.
+    #[error("server {server}: {reason}")]
+    Connect {
+        /// The address as given.
+        server: String,
+        /// Why.
+        reason: String,
+    },
+    /// OpenSSL setup failed.
+    #[error("TLS setup: {0}")]
+    Setup(#[from] ErrorStack),
+    /// The handshake failed.
+    #[error("handshake with {server} failed: {reason}")]
+    Handshake {
+        /// Server address.
+        server: String,
+        /// OpenSSL's reason.
+        reason: String,
+    },
+    /// The deadline passed.
+    #[error("{stage} with {server} timed out")]
+    Timeout {
+        /// What was going on.
+        stage: &'static str,
+        /// Server address.
+        server: String,
+    },
+    /// Socket I/O failed after the handshake.
+    #[error("connection I/O: {0}")]
+    Io(String),
+}
+
+/// A connected UDP socket as a stream of datagrams (one read = one datagram).
+#[derive(Debug)]
+pub struct Datagrams(UdpSocket);
+
+impl Read for Datagrams {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.recv(buf)
+    }
+}
+
+impl Write for Datagrams {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.send(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An established DTLS or TLS connection.
+#[derive(Debug)]
+pub enum Connection {
+    /// DTLS 1.2 over UDP.
+    Dtls(SslStream<Datagrams>),
+    /// TLS 1.2 over TCP.
+    Tls(SslStream<TcpStream>),
+}
+
+/// Resolves `host:port` to one address.
+pub fn resolve(server: &str) -> Result<SocketAddr, TlsError> {
+    server
+        .to_socket_addrs()
+        .map_err(|e| TlsError::Connect {
+            server: server.to_owned(),
+            reason: format!("cannot resolve: {e}"),
+        })?
+        .next()
+        .ok_or_else(|| TlsError::Connect {
+            server: server.to_owned(),
+            reason: "resolves to no address".into(),
+        })
+}
+
+/// The host part of `host:port` (brackets of an IPv6 literal removed).
+pub fn host_of(server: &str) -> &str {
+    let host = server.rsplit_once(':').map_or(server, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// A client context for DTLS 1.2 or TLS 1.2, ECDHE-ECDSA on P-256 with the given suites.
+pub fn client_context(
+    transport: Transport,
+    suites: &[Suite],
+) -> Result<SslContextBuilder, ErrorStack> {
+    let (method, version) = match transport {
+        Transport::Dtls => (SslMethod::dtls_client(), SslVersion::DTLS1_2),
+        Transport::Tls => (SslMethod::tls_client(), SslVersion::TLS1_2),
+    };
+    let mut b = SslContext::builder(method)?;
+    b.set_min_proto_version(Some(version))?;
+    b.set_max_proto_version(Some(version))?;
+    let list: Vec<&str> = suites.iter().map(|s| s.openssl_name()).collect();
+    b.set_cipher_list(&list.join(":"))?;
+    b.set_groups_list("P-256")?;
+    // The device signs ECDSA-P256-SHA256 only; offer nothing else.
+    b.set_sigalgs_list("ECDSA+SHA256")?;
+    // Session IDs, not tickets: a ticket-less context is all the device needs to resume.
+    let mut opts = SslOptions::NO_TICKET;
+    if transport == Transport::Dtls {
+        opts |= SslOptions::NO_QUERY_MTU;
+    }
+    b.set_options(opts);
+    Ok(b)
+}
+
+/// Makes `ssl` check the server certificate for `name` (an IP literal or a DNS name).
+pub fn verify_server_name(ssl: &mut SslRef, name: &str) -> Result<(), ErrorStack> {
+    ssl.set_verify(SslVerifyMode::PEER);
+    match name.parse::<IpAddr>() {
+        Ok(ip) => ssl.param_mut().set_ip(ip),
+        Err(_) => {
+            ssl.set_hostname(name)?;
+            ssl.param_mut().set_host(name)
+        }
+    }
+}
+
+fn is_retry(e: &openssl::ssl::Error) -> bool {
+    e.code() == ErrorCode::WANT_READ || e.code() == ErrorCode::WANT_WRITE
+}
+
+fn reason(e: &openssl::ssl::Error) -> String {
+    match e.ssl_error() {
+        Some(stack) => stack.to_string(),
+        None => match e.io_error() {
+            Some(io) => io.to_string(),
+            None => format!("{e}"),
+        },
+    }
+}
+
+/// Runs a client handshake on `ssl` to `server` and returns the connection.
+pub fn connect(
+    mut ssl: Ssl,
+    transport: Transport,
+    server: &str,
+    deadline: Instant,
+) -> Result<Connection, TlsError> {
+    let addr = resolve(server)?;
+    let io_err = |e: io::Error| TlsError::Connect {
+        server: server.to_owned(),
+        reason: e.to_string(),
+    };
+    match transport {
+        Transport::Dtls => {
+            let local: SocketAddr = if addr.is_ipv4() {
+                (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+            } else {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            };
+            let sock = UdpSocket::bind(local).map_err(io_err)?;
+            sock.connect(addr).map_err(io_err)?;
+            sock.set_read_timeout(Some(POLL)).map_err(io_err)?;
+            ssl.set_mtu(DTLS_MTU)?;
+            let mut s = SslStream::new(ssl, Datagrams(sock))?;
+            drive(&mut s, true, server, deadline)?;
+            Ok(Connection::Dtls(s))
+        }
+        Transport::Tls => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let sock = TcpStream::connect_timeout(&addr, left.max(Duration::from_millis(1)))
+                .map_err(io_err)?;
+            sock.set_nodelay(true).map_err(io_err)?;
+            sock.set_read_timeout(Some(POLL)).map_err(io_err)?;
+            let mut s = SslStream::new(ssl, sock)?;
+            drive(&mut s, false, server, deadline)?;
+            Ok(Connection::Tls(s))
+        }
+    }
+}
+
+fn drive<S: Read + Write>(
+    s: &mut SslStream<S>,
+    dtls: bool,
+    server: &str,
+    deadline: Instant,
+) -> Result<(), TlsError> {
+    loop {
+        match s.connect() {
+            Ok(()) => return Ok(()),
+            Err(e) if is_retry(&e) => {
+                if Instant::now() >= deadline {
+                    return Err(TlsError::Timeout {
+                        stage: "handshake",
+                        server: server.to_owned(),
+                    });
+                }
+                if dtls {
+                    ffi::dtls_handle_timeout(s.ssl()).map_err(|e| TlsError::Handshake {
+                        server: server.to_owned(),
+                        reason: format!("retransmission: {e}"),
+                    })?;
+                }
+            }
+            Err(e) => {
+                return Err(TlsError::Handshake {
+                    server: server.to_owned(),
+                    reason: reason(&e),
+                });
+            }
+        }
+    }
+}
+
+impl Connection {
+    /// The OpenSSL connection (session, cipher, peer).
+    pub fn ssl(&self) -> &SslRef {
+        match self {
+            Connection::Dtls(s) => s.ssl(),
+            Connection::Tls(s) => s.ssl(),
+        }
+    }
+
+    /// Sends one application record.
+    pub fn send(&mut self, data: &[u8], deadline: Instant) -> Result<(), TlsError> {
+        loop {
+            let r = match self {
+                Connection::Dtls(s) => s.ssl_write(data),
+                Connection::Tls(s) => s.ssl_write(data),
+            };
+            match r {
+                Ok(_) => return Ok(()),
+                Err(e) if is_retry(&e) && Instant::now() < deadline => {}
+                Err(e) => return Err(TlsError::Io(reason(&e))),
+            }
+        }
+    }
+
+    /// Receives application data; `Ok(0)` when the peer closed.
+    pub fn recv(&mut self, buf: &mut [u8], deadline: Instant) -> Result<usize, TlsError> {
+        loop {
+            let r = match self {
+                Connection::Dtls(s) => s.ssl_read(buf),
+                Connection::Tls(s) => s.ssl_read(buf),
+            };
+            match r {
+                Ok(n) => return Ok(n),
+                Err(e) if e.code() == ErrorCode::ZERO_RETURN => return Ok(0),
+                Err(e) if is_retry(&e) => {
+                    if Instant::now() >= deadline {
+                        return Err(TlsError::Timeout {
+                            stage: "read",
+                            server: String::new(),
+                        });
+                    }
+                    if let Connection::Dtls(s) = self {
+                        // The server may resend its last flight if ours was lost.
+                        let _ = ffi::dtls_handle_timeout(s.ssl());
+                    }
+                }
+                Err(e) => return Err(TlsError::Io(reason(&e))),
+            }
+        }
+    }
+
+    /// Sends close_notify (best effort): a cleanly closed session stays resumable.
+    pub fn close(mut self) {
+        let _ = match &mut self {
+            Connection::Dtls(s) => s.shutdown(),
+            Connection::Tls(s) => s.shutdown(),
+        };
+    }
+}
