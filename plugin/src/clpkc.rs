@@ -777,8 +777,8 @@ impl EntityKey {
         let x = secret.x.as_nonzero_scalar();
         let l = lambda(identity, &partial.w, &issuer.p_pub);
         let lhs = ProjectivePoint::GENERATOR * partial.d;
-        let rhs = partial.w.to_projective() - secret.public().to_projective()
-            + issuer.p_pub.to_projective() * l;
+        let x_pub = secret.public().to_projective();
+        let rhs = partial.w.to_projective() - x_pub + issuer.p_pub.to_projective() * l;
         if lhs != rhs {
             return Err(CryptoError::PartialKeyCheckFailed);
         }
@@ -786,7 +786,10 @@ impl EntityKey {
         let sk = Option::<NonZeroScalar>::from(NonZeroScalar::new(*sk))
             .ok_or(CryptoError::InvalidScalar)?;
         let key = Self::from_scalar(identity.clone(), sk, partial.w);
-        key.check(issuer)?;
+        // Q = W + λ·P_pub = d·G + X, and sk·G must be that point.
+        if key.q.to_projective() != lhs + x_pub {
+            return Err(CryptoError::KeyMismatch);
+        }
         Ok(key)
     }
 
