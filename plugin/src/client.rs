@@ -168,8 +168,9 @@ pub struct Resolution {
 /// Read a trust-anchor file: self-issued key-server TPKEY records in key-zone syntax.
 /// Each is checked (issued under its own params, self-signed, valid).
 pub fn read_anchors(path: &Path, now: u64) -> Result<Vec<KeyServerRef>, ClientError> {
-    let parsed =
-        zonefile::read(path, &Name::root()).map_err(|e| ClientError::Anchors(e.to_string()))?;
+    let parsed = zonefile::read(path, &Name::root())
+        .and_then(zonefile::ParsedZone::strict)
+        .map_err(|e| ClientError::Anchors(e.to_string()))?;
     let mut out = Vec::new();
     for line in parsed.lines {
         let Entry::Key(rec) = line.entry else {

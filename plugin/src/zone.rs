@@ -85,7 +85,7 @@ impl KeyZone {
         now: u64,
     ) -> Result<Self, ZoneErrors> {
         let file = parsed.file.clone();
-        let mut errors = Vec::new();
+        let mut errors = parsed.errors.clone();
         let mut err = |line: usize, reason: String| {
             errors.push(ZoneError {
                 file: file.clone(),
@@ -266,6 +266,7 @@ impl KeyZone {
             }
         }
         if !errors.is_empty() {
+            errors.sort_by_key(|e| e.line);
             return Err(ZoneErrors(errors));
         }
 

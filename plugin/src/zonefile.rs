@@ -81,8 +81,21 @@ pub struct ParsedZone {
     pub file: PathBuf,
     /// The zone's origin.
     pub origin: Name,
-    /// The records in file order.
+    /// The records that parsed, in file order.
     pub lines: Vec<Line>,
+    /// Lines that did not parse; the loader reports them with its own findings.
+    pub errors: Vec<ZoneError>,
+}
+
+impl ParsedZone {
+    /// The zone, or every syntax error in it.
+    pub fn strict(self) -> Result<Self, ZoneErrors> {
+        if self.errors.is_empty() {
+            Ok(self)
+        } else {
+            Err(ZoneErrors(self.errors))
+        }
+    }
 }
 
 const DEFAULT_TTL: u32 = 3600;
@@ -120,7 +133,8 @@ pub fn read(path: &Path, origin: &Name) -> Result<ParsedZone, ZoneErrors> {
     parse(path, &text, origin)
 }
 
-/// Parse key-zone text. `file` is only used in error messages.
+/// Parse key-zone text. `file` is only used in error messages. Lines that do not parse are
+/// collected in [`ParsedZone::errors`]; only an unreadable file is an `Err` here.
 pub fn parse(file: &Path, text: &str, origin: &Name) -> Result<ParsedZone, ZoneErrors> {
     let mut errors = Vec::new();
     let mut lines = Vec::new();
@@ -173,15 +187,12 @@ pub fn parse(file: &Path, text: &str, origin: &Name) -> Result<ParsedZone, ZoneE
             Err(reason) => errors.push(err(reason)),
         }
     }
-    if errors.is_empty() {
-        Ok(ParsedZone {
-            file: file.to_path_buf(),
-            origin: origin.clone(),
-            lines,
-        })
-    } else {
-        Err(ZoneErrors(errors))
-    }
+    Ok(ParsedZone {
+        file: file.to_path_buf(),
+        origin: origin.clone(),
+        lines,
+        errors,
+    })
 }
 
 /// Split text into logical records: comments stripped, parentheses joined.
@@ -425,7 +436,9 @@ mod tests {
     #[test]
     fn errors_name_file_and_line() {
         let text = "@ SOA a b 1 2 3 4 5\nwww CH TPKEY 1\nwww IN A 192.0.2.1\nmail TYPE65300 \\# 3 0102\n(\n";
-        let errs = parse(Path::new("z.keys"), text, &origin()).unwrap_err();
+        let errs = parse(Path::new("z.keys"), text, &origin())
+            .and_then(ParsedZone::strict)
+            .unwrap_err();
         let s = errs.to_string();
         assert!(s.contains("z.keys:2: class CH"), "{s}");
         assert!(s.contains("z.keys:3: type A does not belong"), "{s}");

@@ -48,5 +48,247 @@ pub fn require_tool(name: &str) -> PathBuf {
             return cand;
         }
     }
-    panic!("`{name}` is not installed; `bash .ci/run` installs the Debian packages the suite needs");
+    panic!(
+        "`{name}` is not installed; `bash .ci/run` installs the Debian packages the suite needs"
+    );
+}
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process stopped with SIGTERM (then SIGKILL) when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub what: String,
+}
+
+impl Proc {
+    pub fn spawn(what: &str, cmd: &mut Command) -> Proc {
+        let child = cmd
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        Proc {
+            child,
+            what: what.to_string(),
+        }
+    }
+
+    /// Send a signal by name (TERM, HUP…).
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    /// Stop with SIGTERM and return the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return self.child.wait().expect("wait");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+/// Run a command to completion and return its output (never fails the test by itself).
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Run a command that must succeed; returns stdout.
+pub fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `dig` with the given arguments; returns stdout.
+pub fn dig(args: &[&str]) -> String {
+    ok(Command::new(require_tool("dig"))
+        .args(["+time=2", "+tries=2"])
+        .args(args))
+}
+
+/// Wait until a DNS server at ip:port answers a SOA query for `zone`.
+pub fn wait_dns(ip: &str, port: u16, zone: &str, proc_: &mut Proc) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = run(Command::new(require_tool("dig"))
+            .args(["+time=1", "+tries=1", "-p", &port.to_string()])
+            .arg(format!("@{ip}"))
+            .args([zone, "SOA"]));
+        if String::from_utf8_lossy(&out.stdout).contains("status: NOERROR") {
+            return;
+        }
+        if let Ok(Some(status)) = proc_.child.try_wait() {
+            panic!("{} exited early: {status}", proc_.what);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not answer for {zone}",
+            proc_.what
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+use std::path::Path;
+
+/// `tp` with arguments.
+pub fn tp() -> Command {
+    Command::new(bin("tp"))
+}
+
+/// A key server made with the real `tp` commands and run as the real `tpkd` process.
+pub struct KeyServer {
+    pub dir: PathBuf,
+    pub name: String,
+    pub ip: String,
+    pub port: u16,
+    pub config: PathBuf,
+    pub zone_file: PathBuf,
+    pub state: PathBuf,
+    pub proc_: Option<Proc>,
+}
+
+impl KeyServer {
+    /// A self-issued (root/island) key server for `name` at `ip`, its zone holding `zone_extra`
+    /// after SOA and NS, its config `cfg_extra` after the basic lines.
+    pub fn new(dir: &Path, name: &str, ip: &str, zone_extra: &str, cfg_extra: &str) -> KeyServer {
+        let port = free_port(ip);
+        let state = dir.join("state");
+        ok(tp()
+            .args(["kgc-setup", "--name", name, "--root-ip", ip])
+            .arg("--state")
+            .arg(&state)
+            .args(["--port", &port.to_string()]));
+        let zone_file = dir.join("zone.keys");
+        std::fs::write(
+            &zone_file,
+            format!(
+                "$ORIGIN {name}\n$TTL 3600\n@ IN SOA ks.{name} hostmaster.{name} 1 7200 3600 1209600 300\n@ IN NS ks.{name}\n{zone_extra}"
+            ),
+        )
+        .unwrap();
+        let config = dir.join("tpkd.toml");
+        let acl = if cfg_extra.contains("axfr_allow") {
+            ""
+        } else {
+            "axfr_allow = [\"127.0.0.0/8\"]\n"
+        };
+        std::fs::write(
+            &config,
+            format!(
+                "name = \"{name}\"\nlisten = [\"{ip}:{port}\"]\nstate_dir = \"state\"\nzone_file = \"zone.keys\"\n{acl}{cfg_extra}"
+            ),
+        )
+        .unwrap();
+        KeyServer {
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
+            ip: ip.to_string(),
+            port,
+            config,
+            zone_file,
+            state,
+            proc_: None,
+        }
+    }
+
+    pub fn start(&mut self) {
+        let mut p = Proc::spawn(
+            &format!("tpkd {}", self.name),
+            Command::new(bin("tpkd")).arg("--config").arg(&self.config),
+        );
+        wait_dns(&self.ip, self.port, &self.name, &mut p);
+        self.proc_ = Some(p);
+    }
+
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        self.proc_.take().map(|mut p| p.stop())
+    }
+
+    pub fn params(&self) -> PathBuf {
+        self.state.join("params")
+    }
+
+    pub fn at(&self) -> String {
+        format!("@{}", self.ip)
+    }
+
+    pub fn p(&self) -> String {
+        self.port.to_string()
+    }
+
+    /// Keygen + issue into the zone file (offline flow) + finalize. Returns the key file.
+    pub fn issue_to_file(&self, name: &str, ip: &str) -> PathBuf {
+        let prefix = self.dir.join(format!("{name}{ip}"));
+        ok(tp()
+            .args(["keygen", "--name", name, "--ip", ip])
+            .arg("--issuer-params")
+            .arg(self.params())
+            .arg("--out")
+            .arg(&prefix));
+        let resp = self.dir.join(format!("{name}{ip}.resp"));
+        ok(tp()
+            .arg("issue")
+            .arg("--state")
+            .arg(&self.state)
+            .arg("--request")
+            .arg(format!("{}.req", prefix.display()))
+            .arg("--zone-file")
+            .arg(&self.zone_file)
+            .arg("--response")
+            .arg(&resp));
+        let key = self.dir.join(format!("{name}{ip}.key"));
+        ok(tp()
+            .arg("finalize")
+            .arg("--secret")
+            .arg(format!("{}.secret", prefix.display()))
+            .arg("--response")
+            .arg(&resp)
+            .arg("--out")
+            .arg(&key));
+        key
+    }
+}
+
+/// RDATA hex of every TYPE65300 record in dig output (`\# len hex…` joined).
+pub fn rdata_hex(dig_out: &str) -> Vec<(String, String)> {
+    dig_out
+        .lines()
+        .filter(|l| !l.starts_with(';') && l.contains("TYPE65300"))
+        .filter_map(|l| {
+            let owner = l.split_whitespace().next()?.to_string();
+            let (_, rest) = l.split_once("\\#")?;
+            let mut words = rest.split_whitespace();
+            let _len = words.next()?;
+            Some((owner, words.collect::<String>()))
+        })
+        .collect()
 }

@@ -40,12 +40,14 @@ fn main() -> std::process::ExitCode {
 
 fn run(args: Args) -> Result<()> {
     let cfg = Config::load(&args.config)?;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // hickory logs every query at info: keep it at warn unless the operator asks for it.
-        .or_else(|_| {
-            tracing_subscriber::EnvFilter::try_new(format!("hickory_server=warn,{}", cfg.log))
-        })
-        .with_context(|| format!("{}: log: bad filter `{}`", args.config.display(), cfg.log))?;
+    // RUST_LOG, when set, overrides the config. hickory logs every query at info: it stays
+    // at warn unless the filter names it.
+    let spec = match std::env::var("RUST_LOG") {
+        Ok(s) if !s.trim().is_empty() => s,
+        _ => format!("hickory_server=warn,{}", cfg.log),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&spec)
+        .with_context(|| format!("{}: log: bad filter `{spec}`", args.config.display()))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
