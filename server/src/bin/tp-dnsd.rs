@@ -214,7 +214,9 @@ fn load_dns_zone(origin: &Name, path: &Path) -> Result<(InMemoryZoneHandler, usi
 /// A key zone, its TPKEY records upserted as opaque `RData::Unknown` into a stock handler.
 fn load_opaque_keyzone(origin: &Name, path: &Path) -> Result<(InMemoryZoneHandler, usize)> {
     // ZoneErrors already name the file and line of each problem.
-    let parsed = zonefile::read(path, origin).map_err(|e| anyhow!("{e}"))?;
+    let parsed = zonefile::read(path, origin)
+        .and_then(zonefile::ParsedZone::strict)
+        .map_err(|e| anyhow!("{e}"))?;
     let serial = parsed
         .lines
         .iter()
