@@ -22,6 +22,24 @@ use twinpeaks_server::config::Config;
 use twinpeaks_server::control::response_text;
 use twinpeaks_server::keyserver::{self, KEY_FILE, KGC_FILE, PARAMS_FILE};
 
+/// Print to stdout; a closed pipe (`tp dig … | head`) ends the program quietly, as for any
+/// Unix filter, instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
+macro_rules! sayln {
+    () => { say!("\n") };
+    ($($arg:tt)*) => { say!("{}\n", format_args!($($arg)*)) };
+}
+
 #[path = "tp/demo.rs"]
 mod demo;
 
@@ -223,18 +241,18 @@ fn run(cmd: Cmd) -> Result<()> {
             validity_days,
         } => {
             let kgc = kgc_setup(&state, &name)?;
-            println!(
+            sayln!(
                 "KGC of {} created in {}",
                 kgc.params().name,
                 state.display()
             );
             if let (Some(ip), Some(port)) = (root_ip, port) {
                 let line = self_issue_root(&state, &kgc, ip, port, validity_days)?;
-                println!(
+                sayln!(
                     "root key written; trust anchor in {}:",
                     state.join("anchor").display()
                 );
-                println!("{line}");
+                sayln!("{line}");
             }
             Ok(())
         }
@@ -247,7 +265,7 @@ fn run(cmd: Cmd) -> Result<()> {
             let params = keyfile::read_params(&issuer_params)?;
             let (secret, req) = keygen(&name, ip, &params, &out)?;
             let _ = secret;
-            println!(
+            sayln!(
                 "request for {} at {} written to {}",
                 req.identity.name,
                 req.identity.ip,
@@ -277,7 +295,7 @@ fn run(cmd: Cmd) -> Result<()> {
                 _ => bail!("give --zone-file or --store"),
             };
             let record = issue_to(&state, &req, child, validity_days, ttl, &target, &response)?;
-            println!("{} {ttl} IN {TPKEY_MNEMONIC} {record}", req.identity.name);
+            sayln!("{} {ttl} IN {TPKEY_MNEMONIC} {record}", req.identity.name);
             Ok(())
         }
         Cmd::Finalize {
@@ -286,7 +304,7 @@ fn run(cmd: Cmd) -> Result<()> {
             out,
         } => {
             let key = finalize(&secret, &response, &out)?;
-            println!(
+            sayln!(
                 "private key of {} at {} written to {}\npublic key Q = {}",
                 key.identity().name,
                 key.identity().ip,
@@ -297,7 +315,7 @@ fn run(cmd: Cmd) -> Result<()> {
         }
         Cmd::Params { state } => {
             let p = keyfile::read_params(&state.join(PARAMS_FILE))?;
-            print!("{}", keyfile::params_to_text(&p));
+            say!("{}", keyfile::params_to_text(&p));
             Ok(())
         }
         Cmd::ZoneCheck { config, no_store } => zone_check(&config, no_store),
@@ -500,7 +518,7 @@ fn zone_check(config: &Path, no_store: bool) -> Result<()> {
     };
     match keyserver::build_zone(&cfg, kgc.params(), &own, store.as_ref()) {
         Ok(zone) => {
-            println!(
+            sayln!(
                 "{}: zone {} OK, serial {}, {} key records",
                 cfg.zone_file.display(),
                 cfg.name,
@@ -533,8 +551,8 @@ fn ctl_request(cfg: &Config, line: &str) -> Result<String> {
 fn ctl(config: &Path, op: CtlOp) -> Result<()> {
     let cfg = Config::load(config)?;
     match op {
-        CtlOp::Reload => print!("{}", ctl_request(&cfg, "reload")?),
-        CtlOp::Status => print!("{}", ctl_request(&cfg, "status")?),
+        CtlOp::Reload => say!("{}", ctl_request(&cfg, "reload")?),
+        CtlOp::Status => say!("{}", ctl_request(&cfg, "status")?),
         CtlOp::Enroll {
             request,
             response,
@@ -549,7 +567,7 @@ fn ctl(config: &Path, op: CtlOp) -> Result<()> {
             }
             let text = ctl_request(&cfg, &line)?;
             keyfile::write_secret(&response, &text)?;
-            println!(
+            sayln!(
                 "{} at {} enrolled; response in {}",
                 req.identity.name,
                 req.identity.ip,
@@ -584,9 +602,9 @@ fn dig(
     if let Some(anchors) = anchors {
         let anchors = client::read_anchors(anchors, now)?;
         let res = client::resolve(&anchors, name, timeout, now)?;
-        println!(";; chain of trust (each link verified):");
+        sayln!(";; chain of trust (each link verified):");
         for ks in &res.chain {
-            println!(
+            sayln!(
                 ";;   key server {:<20} at {:<22} params {}  Q {}",
                 ks.name,
                 ks.addr,
@@ -607,7 +625,7 @@ fn dig(
         }
         for k in keys {
             print_record(&k.name, k.ttl, &k.record);
-            println!(
+            sayln!(
                 ";;   signature: valid (key server {})\n;;   public key Q: {}",
                 res.chain.last().map(|k| k.name.as_str()).unwrap_or("?"),
                 hex::encode(clpkc::point_to_bytes(&k.q))
@@ -621,7 +639,7 @@ fn dig(
     )?;
     let qname = Name::from_ascii(name).map_err(|e| anyhow!("`{name}`: {e}"))?;
     let reply = client::query(server, &qname, twinpeaks::zone::TPKEY_TYPE, tcp, timeout)?;
-    println!(
+    sayln!(
         ";; {} from {server}: {} answer, {} authority",
         reply.metadata.response_code,
         reply.answers.len(),
@@ -635,14 +653,14 @@ fn dig(
         if keys.is_empty() {
             continue;
         }
-        println!(";; {section}");
+        sayln!(";; {section}");
         for (owner, ttl, rec) in keys {
             match rec {
                 Ok(rec) => {
                     print_record(&owner, ttl, &rec);
-                    println!(";;   signature: not checked (give --anchors to verify the chain)");
+                    sayln!(";;   signature: not checked (give --anchors to verify the chain)");
                 }
-                Err(e) => println!(";; {owner}: undecodable TPKEY: {e}"),
+                Err(e) => sayln!(";; {owner}: undecodable TPKEY: {e}"),
             }
         }
     }
@@ -650,8 +668,8 @@ fn dig(
 }
 
 fn print_record(owner: &str, ttl: u32, rec: &KeyRecord) {
-    println!("{owner} {ttl} IN {TPKEY_MNEMONIC} {rec}");
-    println!(
+    sayln!("{owner} {ttl} IN {TPKEY_MNEMONIC} {rec}");
+    sayln!(
         ";;   kind {}  ip {}  valid {} .. {}",
         if rec.key_server.is_some() {
             "key server"
@@ -662,17 +680,17 @@ fn print_record(owner: &str, ttl: u32, rec: &KeyRecord) {
         time::format(rec.not_before),
         time::format(rec.not_after)
     );
-    println!(";;   W {}", hex::encode(clpkc::point_to_bytes(&rec.w)));
-    println!(";;   issuer params digest {}", hex::encode(rec.issuer));
+    sayln!(";;   W {}", hex::encode(clpkc::point_to_bytes(&rec.w)));
+    sayln!(";;   issuer params digest {}", hex::encode(rec.issuer));
     if let Some(ks) = &rec.key_server {
-        println!(
+        sayln!(
             ";;   key server port {}  P_pub {}",
             ks.port,
             hex::encode(clpkc::point_to_bytes(&ks.p_pub))
         );
     }
     if let Ok(w) = rec.to_wire() {
-        println!(";;   RFC 3597: {}", record::generic_rdata(&w));
+        sayln!(";;   RFC 3597: {}", record::generic_rdata(&w));
     }
 }
 
@@ -719,6 +737,6 @@ fn gen_zone(count: usize, out: &Path, origin: &str) -> Result<()> {
             "name = \"{origin}\"\nlisten = [\"127.0.0.1:5300\"]\nstate_dir = \"state\"\nzone_file = \"bench.keys\"\naxfr_allow = [\"127.0.0.0/8\"]\nlog = \"warn\"\n"
         ),
     )?;
-    println!("{count} members of {origin} written to {}", out.display());
+    sayln!("{count} members of {origin} written to {}", out.display());
     Ok(())
 }

@@ -61,7 +61,7 @@ fn setup(zones: &Path, state: &Path) -> Result<()> {
             state.display()
         );
     }
-    println!("first run: making the demo's keys in {}", state.display());
+    sayln!("first run: making the demo's keys in {}", state.display());
     for (name, dir, ip, zone_file, parent) in SERVERS {
         let st = state.join(dir);
         let kgc = kgc_setup(&st, name)?;
@@ -231,21 +231,19 @@ pub fn run(zones: &Path, state: &Path, check: bool) -> Result<()> {
     }
     let anchors = state.join("anchors");
     let tp = std::env::current_exe()?;
-    println!(
+    sayln!(
         "\nThe demo is up: DNS at {DNS_ADDR}; key servers . at 127.0.0.2:{PORT}, com. at 127.0.0.3:{PORT}, example.com. at 127.0.0.4:{PORT}.\nTry:\n"
     );
-    println!("  dig -p 5353 @127.0.0.1 www.example.com A               # the address, from DNS");
-    println!(
+    sayln!("  dig -p 5353 @127.0.0.1 www.example.com A               # the address, from DNS");
+    sayln!(
         "  dig -p {PORT} @127.0.0.4 www.example.com TYPE65300      # its key record (RFC 3597 form)"
     );
-    println!("  dig -p {PORT} @127.0.0.4 mail.example.com TYPE65300     # two IPs, two records");
-    println!(
+    sayln!("  dig -p {PORT} @127.0.0.4 mail.example.com TYPE65300     # two IPs, two records");
+    sayln!(
         "  dig -p {PORT} @127.0.0.2 www.example.com TYPE65300      # referral from the root to com."
     );
-    println!(
-        "  dig -p {PORT} @127.0.0.4 example.com AXFR               # the key zone, transferred"
-    );
-    println!(
+    sayln!("  dig -p {PORT} @127.0.0.4 example.com AXFR               # the key zone, transferred");
+    sayln!(
         "  {} dig --anchors {} www.example.com   # resolved from the root, every link verified",
         tp.display(),
         anchors.display()
@@ -257,7 +255,7 @@ pub fn run(zones: &Path, state: &Path, check: bool) -> Result<()> {
         Duration::from_secs(3),
         now,
     )?;
-    println!(
+    sayln!(
         "\nself-check: www.example.com. resolved through {} key servers, {} verified key(s).",
         res.chain.len(),
         res.keys.len()
@@ -265,7 +263,7 @@ pub fn run(zones: &Path, state: &Path, check: bool) -> Result<()> {
     if check {
         return Ok(());
     }
-    println!("Ctrl-C stops everything.");
+    sayln!("Ctrl-C stops everything.");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -277,6 +275,6 @@ pub fn run(zones: &Path, state: &Path, check: bool) -> Result<()> {
         }
         Ok::<_, anyhow::Error>(())
     })?;
-    println!("stopping");
+    sayln!("stopping");
     Ok(())
 }
