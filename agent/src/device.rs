@@ -253,7 +253,7 @@ mod tests {
             version: DTLS1_2,
             suite: 0xC0AE,
             session_id: vec![1; 32],
-            master_secret: [5; 48],
+            master_secret: Box::new([5; 48]),
             extended_master_secret: true,
             lifetime_secs: 60,
         }

@@ -14,6 +14,7 @@ pub mod device;
 pub mod device_io;
 pub mod error;
 pub mod ffi;
+pub mod linkemu;
 pub mod session;
 pub mod tls;
 pub mod wire;

@@ -75,8 +75,8 @@ pub struct SessionContext {
     pub suite: u16,
     /// Session ID the server assigned (1..=32 bytes).
     pub session_id: Vec<u8>,
-    /// The 48-byte master secret.
-    pub master_secret: [u8; MASTER_SECRET_LEN],
+    /// The 48-byte master secret, boxed so that moving the context never copies it.
+    pub master_secret: Box<[u8; MASTER_SECRET_LEN]>,
     /// Whether the handshake used the extended master secret (RFC 7627).
     pub extended_master_secret: bool,
     /// Seconds the device may resume this session for.
@@ -107,9 +107,9 @@ impl SessionContext {
         };
         let cipher = ssl.current_cipher().ok_or(ContextError::NoSession)?;
         let suite = u16::from_be_bytes(cipher.protocol_id());
-        let mut master_secret = [0u8; MASTER_SECRET_LEN];
+        let mut master_secret = Box::new([0u8; MASTER_SECRET_LEN]);
         if session.master_key_len() != MASTER_SECRET_LEN
-            || session.master_key(&mut master_secret) != MASTER_SECRET_LEN
+            || session.master_key(&mut master_secret[..]) != MASTER_SECRET_LEN
         {
             master_secret.zeroize();
             return Err(ContextError::MasterSecretLength(session.master_key_len()));
@@ -157,7 +157,7 @@ impl SessionContext {
         der_uint(&mut body, u64::from(self.version));
         der_octets(&mut body, &self.suite.to_be_bytes());
         der_octets(&mut body, &self.session_id);
-        der_octets(&mut body, &self.master_secret);
+        der_octets(&mut body, &self.master_secret[..]);
         der_explicit_uint(&mut body, 1, time);
         der_explicit_uint(&mut body, 2, u64::from(self.lifetime_secs));
         if self.extended_master_secret {
@@ -226,7 +226,7 @@ mod tests {
             version: DTLS1_2,
             suite: 0xC0AE,
             session_id: (1..=32).collect(),
-            master_secret: [7u8; 48],
+            master_secret: Box::new([7u8; 48]),
             extended_master_secret: true,
             lifetime_secs: 300,
         }
@@ -239,7 +239,7 @@ mod tests {
         assert_eq!(session.id(), &ctx.session_id[..]);
         let mut mk = [0u8; 48];
         assert_eq!(session.master_key(&mut mk), 48);
-        assert_eq!(mk, ctx.master_secret);
+        assert_eq!(mk, *ctx.master_secret);
         assert_eq!(session.protocol_version(), SslVersion::DTLS1_2);
         assert_eq!(session.timeout(), 300);
         // OpenSSL re-encodes field [13] = 1 (EMS flag): our DER survives a round trip.
@@ -290,7 +290,7 @@ mod tests {
             Err(ContextError::SessionIdLength(33))
         ));
         let mut c = sample();
-        c.master_secret = [0; 48];
+        c.master_secret = Box::new([0; 48]);
         assert!(matches!(c.validate(), Err(ContextError::MasterSecretZero)));
         let mut c = sample();
         c.extended_master_secret = false;

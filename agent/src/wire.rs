@@ -197,7 +197,7 @@ impl Message {
                 b.extend_from_slice(&context.version.to_be_bytes());
                 b.extend_from_slice(&context.suite.to_be_bytes());
                 lp8(&mut b, &context.session_id);
-                b.extend_from_slice(&context.master_secret);
+                b.extend_from_slice(&context.master_secret[..]);
                 b.push(u8::from(context.extended_master_secret));
                 b.extend_from_slice(&context.lifetime_secs.to_be_bytes());
             }
@@ -288,7 +288,7 @@ impl Message {
                 let suite = r.u16("suite")?;
                 let session_id = r.lp8("session id")?.to_vec();
                 let ms = r.take("master secret", MASTER_SECRET_LEN)?;
-                let mut master_secret = [0u8; MASTER_SECRET_LEN];
+                let mut master_secret = Box::new([0u8; MASTER_SECRET_LEN]);
                 master_secret.copy_from_slice(ms);
                 let at = r.pos;
                 let extended_master_secret = match r.u8("ems flag")? {
@@ -447,7 +447,7 @@ mod tests {
                     version: DTLS1_2,
                     suite: 0xC02B,
                     session_id: vec![5; 32],
-                    master_secret: [3; 48],
+                    master_secret: Box::new([3; 48]),
                     extended_master_secret: true,
                     lifetime_secs: 300,
                 },
