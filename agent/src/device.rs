@@ -328,7 +328,8 @@ mod tests {
 
     #[test]
     fn bad_contexts_are_discarded() {
-        let cases: Vec<(Box<dyn Fn(&mut SessionContext)>, &str)> = vec![
+        type Tweak = Box<dyn Fn(&mut SessionContext)>;
+        let cases: Vec<(Tweak, &str)> = vec![
             (Box::new(|c| c.version = TLS1_2), "version"),
             (Box::new(|c| c.suite = 0xC02B), "suite"),
             (

@@ -186,21 +186,16 @@ unsafe extern "C" fn remote_sign_sig(
     };
     match EcdsaSig::from_der(&der) {
         // The caller takes ownership of the returned ECDSA_SIG.
-        Ok(sig) => sig.as_ptr_owned(),
+        Ok(sig) => into_raw(sig),
         Err(_) => std::ptr::null_mut(),
     }
 }
 
-trait IntoOwnedPtr {
-    fn as_ptr_owned(self) -> *mut sys::ECDSA_SIG;
-}
-
-impl IntoOwnedPtr for EcdsaSig {
-    fn as_ptr_owned(self) -> *mut sys::ECDSA_SIG {
-        let ptr = self.as_ptr();
-        std::mem::forget(self);
-        ptr
-    }
+/// Gives up ownership of `sig` to C.
+fn into_raw(sig: EcdsaSig) -> *mut sys::ECDSA_SIG {
+    let ptr = sig.as_ptr();
+    std::mem::forget(sig);
+    ptr
 }
 
 unsafe extern "C" fn free_signer(

@@ -127,7 +127,7 @@ pub fn udp(
                 continue;
             };
             st.count(Dir::Up, n);
-            if !clients.contains_key(&from) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = clients.entry(from) {
                 let Ok(up) = UdpSocket::bind((target.ip(), 0)).and_then(|s| {
                     s.connect(target)?;
                     s.set_read_timeout(Some(TICK))?;
@@ -160,7 +160,7 @@ pub fn udp(
                         }
                     }
                 });
-                clients.insert(from, (to_server, 0));
+                slot.insert((to_server, 0));
             }
             if let Some((tx, i)) = clients.get_mut(&from) {
                 *i += 1;

@@ -290,7 +290,7 @@ mod tests {
             Err(ContextError::SessionIdLength(33))
         ));
         let mut c = sample();
-        c.master_secret = Box::new([0; 48]);
+        *c.master_secret = [0; 48];
         assert!(matches!(c.validate(), Err(ContextError::MasterSecretZero)));
         let mut c = sample();
         c.extended_master_secret = false;

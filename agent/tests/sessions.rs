@@ -1,0 +1,472 @@
+//! D2TLS with an in-process server of a standard library (rust-openssl's server side), and
+//! the failure paths: resumption refused, bad context, a sign request the device did not ask
+//! for, tampered and replayed channel records. The agent and device are the real binaries;
+//! the misbehaving agents are built from the crate's own protocol modules.
+
+#[path = "../../tests/d2tls_common/mod.rs"]
+mod d2tls_common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, mpsc};
+use std::thread;
+use std::time::Instant;
+
+use d2tls::agent::{Agent, device_identity};
+use d2tls::channel::{self, Channel, NONCE_LEN, PairingKey, Role};
+use d2tls::config::AgentConfig;
+use d2tls::wire::{ErrorCode, Message, SIG_ECDSA_P256_SHA256};
+use d2tls_common::*;
+use openssl::ssl::{
+    Ssl, SslContext, SslFiletype, SslMethod, SslOptions, SslStream, SslVerifyMode, SslVersion,
+};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_d2tls-agent");
+const DEVICE: &str = env!("CARGO_BIN_EXE_d2tls-device");
+
+/// What the in-process server saw on one connection.
+#[derive(Debug)]
+struct Seen {
+    reused: bool,
+    subject: String,
+    master_key: Vec<u8>,
+    data: String,
+    error: Option<String>,
+}
+
+fn server_context(pki: &Pki) -> SslContext {
+    let mut b = SslContext::builder(SslMethod::tls_server()).expect("ctx");
+    b.set_max_proto_version(Some(SslVersion::TLS1_2))
+        .expect("max");
+    b.set_certificate_file(&pki.server_cert, SslFiletype::PEM)
+        .expect("cert");
+    b.set_private_key_file(&pki.server_key, SslFiletype::PEM)
+        .expect("key");
+    b.set_ca_file(&pki.ca).expect("ca");
+    b.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+    b.set_session_id_context(b"d2tls-test").expect("sid ctx");
+    b.set_options(SslOptions::NO_TICKET);
+    b.set_cipher_list("ECDHE-ECDSA-AES128-CCM8:ECDHE-ECDSA-AES128-GCM-SHA256")
+        .expect("ciphers");
+    b.build()
+}
+
+/// Serves `plan.len()` TLS connections; connection i uses session cache `plan[i]` (0 or 1),
+/// so a session made under cache 0 is unknown to cache 1 (a server that forgot it).
+fn start_server(pki: &Pki, plan: Vec<usize>) -> (String, mpsc::Receiver<Seen>) {
+    let caches = [server_context(pki), server_context(pki)];
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for which in plan {
+            let Ok((sock, _)) = listener.accept() else {
+                return;
+            };
+            let _ = sock.set_read_timeout(Some(PATIENCE));
+            let seen = match Ssl::new(&caches[which]).and_then(|s| SslStream::new(s, sock)) {
+                Err(e) => Seen::failed(e.to_string()),
+                Ok(mut s) => match s.accept() {
+                    Err(e) => Seen::failed(e.to_string()),
+                    Ok(()) => serve(&mut s),
+                },
+            };
+            if tx.send(seen).is_err() {
+                return;
+            }
+        }
+    });
+    (addr, rx)
+}
+
+impl Seen {
+    fn failed(e: String) -> Seen {
+        Seen {
+            reused: false,
+            subject: String::new(),
+            master_key: vec![],
+            data: String::new(),
+            error: Some(e),
+        }
+    }
+}
+
+fn serve(s: &mut SslStream<TcpStream>) -> Seen {
+    let ssl = s.ssl();
+    let reused = ssl.session_reused();
+    let subject = ssl
+        .peer_certificate()
+        .map(|c| {
+            c.subject_name()
+                .entries()
+                .filter_map(|e| e.data().to_string().ok())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let mut master_key = vec![0u8; 48];
+    let n = ssl.session().map_or(0, |x| x.master_key(&mut master_key));
+    master_key.truncate(n);
+    let mut data = String::new();
+    let mut buf = [0u8; 1024];
+    if reused && let Ok(n) = s.read(&mut buf) {
+        data = String::from_utf8_lossy(&buf[..n]).to_string();
+        let _ = s.write_all(b"pong-in-process\n");
+        let _ = s.flush();
+    }
+    // Wait for the client to close (the agent sends close_notify after its handshake).
+    while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+    // Without our own close_notify OpenSSL drops the session from the cache.
+    let _ = s.shutdown();
+    Seen {
+        reused,
+        subject,
+        master_key,
+        data,
+        error: None,
+    }
+}
+
+fn device(cfg: &Path) -> Proc {
+    Proc::spawn(Command::new(DEVICE).arg("--config").arg(cfg).args([
+        "--send",
+        "ping-in-process",
+        "--expect-reply",
+        "60",
+    ]))
+}
+
+fn recv(rx: &mpsc::Receiver<Seen>) -> Seen {
+    rx.recv_timeout(PATIENCE).expect("server saw no connection")
+}
+
+#[test]
+fn tls_with_an_in_process_server_and_the_agent_keeps_nothing() {
+    let tmp = TempDir::new("inproc");
+    let pki = Pki::new(tmp.path());
+    let key = pairing_key_hex();
+    let (server, seen) = start_server(&pki, vec![0, 0]);
+    let agent_port = port();
+    let agent = start_agent(Path::new(AGENT), &agent_config(&pki, agent_port, &key));
+    let mut dev = device(&device_config(
+        &pki, agent_port, &key, &server, "tls", "gcm",
+    ));
+    let status = dev.wait();
+    let out = dev.out.text();
+    assert!(
+        status.success(),
+        "device failed:\n{out}\n{}\nagent:\n{}",
+        dev.err.text(),
+        agent.err.text()
+    );
+
+    let full = recv(&seen);
+    assert!(full.error.is_none() && !full.reused, "{full:?}");
+    assert_eq!(full.subject, "sensor-1,D2TLS Devices");
+    let resumed = recv(&seen);
+    assert!(resumed.reused, "{resumed:?}");
+    assert_eq!(resumed.subject, "sensor-1,D2TLS Devices");
+    assert_eq!(resumed.data.trim(), "ping-in-process");
+    assert!(out.contains("received: pong-in-process"), "{out}");
+    assert_eq!(resumed.master_key.len(), 48);
+    assert_eq!(resumed.master_key, full.master_key);
+
+    // After the handover, the agent's memory holds neither the session's master secret nor
+    // (ever) the device's private key.
+    assert!(agent.err.wait_for("context.forgotten"));
+    assert!(
+        scanner_works(&resumed.master_key),
+        "the memory scanner reads nothing"
+    );
+    assert!(
+        !memory_contains(agent.pid(), &resumed.master_key),
+        "agent still holds the master secret"
+    );
+    assert!(
+        !memory_contains(agent.pid(), &pki.device_scalar()),
+        "agent holds the device key"
+    );
+    let cfg_text = std::fs::read_to_string(pki.dir.join("agent.toml")).expect("agent.toml");
+    assert!(!cfg_text.contains("device.key") && !cfg_text.contains("PRIVATE"));
+}
+
+#[test]
+fn resumption_refused_then_a_new_delegation_succeeds() {
+    let tmp = TempDir::new("refused");
+    let pki = Pki::new(tmp.path());
+    let key = pairing_key_hex();
+    // 1: agent (cache 0); 2: device resumes on cache 1, which never saw the session;
+    // 3: agent again (cache 1); 4: device resumes on cache 1.
+    let (server, seen) = start_server(&pki, vec![0, 1, 1, 1]);
+    let agent_port = port();
+    let agent = start_agent(Path::new(AGENT), &agent_config(&pki, agent_port, &key));
+    let mut dev = device(&device_config(
+        &pki, agent_port, &key, &server, "tls", "ccm8",
+    ));
+    let status = dev.wait();
+    let (out, log) = (dev.out.text(), dev.err.text());
+    assert!(
+        status.success(),
+        "device failed:\n{out}\n{log}\nagent:\n{}",
+        agent.err.text()
+    );
+    assert!(
+        out.contains("session reused=true") && out.contains("delegations=2"),
+        "{out}"
+    );
+    assert!(log.contains("refused to resume"), "{log}");
+    let results: Vec<Seen> = (0..4).map(|_| recv(&seen)).collect();
+    assert!(!results[0].reused && results[0].error.is_none());
+    assert!(
+        results[1].error.is_some(),
+        "the refused resumption must not complete: {:?}",
+        results[1]
+    );
+    assert!(
+        results[3].reused && results[3].subject == "sensor-1,D2TLS Devices",
+        "{:?}",
+        results[3]
+    );
+}
+
+/// What a misbehaving agent does.
+#[derive(Clone, Copy, PartialEq)]
+enum Rogue {
+    /// First context has a wrong master secret, the second is right.
+    BadContextOnce,
+    /// Asks for a signature of a delegation the device never asked for, then behaves.
+    ForeignSignRequest,
+}
+
+/// A one-connection agent built from the crate's modules, misbehaving as told. Returns what
+/// the device sent it that matters to the test.
+fn rogue_agent(pki: &Pki, key_hex: &str, mode: Rogue) -> (u16, thread::JoinHandle<Vec<Message>>) {
+    let agent_toml = agent_config(pki, 1, key_hex);
+    let cfg = AgentConfig::load(&agent_toml).expect("agent config");
+    let pairing = PairingKey::from_hex(key_hex).expect("key");
+    let agent = Arc::new(Agent::new(cfg).expect("agent"));
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let handle = thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        s.set_read_timeout(Some(PATIENCE)).expect("timeout");
+        let hello = read_frame(&mut s);
+        let (id, nonce_d) = channel::parse_hello(&hello).expect("hello");
+        let nonce_a = [7u8; NONCE_LEN];
+        write_frame(&mut s, &channel::hello_reply(&nonce_a));
+        let (mut sealer, mut opener) =
+            Channel::new(Role::Agent, &pairing, &id, &nonce_d, &nonce_a).split();
+        let mut send =
+            |s: &mut TcpStream, m: &Message| write_frame(s, &sealer.seal(m).expect("seal"));
+        send(&mut s, &Message::Ready);
+        let mut noted = Vec::new();
+        let mut round = 0;
+        loop {
+            let frame = read_frame(&mut s);
+            if frame.is_empty() {
+                return noted;
+            }
+            let Message::Delegation(req) = opener.open(&frame).expect("open") else {
+                continue;
+            };
+            round += 1;
+            if mode == Rogue::ForeignSignRequest && round == 1 {
+                let foreign = Message::SignRequest {
+                    delegation_id: req.delegation_id ^ 1,
+                    scheme: SIG_ECDSA_P256_SHA256,
+                    digest: vec![0x5A; 32],
+                };
+                send(&mut s, &foreign);
+                noted.push(opener.open(&read_frame(&mut s)).expect("open"));
+            }
+            let (certs, public) = device_identity(&req.cert_chain).expect("identity");
+            let (dig_tx, dig_rx) = mpsc::channel::<Vec<u8>>();
+            let (sig_tx, sig_rx) = mpsc::channel::<Option<Vec<u8>>>();
+            let sig_rx = std::sync::Mutex::new(sig_rx);
+            let a = agent.clone();
+            let r = req.clone();
+            let worker = thread::spawn(move || {
+                a.delegate(
+                    &r,
+                    &certs,
+                    &public,
+                    Box::new(move |d| {
+                        dig_tx.send(d.to_vec()).ok()?;
+                        sig_rx.lock().ok()?.recv().ok().flatten()
+                    }),
+                )
+            });
+            let digest = dig_rx.recv().expect("digest");
+            send(
+                &mut s,
+                &Message::SignRequest {
+                    delegation_id: req.delegation_id,
+                    scheme: SIG_ECDSA_P256_SHA256,
+                    digest,
+                },
+            );
+            let Message::Signature { signature, .. } =
+                opener.open(&read_frame(&mut s)).expect("open")
+            else {
+                panic!("expected a signature");
+            };
+            sig_tx.send(Some(signature)).expect("relay");
+            let mut context = worker.join().expect("join").expect("delegation");
+            if mode == Rogue::BadContextOnce && round == 1 {
+                context.master_secret[0] ^= 0xFF;
+            }
+            send(
+                &mut s,
+                &Message::Context {
+                    delegation_id: req.delegation_id,
+                    context,
+                },
+            );
+        }
+    });
+    (port, handle)
+}
+
+fn read_frame(s: &mut TcpStream) -> Vec<u8> {
+    let mut len = [0u8; 2];
+    if s.read_exact(&mut len).is_err() {
+        return vec![];
+    }
+    let mut b = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut b).expect("frame");
+    b
+}
+
+fn write_frame(s: &mut TcpStream, body: &[u8]) {
+    s.write_all(&channel::framed(body)).expect("write");
+}
+
+#[test]
+fn a_bad_context_is_detected_and_a_new_delegation_asked_for() {
+    let tmp = TempDir::new("badctx");
+    let pki = Pki::new(tmp.path());
+    let key = pairing_key_hex();
+    let (server, seen) = start_server(&pki, vec![0, 0, 0, 0]);
+    let (agent_port, rogue) = rogue_agent(&pki, &key, Rogue::BadContextOnce);
+    let mut dev = device(&device_config(
+        &pki, agent_port, &key, &server, "tls", "gcm",
+    ));
+    let status = dev.wait();
+    let (out, log) = (dev.out.text(), dev.err.text());
+    assert!(status.success(), "{out}\n{log}");
+    assert!(log.contains("context.discarded"), "{log}");
+    assert!(
+        out.contains("session reused=true") && out.contains("delegations=2"),
+        "{out}"
+    );
+    let results: Vec<Seen> = (0..4).map(|_| recv(&seen)).collect();
+    assert!(
+        results[1].error.is_some(),
+        "a wrong master secret must fail the Finished check"
+    );
+    assert!(results[3].reused);
+    drop(rogue);
+}
+
+#[test]
+fn a_sign_request_the_device_did_not_ask_for_is_refused() {
+    let tmp = TempDir::new("foreign");
+    let pki = Pki::new(tmp.path());
+    let key = pairing_key_hex();
+    let (server, _seen) = start_server(&pki, vec![0, 0]);
+    let (agent_port, rogue) = rogue_agent(&pki, &key, Rogue::ForeignSignRequest);
+    let mut dev = device(&device_config(
+        &pki, agent_port, &key, &server, "tls", "gcm",
+    ));
+    let status = dev.wait();
+    let (out, log) = (dev.out.text(), dev.err.text());
+    assert!(status.success(), "{out}\n{log}");
+    assert!(
+        out.contains("signatures=1"),
+        "only the delegation's own digest is signed: {out}"
+    );
+    assert!(log.contains("did not ask for"), "{log}");
+    let noted = rogue.join().expect("rogue");
+    assert!(
+        matches!(
+            noted.first(),
+            Some(Message::Error {
+                code: ErrorCode::UnexpectedSignRequest,
+                ..
+            })
+        ),
+        "{noted:?}"
+    );
+}
+
+/// A TCP relay between device and agent that alters the agent's first record.
+fn meddler(agent_port: u16, replay: bool) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    thread::spawn(move || {
+        let Ok((mut dev, _)) = listener.accept() else {
+            return;
+        };
+        let mut agent = TcpStream::connect(("127.0.0.1", agent_port)).expect("agent");
+        let (mut dev_r, mut agent_w) = (
+            dev.try_clone().expect("clone"),
+            agent.try_clone().expect("clone"),
+        );
+        thread::spawn(move || {
+            let _ = std::io::copy(&mut dev_r, &mut agent_w);
+        });
+        let deadline = Instant::now() + PATIENCE;
+        let mut index = 0;
+        while Instant::now() < deadline {
+            let frame = read_frame(&mut agent);
+            if frame.is_empty() {
+                return;
+            }
+            let mut out = frame.clone();
+            if index == 1 && !replay {
+                let last = out.len() - 1;
+                out[last] ^= 0x01;
+            }
+            if write_frame_checked(&mut dev, &out).is_err() {
+                return;
+            }
+            if index == 2 && replay {
+                // Send the agent's previous record again.
+                let _ = write_frame_checked(&mut dev, &frame);
+            }
+            index += 1;
+        }
+    });
+    port
+}
+
+fn write_frame_checked(s: &mut TcpStream, body: &[u8]) -> std::io::Result<()> {
+    s.write_all(&channel::framed(body))
+}
+
+#[test]
+fn tampered_and_replayed_channel_records_are_refused() {
+    let tmp = TempDir::new("meddle");
+    let pki = Pki::new(tmp.path());
+    let key = pairing_key_hex();
+    let (server, _seen) = start_server(&pki, vec![0, 0, 0, 0]);
+    let agent_port = port();
+    let _agent = start_agent(Path::new(AGENT), &agent_config(&pki, agent_port, &key));
+    for (replay, want) in [
+        (false, "failed authentication"),
+        (true, "replayed or reordered"),
+    ] {
+        let relay = meddler(agent_port, replay);
+        let mut dev = device(&device_config(&pki, relay, &key, &server, "tls", "gcm"));
+        let status = dev.wait();
+        let err = dev.err.text();
+        assert!(
+            !status.success(),
+            "device accepted an altered channel: {}",
+            dev.out.text()
+        );
+        assert!(err.contains(want), "replay={replay}: {err}");
+    }
+}
