@@ -112,7 +112,7 @@ pub type Result<T> = std::result::Result<T, CryptoError>;
 /// Appends `lp(data)`: a big-endian u16 length, then `data`.
 ///
 /// Every field given to this function is bounded far below 65535 bytes by construction (names
-/// ≤ 254, points 33, identities ≤ 306, params ≤ 292, tags); the debug assertion documents it.
+/// ≤ 254, points 33, identities ≤ 306, params ≤ 291, tags); the debug assertion documents it.
 fn put_lp(out: &mut Vec<u8>, data: &[u8]) {
     debug_assert!(data.len() <= usize::from(u16::MAX));
     out.extend_from_slice(&(data.len() as u16).to_be_bytes());
@@ -479,7 +479,7 @@ fn ecdsa_sign(key: &SigningKey, digest: Sha256) -> [u8; 64] {
     sig.to_bytes().into()
 }
 
-/// Verifies `r ‖ s`; high-S signatures are refused, so every valid signature is unique.
+/// Verifies `r ‖ s`; high-S is refused, so nobody can re-shape a valid signature (`s ↔ n − s`).
 fn ecdsa_verify(q: &PublicKey, digest: Sha256, sig: &[u8; 64]) -> Result<()> {
     let sig = Signature::from_slice(sig).map_err(|_| CryptoError::BadSignature)?;
     if sig.normalize_s().is_some() {
