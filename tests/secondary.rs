@@ -20,9 +20,10 @@ struct Primary {
     port: u16,
     _proc: Proc,
     anchor: client::KeyServerRef,
+    dir: std::path::PathBuf,
 }
 
-fn primary(dir: &Path, ip: &'static str) -> Primary {
+fn primary(dir: &Path, ip: &'static str, notify: &str) -> Primary {
     let g = dir.join("primary");
     ok(tp()
         .args([
@@ -37,7 +38,8 @@ fn primary(dir: &Path, ip: &'static str) -> Primary {
     let port = free_port(ip);
     let cfg = std::fs::read_to_string(g.join("tpkd.toml"))
         .unwrap()
-        .replace("127.0.0.1:5300", &format!("{ip}:{port}"));
+        .replace("127.0.0.1:5300", &format!("{ip}:{port}"))
+        + &format!("notify = [\"{notify}\"]\n");
     std::fs::write(g.join("tpkd.toml"), cfg).unwrap();
     let mut p = Proc::spawn(
         "tpkd",
@@ -54,6 +56,7 @@ fn primary(dir: &Path, ip: &'static str) -> Primary {
         port,
         _proc: p,
         anchor,
+        dir: g,
     }
 }
 
@@ -118,9 +121,9 @@ fn compare(primary: &Primary, ip: &str, port: u16) {
 fn nsd_secondary_serves_the_transferred_key_zone() {
     let nsd = require_tool("nsd");
     let dir = tempfile::tempdir().unwrap();
-    let p = primary(dir.path(), "127.0.0.41");
     let sip = "127.0.0.42";
     let sport = free_port(sip);
+    let p = primary(dir.path(), "127.0.0.41", &format!("{sip}:{sport}"));
     let d = dir.path().join("nsd");
     std::fs::create_dir_all(&d).unwrap();
     let conf = d.join("nsd.conf");
@@ -146,15 +149,59 @@ fn nsd_secondary_serves_the_transferred_key_zone() {
     let mut s = Proc::spawn("nsd", Command::new(nsd).arg("-d").arg("-c").arg(&conf));
     wait_dns(sip, sport, ORIGIN, &mut s);
     compare(&p, sip, sport);
+    enroll_and_see_it_on_the_secondary(&p, sip, sport);
+}
+
+/// An online enrollment moves the serial; tpkd's NOTIFY makes the secondary transfer at once.
+fn enroll_and_see_it_on_the_secondary(p: &Primary, sip: &str, sport: u16) {
+    let name = format!("late.{ORIGIN}");
+    let prefix = p.dir.join("late");
+    ok(tp()
+        .args(["keygen", "--name", &name, "--ip", "192.0.2.77"])
+        .arg("--issuer-params")
+        .arg(p.dir.join("state/params"))
+        .arg("--out")
+        .arg(&prefix));
+    ok(tp()
+        .arg("ctl")
+        .arg("--config")
+        .arg(p.dir.join("tpkd.toml"))
+        .arg("enroll")
+        .arg("--request")
+        .arg(p.dir.join("late.req"))
+        .arg("--response")
+        .arg(p.dir.join("late.resp")));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let out = dig(&[
+            "-p",
+            &sport.to_string(),
+            &format!("@{sip}"),
+            &name,
+            "TYPE65300",
+        ]);
+        if out.contains("ANSWER: 1") {
+            let s = rdata_hex(&out);
+            let rec = KeyRecord::from_wire(&hex::decode(&s[0].1).unwrap()).unwrap();
+            rec.verify(&name, &p.anchor.params, &p.anchor.q, time::now())
+                .unwrap();
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the secondary did not pick up the enrollment (NOTIFY):\n{out}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 #[test]
 fn knot_secondary_serves_the_transferred_key_zone() {
     let knotd = require_tool("knotd");
     let dir = tempfile::tempdir().unwrap();
-    let p = primary(dir.path(), "127.0.0.43");
     let sip = "127.0.0.44";
     let sport = free_port(sip);
+    let p = primary(dir.path(), "127.0.0.43", &format!("{sip}:{sport}"));
     let d = dir.path().join("knot");
     std::fs::create_dir_all(&d).unwrap();
     let conf = d.join("knot.conf");
@@ -182,4 +229,5 @@ fn knot_secondary_serves_the_transferred_key_zone() {
     let mut s = Proc::spawn("knotd", Command::new(knotd).arg("-c").arg(&conf));
     wait_dns(sip, sport, ORIGIN, &mut s);
     compare(&p, sip, sport);
+    enroll_and_see_it_on_the_secondary(&p, sip, sport);
 }

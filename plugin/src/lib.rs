@@ -9,6 +9,7 @@ pub mod clpkc;
 pub mod handler;
 pub mod issue;
 pub mod keyfile;
+pub mod notify;
 pub mod record;
 pub mod server;
 pub mod store;

@@ -28,6 +28,9 @@ pub struct Config {
     /// Networks allowed to transfer the zone (AXFR/IXFR); empty = nobody.
     #[serde(default)]
     pub axfr_allow: Vec<IpNet>,
+    /// Secondaries to send NOTIFY to when the zone changes (reload, enrollment).
+    #[serde(default)]
+    pub notify: Vec<SocketAddr>,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing filter).
     #[serde(default = "default_log")]
     pub log: String,

@@ -34,6 +34,8 @@ pub struct KeyServer {
     zone: ZoneCell,
     // Reloads and enrollments run one at a time.
     write: Mutex<()>,
+    // The served serial, for whoever sends NOTIFY.
+    serial: tokio::sync::watch::Sender<u32>,
 }
 
 /// Read a key server's KGC and own key from its state directory.
@@ -86,7 +88,9 @@ impl KeyServer {
         let store = Store::open(cfg.store_path())
             .with_context(|| format!("{}: cannot open store", cfg.store_path().display()))?;
         let zone = build_zone(&cfg, kgc.params(), &own, Some(&store)).map_err(|e| anyhow!(e))?;
+        let (serial, _) = tokio::sync::watch::channel(zone.serial());
         Ok(Self {
+            serial,
             cfg,
             kgc,
             own,
@@ -111,7 +115,14 @@ impl KeyServer {
         let zone = build_zone(&self.cfg, self.kgc.params(), &self.own, Some(&self.store))?;
         let stats = (zone.serial(), zone.members().len());
         self.zone.store(Arc::new(zone));
+        self.serial
+            .send_if_modified(|s| std::mem::replace(s, stats.0) != stats.0);
         Ok(stats)
+    }
+
+    /// Changes of the served serial.
+    pub fn serial_changes(&self) -> tokio::sync::watch::Receiver<u32> {
+        self.serial.subscribe()
     }
 
     /// Enroll a member online: issue, store, serve. If the new zone would not load, the

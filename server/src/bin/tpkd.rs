@@ -78,6 +78,19 @@ async fn serve(cfg: Config) -> Result<()> {
     let ctl_path = control_path.clone();
     // Bind the control socket before announcing readiness, so `tp ctl` works right away.
     let ctl = tokio::spawn(async move { control::serve(&ctl_path, ctl_ks).await });
+    if !cfg.notify.is_empty() {
+        let mut changes = ks.serial_changes();
+        let targets = cfg.notify.clone();
+        let zone = ks.zone().load().origin_name().clone();
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let serial = *changes.borrow_and_update();
+                for t in &targets {
+                    tokio::spawn(twinpeaks::notify::notify(zone.clone(), serial, *t));
+                }
+            }
+        });
+    }
     let (serial, members) = ks.status();
     info!(
         zone = %cfg.name,
