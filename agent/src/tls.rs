@@ -78,13 +78,48 @@ impl Write for Datagrams {
     }
 }
 
+/// A socket that counts the bytes it carries (the device's traffic figures).
+#[derive(Debug)]
+pub struct Counted<S> {
+    inner: S,
+    sent: u64,
+    received: u64,
+}
+
+impl<S: Read> Read for Counted<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.received += n as u64;
+        Ok(n)
+    }
+}
+
+impl<S: Write> Write for Counted<S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sent += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn counted<S>(inner: S) -> Counted<S> {
+    Counted {
+        inner,
+        sent: 0,
+        received: 0,
+    }
+}
+
 /// An established DTLS or TLS connection.
 #[derive(Debug)]
 pub enum Connection {
     /// DTLS 1.2 over UDP.
-    Dtls(SslStream<Datagrams>),
+    Dtls(SslStream<Counted<Datagrams>>),
     /// TLS 1.2 over TCP.
-    Tls(SslStream<TcpStream>),
+    Tls(SslStream<Counted<TcpStream>>),
 }
 
 /// Resolves `host:port` to one address.
@@ -183,7 +218,7 @@ pub fn connect(
             sock.connect(addr).map_err(io_err)?;
             sock.set_read_timeout(Some(POLL)).map_err(io_err)?;
             ssl.set_mtu(DTLS_MTU)?;
-            let mut s = SslStream::new(ssl, Datagrams(sock))?;
+            let mut s = SslStream::new(ssl, counted(Datagrams(sock)))?;
             drive(&mut s, true, server, deadline)?;
             Ok(Connection::Dtls(s))
         }
@@ -193,7 +228,7 @@ pub fn connect(
                 .map_err(io_err)?;
             sock.set_nodelay(true).map_err(io_err)?;
             sock.set_read_timeout(Some(POLL)).map_err(io_err)?;
-            let mut s = SslStream::new(ssl, sock)?;
+            let mut s = SslStream::new(ssl, counted(sock))?;
             drive(&mut s, false, server, deadline)?;
             Ok(Connection::Tls(s))
         }
@@ -240,6 +275,15 @@ impl Connection {
             Connection::Dtls(s) => s.ssl(),
             Connection::Tls(s) => s.ssl(),
         }
+    }
+
+    /// Bytes (sent, received) on the socket so far, headers of UDP/TCP/IP not included.
+    pub fn bytes(&self) -> (u64, u64) {
+        let (sent, received) = match self {
+            Connection::Dtls(s) => (s.get_ref().sent, s.get_ref().received),
+            Connection::Tls(s) => (s.get_ref().sent, s.get_ref().received),
+        };
+        (sent, received)
     }
 
     /// Sends one application record.

@@ -470,3 +470,122 @@ fn tampered_and_replayed_channel_records_are_refused() {
         assert!(err.contains(want), "replay={replay}: {err}");
     }
 }
+
+#[test]
+fn many_devices_at_once() {
+    let tmp = TempDir::new("many");
+    let pki = Pki::new(tmp.path());
+    let ctx = server_context(&pki);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let server = listener.local_addr().expect("addr").to_string();
+    let (tx, seen) = mpsc::channel();
+    const N: usize = 4;
+    thread::spawn(move || {
+        for _ in 0..2 * N {
+            let Ok((sock, _)) = listener.accept() else {
+                return;
+            };
+            let (ctx, tx) = (ctx.clone(), tx.clone());
+            thread::spawn(move || {
+                let _ = sock.set_read_timeout(Some(PATIENCE));
+                let seen = match Ssl::new(&ctx).and_then(|s| SslStream::new(s, sock)) {
+                    Err(e) => Seen::failed(e.to_string()),
+                    Ok(mut s) => match s.accept() {
+                        Err(e) => Seen::failed(e.to_string()),
+                        Ok(()) => serve(&mut s),
+                    },
+                };
+                let _ = tx.send(seen);
+            });
+        }
+    });
+    let keys: Vec<String> = (0..N).map(|_| pairing_key_hex()).collect();
+    let agent_port = port();
+    let mut agent_toml = format!("listen = \"127.0.0.1:{agent_port}\"\nca_file = \"ca.pem\"\n");
+    for (i, k) in keys.iter().enumerate() {
+        agent_toml += &format!("[[device]]\nid = \"sensor-{i}\"\npairing_key = \"{k}\"\n");
+    }
+    let agent_cfg = pki.dir.join("agent-many.toml");
+    std::fs::write(&agent_cfg, agent_toml).expect("write");
+    let agent = start_agent(Path::new(AGENT), &agent_cfg);
+    let mut devices: Vec<Proc> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let cfg = device_config(&pki, agent_port, k, &server, "tls", "ccm8");
+            let text = std::fs::read_to_string(&cfg).expect("read").replace(
+                "device_id = \"sensor-1\"",
+                &format!("device_id = \"sensor-{i}\""),
+            );
+            let cfg = pki.dir.join(format!("device-{i}.toml"));
+            std::fs::write(&cfg, text).expect("write");
+            device(&cfg)
+        })
+        .collect();
+    for d in &mut devices {
+        let status = d.wait();
+        assert!(
+            status.success(),
+            "{}\n{}\nagent:\n{}",
+            d.out.text(),
+            d.err.text(),
+            agent.err.text()
+        );
+        assert!(d.out.text().contains("received: pong-in-process"));
+    }
+    let results: Vec<Seen> = (0..2 * N).map(|_| recv(&seen)).collect();
+    assert_eq!(
+        results.iter().filter(|s| s.reused).count(),
+        N,
+        "{results:?}"
+    );
+    let log = agent.err.text();
+    for i in 0..N {
+        assert!(log.contains(&format!("device=sensor-{i}")), "{log}");
+    }
+}
+
+#[test]
+fn bad_configs_and_unknown_devices_get_clear_errors() {
+    let tmp = TempDir::new("badcfg");
+    let pki = Pki::new(tmp.path());
+    let key = pairing_key_hex();
+    let bad = pki.dir.join("bad-agent.toml");
+    std::fs::write(
+        &bad,
+        "listen = \"127.0.0.1:1\"\nca_file = \"ca.pem\"\nprivate_key = \"device.key\"\n",
+    )
+    .expect("write");
+    let out = Command::new(AGENT)
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .expect("run agent");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("bad-agent.toml") && err.contains("private_key"),
+        "{err}"
+    );
+
+    // A device the agent does not know is turned away before any delegation.
+    let agent_port = port();
+    let _agent = start_agent(Path::new(AGENT), &agent_config(&pki, agent_port, &key));
+    let cfg = device_config(&pki, agent_port, &key, "127.0.0.1:9", "tls", "gcm");
+    let text = std::fs::read_to_string(&cfg)
+        .expect("read")
+        .replace("sensor-1", "stranger");
+    std::fs::write(&cfg, text).expect("write");
+    let mut dev = device(&cfg);
+    assert!(!dev.wait().success());
+    assert!(
+        dev.err.text().contains("closed the channel"),
+        "{}",
+        dev.err.text()
+    );
+    let out = Command::new(DEVICE)
+        .args(["--config", "/nonexistent.toml"])
+        .output()
+        .expect("run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.toml: cannot read"));
+}

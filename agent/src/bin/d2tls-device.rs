@@ -73,6 +73,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let timeout = Duration::from_secs(cfg.timeout_secs);
     let (key, chain) = load_credentials(&cfg)?;
     let mut out = std::io::stdout();
+    let started = Instant::now();
     let (mut conn, delegations, signatures, channel) = if cli.standalone {
         let conn = device_io::full_handshake(&cfg, &key, &chain, Instant::now() + timeout)?;
         (conn, 0, 1, (0, 0))
@@ -99,7 +100,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             (link.bytes_sent, link.bytes_received),
         )
     };
-    report(&mut out, &conn, delegations, signatures, channel)?;
+    let setup = started.elapsed();
+    report(&mut out, &conn, delegations, signatures, channel, setup)?;
     exchange(&mut out, &mut conn, cli.send.as_deref(), cli.expect_reply)?;
     conn.close();
     Ok(())
@@ -111,8 +113,10 @@ fn report(
     delegations: u32,
     signatures: u64,
     channel: (u64, u64),
+    setup: Duration,
 ) -> anyhow::Result<()> {
     let ssl = conn.ssl();
+    let (server_sent, server_received) = conn.bytes();
     let sid = ssl
         .session()
         .map(|s| hex::encode(s.id()))
@@ -120,7 +124,7 @@ fn report(
     let cipher = ssl.current_cipher().map(|c| c.name()).unwrap_or("none");
     writeln!(
         out,
-        "session reused={} version={} cipher={} session_id={} delegations={} signatures={} channel_sent={} channel_received={}",
+        "session reused={} version={} cipher={} session_id={} delegations={} signatures={} channel_sent={} channel_received={} server_sent={} server_received={} setup_us={}",
         ssl.session_reused(),
         ssl.version_str(),
         cipher,
@@ -128,7 +132,10 @@ fn report(
         delegations,
         signatures,
         channel.0,
-        channel.1
+        channel.1,
+        server_sent,
+        server_received,
+        setup.as_micros()
     )?;
     out.flush()?;
     Ok(())
