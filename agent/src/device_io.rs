@@ -5,7 +5,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use openssl::ec::EcKey;
-use openssl::ssl::{Ssl, SslVerifyMode};
+use openssl::ssl::{Ssl, SslContext, SslVerifyMode};
 use openssl::x509::X509;
 use thiserror::Error;
 use tracing::{info, warn};
@@ -17,7 +17,7 @@ use crate::error::{ChannelError, ContextError};
 use crate::ffi;
 use crate::session::{SessionContext, Suite};
 use crate::tls::{self, Connection, TlsError};
-use crate::wire::Message;
+use crate::wire::{Message, Transport};
 
 /// Why the device could not get a session.
 #[derive(Debug, Error)]
@@ -237,20 +237,32 @@ fn read_frame(stream: &mut TcpStream, agent: &str) -> Result<(Vec<u8>, u64), Dev
     Ok((body, 2 + n as u64))
 }
 
-/// Resumes `ctx` with the server, without a private key and without any certificate check:
-/// a server that answers with a certificate is starting a full handshake, which the device
-/// stops at once.
+/// Work a device does once at boot, not per session: seed the DRBG and build the TLS context
+/// for resumption. The context offers every delegated suite and refuses any certificate: a
+/// server that answers with one is starting a full handshake, which the device stops at once.
+#[inline(never)]
+pub fn boot_for_resumption(transport: Transport) -> Result<SslContext, DeviceError> {
+    seed_rng()?;
+    let mut b = tls::client_context(transport, &Suite::ALL).map_err(TlsError::from)?;
+    b.set_verify_callback(SslVerifyMode::PEER, |_, _| false);
+    Ok(b.build())
+}
+
+fn seed_rng() -> Result<(), DeviceError> {
+    let mut b = [0u8; 1];
+    openssl::rand::rand_bytes(&mut b)
+        .map_err(|e| DeviceError::Config(format!("random generator: {e}")))
+}
+
+/// Resumes `ctx` with the server, without a private key (`sslctx` from [`boot_for_resumption`]).
 pub fn resume(
+    sslctx: &SslContext,
     ctx: &SessionContext,
     target: &Target,
     deadline: Instant,
 ) -> Result<Connection, ResumeError> {
-    let suite = Suite::from_id(ctx.suite).ok_or(ContextError::Suite(ctx.suite))?;
     let session = ctx.to_ssl_session()?;
-    let mut b = tls::client_context(target.transport, &[suite]).map_err(TlsError::from)?;
-    b.set_verify_callback(SslVerifyMode::PEER, |_, _| false);
-    let sslctx = b.build();
-    let mut ssl = Ssl::new(&sslctx).map_err(TlsError::from)?;
+    let mut ssl = Ssl::new(sslctx).map_err(TlsError::from)?;
     ffi::set_imported_session(&mut ssl, &session).map_err(TlsError::from)?;
     let name = server_name(target);
     if name.parse::<std::net::IpAddr>().is_err() {
@@ -277,14 +289,14 @@ fn server_name(target: &Target) -> &str {
     }
 }
 
-/// The baseline: the device runs the full handshake itself with its own key.
-pub fn full_handshake(
+/// Boot-time work of the baseline: seed the DRBG, load the roots, the certificate and the key.
+#[inline(never)]
+pub fn boot_standalone(
     cfg: &DeviceConfig,
     key: &EcKey<openssl::pkey::Private>,
     chain: &[X509],
-    deadline: Instant,
-) -> Result<Connection, DeviceError> {
-    let target = target_of(cfg);
+) -> Result<SslContext, DeviceError> {
+    seed_rng()?;
     let ca = cfg
         .ca_file
         .as_ref()
@@ -296,14 +308,25 @@ pub fn full_handshake(
         path: ca.display().to_string(),
         reason: e.to_string(),
     })?;
-    let sslctx = b.build();
-    let mut ssl = Ssl::new(&sslctx).map_err(TlsError::from)?;
     let pkey = openssl::pkey::PKey::from_ec_key(key.clone()).map_err(TlsError::from)?;
-    ssl.set_certificate(&chain[0]).map_err(TlsError::from)?;
+    b.set_certificate(&chain[0]).map_err(TlsError::from)?;
     for c in &chain[1..] {
-        ssl.add_chain_cert(c.clone()).map_err(TlsError::from)?;
+        b.add_extra_chain_cert(c.clone()).map_err(TlsError::from)?;
     }
-    ssl.set_private_key(&pkey).map_err(TlsError::from)?;
+    b.set_private_key(&pkey).map_err(TlsError::from)?;
+    Ok(b.build())
+}
+
+/// The baseline: the device runs the full handshake itself with its own key.
+// Out of line so that callgrind can attribute the device's work to it.
+#[inline(never)]
+pub fn full_handshake(
+    sslctx: &SslContext,
+    cfg: &DeviceConfig,
+    deadline: Instant,
+) -> Result<Connection, DeviceError> {
+    let target = target_of(cfg);
+    let mut ssl = Ssl::new(sslctx).map_err(TlsError::from)?;
     tls::verify_server_name(&mut ssl, server_name(&target)).map_err(TlsError::from)?;
     Ok(tls::connect(ssl, cfg.transport, &cfg.server, deadline)?)
 }
@@ -328,7 +351,10 @@ fn random_id() -> u64 {
 }
 
 /// Asks for delegations until one resumes, at most `max_delegations` times.
+// Out of line so that callgrind can attribute the device's work to it.
+#[inline(never)]
 pub fn delegate_and_resume(
+    sslctx: &SslContext,
     link: &mut AgentLink,
     device: &mut Device,
     target: &Target,
@@ -357,7 +383,7 @@ pub fn delegate_and_resume(
         };
         let Some(ctx) = ctx else { continue };
         info!(event = "context.received", delegation = %format!("{id:#018x}"), session_id = %hex::encode(&ctx.session_id), suite = %format!("{:#06x}", ctx.suite));
-        match resume(&ctx, target, Instant::now() + timeout) {
+        match resume(sslctx, &ctx, target, Instant::now() + timeout) {
             Ok(conn) => {
                 info!(event = "session.resumed", session_id = %hex::encode(&ctx.session_id), attempt);
                 return Ok((conn, attempt));
@@ -375,6 +401,8 @@ pub fn delegate_and_resume(
 }
 
 /// Opens the agent channel from a config.
+// Out of line so that callgrind can attribute the device's work to it.
+#[inline(never)]
 pub fn link_from(cfg: &DeviceConfig) -> Result<AgentLink, DeviceError> {
     let agent = cfg
         .agent

@@ -73,10 +73,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let timeout = Duration::from_secs(cfg.timeout_secs);
     let (key, chain) = load_credentials(&cfg)?;
     let mut out = std::io::stdout();
-    let started = Instant::now();
-    let (mut conn, delegations, signatures, channel) = if cli.standalone {
-        let conn = device_io::full_handshake(&cfg, &key, &chain, Instant::now() + timeout)?;
-        (conn, 0, 1, (0, 0))
+    let (mut conn, delegations, signatures, channel, setup) = if cli.standalone {
+        let sslctx = device_io::boot_standalone(&cfg, &key, &chain)?;
+        let started = Instant::now();
+        let conn = device_io::full_handshake(&sslctx, &cfg, started + timeout)?;
+        (conn, 0, 1, (0, 0), started.elapsed())
     } else {
         let chain_der = chain
             .iter()
@@ -84,23 +85,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .collect::<Result<Vec<_>, _>>()
             .context("certificate DER")?;
         let mut device = Device::new(key, chain_der);
+        let sslctx = device_io::boot_for_resumption(cfg.transport)?;
+        let started = Instant::now();
         let mut link = device_io::link_from(&cfg)?;
         let target = device_io::target_of(&cfg);
         let (conn, attempts) = device_io::delegate_and_resume(
+            &sslctx,
             &mut link,
             &mut device,
             &target,
             cfg.max_delegations,
             timeout,
         )?;
+        let setup = started.elapsed();
         (
             conn,
             attempts,
             device.signatures(),
             (link.bytes_sent, link.bytes_received),
+            setup,
         )
     };
-    let setup = started.elapsed();
     report(&mut out, &conn, delegations, signatures, channel, setup)?;
     exchange(&mut out, &mut conn, cli.send.as_deref(), cli.expect_reply)?;
     conn.close();

@@ -1,0 +1,42 @@
+//! Link emulator for the benchmarks: `linkemu udp|tcp LISTEN TARGET ONE_WAY_DELAY_MS`.
+//! Runs until killed; prints its address, then its counters every second.
+use std::time::Duration;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let usage = "usage: linkemu udp|tcp LISTEN TARGET ONE_WAY_DELAY_MS";
+    if args.len() != 5 {
+        eprintln!("{usage}");
+        std::process::exit(2);
+    }
+    let parse = |s: &str, what: &str| -> std::net::SocketAddr {
+        s.parse().unwrap_or_else(|_| {
+            eprintln!("linkemu: {what} `{s}` is not IP:port; {usage}");
+            std::process::exit(2)
+        })
+    };
+    let (listen, target) = (parse(&args[2], "LISTEN"), parse(&args[3], "TARGET"));
+    let delay: f64 = args[4].parse().unwrap_or_else(|_| {
+        eprintln!("linkemu: ONE_WAY_DELAY_MS `{}` is not a number", args[4]);
+        std::process::exit(2)
+    });
+    let delay = Duration::from_secs_f64(delay / 1000.0);
+    let link = match args[1].as_str() {
+        "udp" => d2tls::linkemu::udp(listen, target, delay, None),
+        "tcp" => d2tls::linkemu::tcp(listen, target, delay),
+        other => {
+            eprintln!("linkemu: `{other}` is not udp or tcp; {usage}");
+            std::process::exit(2)
+        }
+    };
+    let link = link.unwrap_or_else(|e| {
+        eprintln!("linkemu: {e}");
+        std::process::exit(1)
+    });
+    println!("linkemu listening on {}", link.addr);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let (up, down, pu, pd) = link.stats.snapshot();
+        eprintln!("up_bytes={up} down_bytes={down} up_packets={pu} down_packets={pd}");
+    }
+}
