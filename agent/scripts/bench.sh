@@ -159,9 +159,14 @@ delay_case() { # name one_way_ms
     wait_for emu1.out listening; wait_for emu2.out listening
     device_toml 127.0.0.1:$CP 127.0.0.1:$LP > delay.toml
     : > d.us; : > s.us
+    # s_server serves one client at a time: a short pause lets it return to accept().
     for _ in $(seq "$RUNS"); do
         "$T/d2tls-device" -c delay.toml --log-level error | grep -o 'setup_us=[0-9]*' | cut -d= -f2 >> d.us
+        sleep 0.2
+    done
+    for _ in $(seq "$RUNS"); do
         "$T/d2tls-device" -c delay.toml --log-level error --standalone | grep -o 'setup_us=[0-9]*' | cut -d= -f2 >> s.us
+        sleep 0.2
     done
     kill $E1 $E2 2>/dev/null || true
     python3 - "$1" "$2" "$D_INSTR" "$S_INSTR" <<'PY'
@@ -169,6 +174,7 @@ import sys, statistics
 name, ow, di, si = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 d = [int(x) for x in open("d.us")]; s = [int(x) for x in open("s.us")]
 md, ms = statistics.median(d) / 1000, statistics.median(s) / 1000
+print(f"<!-- {name} samples us: D2TLS {d}; standalone {s} -->")
 print(f"| {name}: server RTT {2*ow:g} ms, device-agent RTT 1.4 ms | {md:.1f} ms | {ms:.1f} ms | {100*(1-md/ms):+.1f} % |")
 # The same network times with the device's own instructions run at 64 M instructions/s
 # (a Cortex-M4 class MCU at 64 MHz, 1 instruction/cycle): what a constrained device adds.

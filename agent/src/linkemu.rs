@@ -87,8 +87,10 @@ fn delayed<T: Send + 'static>(
     let (tx, rx) = mpsc::channel::<(Instant, T)>();
     thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
-            let Ok((at, item)) = rx.recv_timeout(TICK) else {
-                continue;
+            let (at, item) = match rx.recv_timeout(TICK) {
+                Ok(x) => x,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
             let when = at + delay;
             let now = Instant::now();
