@@ -101,17 +101,27 @@ def total(f):
         if line.startswith("summary:") or line.startswith("totals:"):
             return int(line.split()[1])
 def calls(f, names):
-    idname, counts, cur = {}, {n: 0 for n in names}, None
+    """Calls to each function, and the inclusive instructions of those calls."""
+    idname, counts, incl, cur = {}, {n: 0 for n in names}, {n: 0 for n in names}, None
+    after_calls = False
     for line in open(os.path.join(w, f)):
+        if after_calls:
+            after_calls = False
+            parts = line.split()
+            if cur in incl and len(parts) >= 2:
+                incl[cur] += int(parts[1])
+            continue
         m = re.match(r"c?fn=\((\d+)\)(?: (.*))?", line)
         if m:
             if m.group(2):
                 idname[m.group(1)] = m.group(2).strip()
             cur = idname.get(m.group(1)) if line.startswith("cfn=") else None
             continue
-        if line.startswith("calls=") and cur in counts:
-            counts[cur] += int(line.split("=")[1].split()[0])
-    return counts
+        if line.startswith("calls="):
+            after_calls = True
+            if cur in counts:
+                counts[cur] += int(line.split("=")[1].split()[0])
+    return counts, incl
 def peak(f):
     best = 0
     heap = extra = 0
@@ -126,7 +136,10 @@ def kv(f):
 ops = ["ECDSA_do_sign_ex", "ECDSA_do_verify", "ECDH_compute_key", "EC_KEY_generate_key"]
 d, s = total("cg.d2tls"), total("cg.full")
 da, sa = total("cg.d2tls.all"), total("cg.full.all")
-od, os_ = calls("cg.d2tls", ops), calls("cg.full", ops)
+od, _ = calls("cg.d2tls", ops)
+os_, _ = calls("cg.full", ops)
+_, rin = calls("cg.d2tls", ["d2tls::device_io::resume"])
+r = rin["d2tls::device_io::resume"]
 kd, ks = kv("out.d2tls"), kv("out.full")
 pd, ps = peak("ms.d2tls"), peak("ms.full")
 print("| figure (device side) | D2TLS | standalone | D2TLS / standalone |")
@@ -141,7 +154,26 @@ bs = int(ks["server_sent"]) + int(ks["server_received"])
 print(f"| bytes sent to agent / received from agent (channel) | {kd['channel_sent']} / {kd['channel_received']} | – | |")
 print(f"| bytes sent to server / received from server (DTLS payload) | {kd['server_sent']} / {kd['server_received']} | {ks['server_sent']} / {ks['server_received']} | |")
 print(f"| bytes in all, device | {cd_ + bd:,} | {bs:,} | {100*(cd_+bd)/bs:.1f} % |")
+hd, hs = int(kd["heap_setup_peak"]), int(ks["heap_setup_peak"])
+print(f"| peak heap during setup, above boot (counting allocator: Rust + OpenSSL) | {hd:,} B | {hs:,} B | {100*hd/hs:.1f} % |")
+print(f"| heap in use at setup start (boot: OpenSSL init, TLS context, logging) | {int(kd['heap_start']):,} B | {int(ks['heap_start']):,} B | |")
 print(f"| peak heap, whole process (massif, heap + allocator overhead) | {pd:,} B | {ps:,} B | {100*pd/ps:.1f} % |")
+print(f"| instructions of the resumption alone (inclusive `resume`) | {r:,} | | |")
+print()
+# 24-hour session-overhead model (dissertation Fig. 3.10/3.11): a session re-established every
+# T; either always from scratch, or resumed by the device itself while the server keeps the
+# session (lifetime L = 2 h, OpenSSL's default) with a fresh full setup every L.
+bd_all = cd_ + bd
+print("| re-establish every | sessions/24 h | device instr. D2TLS | standalone | ratio | device bytes D2TLS | standalone | D2TLS + own resumption (L=2 h) | standalone + own resumption (L=2 h) |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+for label, t in [("5 min", 300), ("15 min", 900), ("1 h", 3600), ("2 h", 7200), ("6 h", 21600)]:
+    n = 86400 // t
+    full = max(1, 86400 // max(t, 7200))
+    di, si = n * d, n * s
+    dres, sres = full * d + (n - full) * r, full * s + (n - full) * r
+    print(f"| {label} | {n} | {di/1e6:,.1f} M | {si/1e6:,.1f} M | {100*di/si:.1f} % | {n*bd_all/1e3:,.1f} kB | {n*bs/1e3:,.1f} kB | {dres/1e6:,.1f} M | {sres/1e6:,.1f} M |")
+print()
+print(f"Per-session device instructions: D2TLS {d:,}, standalone {s:,}, own resumption {r:,}.")
 with open(os.path.join(w, "instr.env"), "w") as f:
     f.write(f"D_INSTR={d}\nS_INSTR={s}\n")
 PY

@@ -10,6 +10,7 @@ use clap::Parser;
 use d2tls::config::DeviceConfig;
 use d2tls::device::Device;
 use d2tls::device_io::{self, load_credentials};
+use d2tls::ffi::heap;
 use d2tls::session::Suite;
 use d2tls::tls::Connection;
 use d2tls::wire::Transport;
@@ -44,9 +45,20 @@ struct Cli {
     log_level: String,
 }
 
+// Counts every heap byte (Rust's and OpenSSL's) for the device's memory figures.
+#[global_allocator]
+static HEAP: heap::CountingAlloc = heap::CountingAlloc;
+
 fn main() {
+    let openssl_counted = heap::count_openssl_heap();
     let cli = Cli::parse();
     d2tls::init_logging(&cli.log_level);
+    if !openssl_counted {
+        tracing::warn!(
+            event = "heap.uncounted",
+            reason = "OpenSSL allocated before main"
+        );
+    }
     if let Err(e) = run(cli) {
         eprintln!("d2tls-device: error: {e:#}");
         std::process::exit(1);
@@ -75,9 +87,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let mut out = std::io::stdout();
     let (mut conn, delegations, signatures, channel, setup) = if cli.standalone {
         let sslctx = device_io::boot_standalone(&cfg, &key, &chain)?;
+        heap::reset_peak();
+        let heap_start = heap::current();
         let started = Instant::now();
         let conn = device_io::full_handshake(&sslctx, &cfg, started + timeout)?;
-        (conn, 0, 1, (0, 0), started.elapsed())
+        let setup = Setup {
+            time: started.elapsed(),
+            heap_start,
+            heap_peak: heap::peak(),
+        };
+        (conn, 0, 1, (0, 0), setup)
     } else {
         let chain_der = chain
             .iter()
@@ -86,6 +105,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .context("certificate DER")?;
         let mut device = Device::new(key, chain_der);
         let sslctx = device_io::boot_for_resumption(cfg.transport)?;
+        heap::reset_peak();
+        let heap_start = heap::current();
         let started = Instant::now();
         let mut link = device_io::link_from(&cfg)?;
         let target = device_io::target_of(&cfg);
@@ -97,7 +118,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cfg.max_delegations,
             timeout,
         )?;
-        let setup = started.elapsed();
+        let setup = Setup {
+            time: started.elapsed(),
+            heap_start,
+            heap_peak: heap::peak(),
+        };
         (
             conn,
             attempts,
@@ -112,13 +137,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Figures of the session setup: wall time and heap (bytes in use at its start, and the
+/// peak reached during it).
+struct Setup {
+    time: Duration,
+    heap_start: usize,
+    heap_peak: usize,
+}
+
 fn report(
     out: &mut impl Write,
     conn: &Connection,
     delegations: u32,
     signatures: u64,
     channel: (u64, u64),
-    setup: Duration,
+    setup: Setup,
 ) -> anyhow::Result<()> {
     let ssl = conn.ssl();
     let (server_sent, server_received) = conn.bytes();
@@ -129,7 +162,7 @@ fn report(
     let cipher = ssl.current_cipher().map(|c| c.name()).unwrap_or("none");
     writeln!(
         out,
-        "session reused={} version={} cipher={} session_id={} delegations={} signatures={} channel_sent={} channel_received={} server_sent={} server_received={} setup_us={}",
+        "session reused={} version={} cipher={} session_id={} delegations={} signatures={} channel_sent={} channel_received={} server_sent={} server_received={} setup_us={} heap_start={} heap_setup_peak={}",
         ssl.session_reused(),
         ssl.version_str(),
         cipher,
@@ -140,7 +173,9 @@ fn report(
         channel.1,
         server_sent,
         server_received,
-        setup.as_micros()
+        setup.time.as_micros(),
+        setup.heap_start,
+        setup.heap_peak.saturating_sub(setup.heap_start)
     )?;
     out.flush()?;
     Ok(())
