@@ -4,11 +4,18 @@
 # received, peak heap (massif), and setup delay over emulated LAN and WAN links.
 #
 #   agent/scripts/bench.sh [RUNS]        (RUNS: delay samples per case, default 7)
+#   TRANSPORT=tls SUITE=gcm agent/scripts/bench.sh   (default: dtls, ccm8)
 #
 # Needs: openssl (CLI), valgrind, python3. Loopback only. Prints a report on stdout.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 RUNS=${1:-7}
+TRANSPORT=${TRANSPORT:-dtls}
+SUITE=${SUITE:-ccm8}
+case "$SUITE" in ccm8) CIPHER=ECDHE-ECDSA-AES128-CCM8 ;; gcm) CIPHER=ECDHE-ECDSA-AES128-GCM-SHA256 ;;
+    *) echo "SUITE must be ccm8 or gcm" >&2; exit 2 ;; esac
+case "$TRANSPORT" in dtls) PROTO=-dtls1_2; LINK=udp ;; tls) PROTO=-tls1_2; LINK=tcp ;;
+    *) echo "TRANSPORT must be dtls or tls" >&2; exit 2 ;; esac
 cd "$ROOT"
 cargo build --release -p d2tls --bins --example linkemu >&2
 T=$ROOT/target/release
@@ -42,8 +49,8 @@ KEY=$(openssl rand -hex 32)
 
 SP=$(free_port); AP=$(free_port)
 mkfifo sserver.in
-openssl s_server -dtls1_2 -accept 127.0.0.1:$SP -cert server.pem -key server.key -CAfile ca.pem \
-    -Verify 1 -no_ticket -cipher ECDHE-ECDSA-AES128-CCM8 -quiet < sserver.in > sserver.log 2>&1 &
+openssl s_server $PROTO -accept 127.0.0.1:$SP -cert server.pem -key server.key -CAfile ca.pem \
+    -Verify 1 -no_ticket -cipher $CIPHER -quiet < sserver.in > sserver.log 2>&1 &
 PIDS+=($!)
 exec 3>sserver.in   # keeps s_server's stdin open
 
@@ -68,8 +75,8 @@ private_key = "device.key"
 ca_file = "ca.pem"
 server = "$2"
 server_name = "127.0.0.1"
-transport = "dtls"
-suite = "ccm8"
+transport = "$TRANSPORT"
+suite = "$SUITE"
 EOF
 }
 device_toml 127.0.0.1:$AP 127.0.0.1:$SP > device.toml
@@ -78,7 +85,7 @@ DEV=("$T/d2tls-device" -c device.toml --log-level error)
 echo "# D2TLS device-side benchmark ($(date -u +%Y-%m-%dT%H:%MZ))"
 echo "machine: nproc=$(nproc); $(lscpu | grep -E 'Model name' | sed 's/  */ /g')"
 echo "openssl: $(openssl version); valgrind: $(valgrind --version)"
-echo "case: DTLS 1.2, ECDHE-ECDSA-AES128-CCM8, P-256, client certificate required (openssl s_server -Verify 1)"
+echo "case: $TRANSPORT 1.2, $CIPHER, P-256, client certificate required (openssl s_server $PROTO -Verify 1 -no_ticket)"
 echo
 
 # --- instructions and public-key operations ----------------------------------------------
@@ -152,7 +159,7 @@ cd_ = int(kd["channel_sent"]) + int(kd["channel_received"])
 bd = int(kd["server_sent"]) + int(kd["server_received"])
 bs = int(ks["server_sent"]) + int(ks["server_received"])
 print(f"| bytes sent to agent / received from agent (channel) | {kd['channel_sent']} / {kd['channel_received']} | – | |")
-print(f"| bytes sent to server / received from server (DTLS payload) | {kd['server_sent']} / {kd['server_received']} | {ks['server_sent']} / {ks['server_received']} | |")
+print(f"| bytes sent to server / received from server (UDP or TCP payload) | {kd['server_sent']} / {kd['server_received']} | {ks['server_sent']} / {ks['server_received']} | |")
 print(f"| bytes in all, device | {cd_ + bd:,} | {bs:,} | {100*(cd_+bd)/bs:.1f} % |")
 hd, hs = int(kd["heap_setup_peak"]), int(ks["heap_setup_peak"])
 print(f"| peak heap during setup, above boot (counting allocator: Rust + OpenSSL) | {hd:,} B | {hs:,} B | {100*hd/hs:.1f} % |")
@@ -180,13 +187,13 @@ PY
 echo
 
 # --- delay over emulated links -----------------------------------------------------------
-# Server path: UDP link with the given one-way delay in front of s_server (the agent and the
+# Server path: UDP (DTLS) or TCP (TLS) link with the given one-way delay in front of s_server (the agent and the
 # device both reach the server through it). Device <-> agent: TCP link with LAN delay.
 . ./instr.env
 delay_case() { # name one_way_ms
     local LP CP
     LP=$(free_port); CP=$(free_port)
-    "$EMU" udp 127.0.0.1:$LP 127.0.0.1:$SP "$2" > emu1.out 2>/dev/null & PIDS+=($!); local E1=$!
+    "$EMU" $LINK 127.0.0.1:$LP 127.0.0.1:$SP "$2" > emu1.out 2>/dev/null & PIDS+=($!); local E1=$!
     "$EMU" tcp 127.0.0.1:$CP 127.0.0.1:$AP 0.7 > emu2.out 2>/dev/null & PIDS+=($!); local E2=$!
     wait_for emu1.out listening; wait_for emu2.out listening
     device_toml 127.0.0.1:$CP 127.0.0.1:$LP > delay.toml
