@@ -2,16 +2,19 @@
 # Throughput of tpkd vs stock hickory, NSD and Knot serving the same key zone, in one run.
 #
 # Each server runs pinned to core 0, dnsperf to core 1, on loopback. All four serve the same
-# 1,000 TPKEY records (~180-byte RDATA) made by `tp gen-zone`: tpkd from our key zone, stock
+# 1,000 TPKEY records made by `tp gen-zone` (RDATA size printed): tpkd from our key zone, stock
 # hickory (tp-dnsd --opaque-keyzone) as opaque RFC 3597 data, NSD and Knot from the RFC 3597
 # zone file. Prints queries/second per server and the ratios to stock hickory and to NSD.
 #
 # Usage: server/bench/dnsperf.sh            (from anywhere; needs dnsperf, nsd, knot, dig)
 # Knobs (environment):
 #   BENCH_SECONDS   dnsperf -l, per server and round                 (default 10)
-#   BENCH_CLIENTS   dnsperf -c, UDP sockets                          (default 4)
-#   BENCH_THREADS   dnsperf -T                                       (default 1: it has one core)
-#   BENCH_INFLIGHT  dnsperf -q, outstanding queries                  (default 100, dnsperf's own)
+#   BENCH_CLIENTS   dnsperf -c, UDP sockets                          (default 8)
+#   BENCH_THREADS   dnsperf -T                                       (default 4)
+#   BENCH_INFLIGHT  dnsperf -q, outstanding queries                  (default 200)
+#   Saturation (tuned against NSD, the fastest here): -c 4 -q 100 -T 1 left dnsperf the limit
+#   (~165k q/s); -T 4 on its one core lifted NSD to ~195k with no loss; -q 500 or -c 16 only
+#   added loss. tpkd and hickory are server-bound at any of these settings.
 #   BENCH_ROUNDS    rounds over all servers; the table shows medians (default 1)
 #   BENCH_SERVERS   subset/order of: tpkd hickory nsd knot          (default all four)
 #   BENCH_COUNT     names in the generated zone                      (default 1000)
@@ -21,9 +24,9 @@
 set -euo pipefail
 
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
-CLIENTS=${BENCH_CLIENTS:-4}
-THREADS=${BENCH_THREADS:-1}
-INFLIGHT=${BENCH_INFLIGHT:-100}
+CLIENTS=${BENCH_CLIENTS:-8}
+THREADS=${BENCH_THREADS:-4}
+INFLIGHT=${BENCH_INFLIGHT:-200}
 ROUNDS=${BENCH_ROUNDS:-1}
 SERVERS=${BENCH_SERVERS:-"tpkd hickory nsd knot"}
 COUNT=${BENCH_COUNT:-1000}
