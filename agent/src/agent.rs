@@ -41,6 +41,9 @@ pub enum DelegationError {
     /// The session could not be exported.
     #[error(transparent)]
     Context(#[from] ContextError),
+    /// The handshake thread ended abnormally.
+    #[error("handshake task: {0}")]
+    Internal(String),
 }
 
 impl DelegationError {
@@ -131,8 +134,11 @@ impl Agent {
                 .map_err(TlsError::from)?;
         }
         let key = ffi::remote_signing_key(public, signer).map_err(TlsError::from)?;
-        ssl.set_certificate(&certs[0]).map_err(TlsError::from)?;
-        for c in &certs[1..] {
+        let (leaf, chain) = certs
+            .split_first()
+            .ok_or_else(|| DelegationError::Certificate("no certificate".into()))?;
+        ssl.set_certificate(leaf).map_err(TlsError::from)?;
+        for c in chain {
             ssl.add_chain_cert(c.clone()).map_err(TlsError::from)?;
         }
         ssl.set_private_key(&key).map_err(TlsError::from)?;
@@ -274,7 +280,7 @@ impl Agent {
         let outcome = loop {
             let sign_deadline = waiting.as_ref().map(|w| w.1);
             tokio::select! {
-                r = &mut handshake => break r.unwrap_or_else(|e| Err(DelegationError::Certificate(format!("handshake task: {e}")))),
+                r = &mut handshake => break r.unwrap_or_else(|e| Err(DelegationError::Internal(e.to_string()))),
                 Some(job) = jobs.recv() => {
                     if asked {
                         // libssl signs once per handshake; a second request is a bug, refuse it.

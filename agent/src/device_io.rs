@@ -341,13 +341,11 @@ pub fn target_of(cfg: &DeviceConfig) -> Target {
     }
 }
 
-fn random_id() -> u64 {
+fn random_id() -> Result<u64, DeviceError> {
     let mut b = [0u8; 8];
-    if openssl::rand::rand_bytes(&mut b).is_err() {
-        // The ID only has to be unlikely to repeat within one channel.
-        return Instant::now().elapsed().as_nanos() as u64 | 1;
-    }
-    u64::from_be_bytes(b).max(1)
+    openssl::rand::rand_bytes(&mut b)
+        .map_err(|e| DeviceError::Config(format!("random generator: {e}")))?;
+    Ok(u64::from_be_bytes(b).max(1))
 }
 
 /// Asks for delegations until one resumes, at most `max_delegations` times.
@@ -363,7 +361,7 @@ pub fn delegate_and_resume(
 ) -> Result<(Connection, u32), DeviceError> {
     let mut last = String::from("no delegation tried");
     for attempt in 1..=max_delegations {
-        let id = random_id();
+        let id = random_id()?;
         info!(event = "delegation.request", delegation = %format!("{id:#018x}"), attempt, server = %target.server, transport = ?target.transport);
         link.send(&device.request(id, target))?;
         let ctx = loop {

@@ -313,10 +313,9 @@ impl Connection {
                 Err(e) if e.code() == ErrorCode::ZERO_RETURN => return Ok(0),
                 Err(e) if is_retry(&e) => {
                     if Instant::now() >= deadline {
-                        return Err(TlsError::Timeout {
-                            stage: "read",
-                            server: String::new(),
-                        });
+                        return Err(TlsError::Io(
+                            "no data from the server before the deadline".into(),
+                        ));
                     }
                     if let Connection::Dtls(s) = self {
                         // The server may resend its last flight if ours was lost.

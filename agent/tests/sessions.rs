@@ -481,7 +481,10 @@ fn many_devices_at_once() {
     let (tx, seen) = mpsc::channel();
     const N: usize = 4;
     thread::spawn(move || {
-        for _ in 0..2 * N {
+        // Accepts until the test ends: a resumption that races the server's caching of a
+        // session it has just finished (another thread) is refused, and the device then asks
+        // for another delegation.
+        loop {
             let Ok((sock, _)) = listener.accept() else {
                 return;
             };
@@ -533,12 +536,12 @@ fn many_devices_at_once() {
         );
         assert!(d.out.text().contains("received: pong-in-process"));
     }
-    let results: Vec<Seen> = (0..2 * N).map(|_| recv(&seen)).collect();
-    assert_eq!(
-        results.iter().filter(|s| s.reused).count(),
-        N,
-        "{results:?}"
-    );
+    let mut reused = 0;
+    while reused < N {
+        if recv(&seen).reused {
+            reused += 1;
+        }
+    }
     let log = agent.err.text();
     for i in 0..N {
         assert!(log.contains(&format!("device=sensor-{i}")), "{log}");
