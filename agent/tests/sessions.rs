@@ -7,20 +7,22 @@
 mod d2tls_common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, mpsc};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use d2tls::agent::{Agent, device_identity};
 use d2tls::channel::{self, Channel, NONCE_LEN, PairingKey, Role};
 use d2tls::config::AgentConfig;
+use d2tls::ffi;
 use d2tls::wire::{ErrorCode, Message, SIG_ECDSA_P256_SHA256};
 use d2tls_common::*;
 use openssl::ssl::{
-    Ssl, SslContext, SslFiletype, SslMethod, SslOptions, SslStream, SslVerifyMode, SslVersion,
+    ErrorCode as SslErrorCode, Ssl, SslContext, SslFiletype, SslMethod, SslOptions, SslStream,
+    SslVerifyMode, SslVersion,
 };
 
 const AGENT: &str = env!("CARGO_BIN_EXE_d2tls-agent");
@@ -93,7 +95,27 @@ impl Seen {
     }
 }
 
-fn serve(s: &mut SslStream<TcpStream>) -> Seen {
+/// Reads application data, waiting through read timeouts (and resending DTLS flights);
+/// `None` on error, `Some(0)` when the client closed.
+fn read_retry<S: Read + Write>(s: &mut SslStream<S>, buf: &mut [u8]) -> Option<usize> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match s.ssl_read(buf) {
+            Ok(n) => return Some(n),
+            Err(e) if e.code() == SslErrorCode::ZERO_RETURN => return Some(0),
+            Err(e)
+                if (e.code() == SslErrorCode::WANT_READ
+                    || e.code() == SslErrorCode::WANT_WRITE)
+                    && Instant::now() < deadline =>
+            {
+                let _ = ffi::dtls_handle_timeout(s.ssl());
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+fn serve<S: Read + Write>(s: &mut SslStream<S>) -> Seen {
     let ssl = s.ssl();
     let reused = ssl.session_reused();
     let subject = ssl
@@ -111,13 +133,12 @@ fn serve(s: &mut SslStream<TcpStream>) -> Seen {
     master_key.truncate(n);
     let mut data = String::new();
     let mut buf = [0u8; 1024];
-    if reused && let Ok(n) = s.read(&mut buf) {
+    if reused && let Some(n) = read_retry(s, &mut buf) {
         data = String::from_utf8_lossy(&buf[..n]).to_string();
-        let _ = s.write_all(b"pong-in-process\n");
-        let _ = s.flush();
+        let _ = s.ssl_write(b"pong-in-process\n");
     }
     // Wait for the client to close (the agent sends close_notify after its handshake).
-    while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+    while matches!(read_retry(s, &mut buf), Some(n) if n > 0) {}
     // Without our own close_notify OpenSSL drops the session from the cache.
     let _ = s.shutdown();
     Seen {
@@ -127,6 +148,136 @@ fn serve(s: &mut SslStream<TcpStream>) -> Seen {
         data,
         error: None,
     }
+}
+
+/// One UDP socket seen as the datagram stream of one peer (others are ignored).
+struct PeerDatagrams {
+    sock: Arc<UdpSocket>,
+    peer: SocketAddr,
+}
+
+impl Read for PeerDatagrams {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let (n, from) = self.sock.recv_from(buf)?;
+            if from == self.peer {
+                return Ok(n);
+            }
+        }
+    }
+}
+
+impl Write for PeerDatagrams {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.sock.send_to(buf, self.peer)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// rust-openssl's DTLS 1.2 server on one UDP socket, serving `conns` clients one after the
+/// other, retransmitting through `DTLSv1_handle_timeout` as a real DTLS server does.
+fn start_dtls_server(pki: &Pki, conns: usize) -> (String, mpsc::Receiver<Seen>) {
+    let mut b = SslContext::builder(SslMethod::dtls_server()).expect("ctx");
+    b.set_min_proto_version(Some(SslVersion::DTLS1_2))
+        .expect("min");
+    b.set_certificate_file(&pki.server_cert, SslFiletype::PEM)
+        .expect("cert");
+    b.set_private_key_file(&pki.server_key, SslFiletype::PEM)
+        .expect("key");
+    b.set_ca_file(&pki.ca).expect("ca");
+    b.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+    b.set_session_id_context(b"d2tls-test").expect("sid ctx");
+    b.set_options(SslOptions::NO_TICKET | SslOptions::NO_QUERY_MTU);
+    b.set_cipher_list("ECDHE-ECDSA-AES128-CCM8:ECDHE-ECDSA-AES128-GCM-SHA256")
+        .expect("ciphers");
+    let ctx = b.build();
+    let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").expect("bind"));
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    let addr = sock.local_addr().expect("addr").to_string();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut done: Vec<SocketAddr> = Vec::new();
+        let mut buf = [0u8; 2048];
+        for _ in 0..conns {
+            // The next client is the sender of the next datagram from a new address.
+            let peer = loop {
+                match sock.peek_from(&mut buf) {
+                    Ok((_, from)) if done.contains(&from) => {
+                        let _ = sock.recv_from(&mut buf);
+                    }
+                    Ok((_, from)) => break from,
+                    Err(_) => {}
+                }
+            };
+            done.push(peer);
+            let io = PeerDatagrams {
+                sock: sock.clone(),
+                peer,
+            };
+            let seen = match Ssl::new(&ctx).and_then(|mut s| {
+                s.set_mtu(1200)?;
+                SslStream::new(s, io)
+            }) {
+                Err(e) => Seen::failed(e.to_string()),
+                Ok(mut s) => {
+                    let deadline = Instant::now() + PATIENCE;
+                    let r = loop {
+                        match s.accept() {
+                            Ok(()) => break Ok(()),
+                            Err(e)
+                                if (e.code() == SslErrorCode::WANT_READ
+                                    || e.code() == SslErrorCode::WANT_WRITE)
+                                    && Instant::now() < deadline =>
+                            {
+                                let _ = ffi::dtls_handle_timeout(s.ssl());
+                            }
+                            Err(e) => break Err(e.to_string()),
+                        }
+                    };
+                    match r {
+                        Ok(()) => serve(&mut s),
+                        Err(e) => Seen::failed(e),
+                    }
+                }
+            };
+            if tx.send(seen).is_err() {
+                return;
+            }
+        }
+    });
+    (addr, rx)
+}
+
+#[test]
+fn dtls_with_an_in_process_server() {
+    let tmp = TempDir::new("inproc-dtls");
+    let pki = Pki::new(tmp.path());
+    let key = pairing_key_hex();
+    let (server, seen) = start_dtls_server(&pki, 2);
+    let agent_port = port();
+    let agent = start_agent(Path::new(AGENT), &agent_config(&pki, agent_port, &key));
+    let mut dev = device(&device_config(
+        &pki, agent_port, &key, &server, "dtls", "ccm8",
+    ));
+    let status = dev.wait();
+    let out = dev.out.text();
+    assert!(
+        status.success(),
+        "device failed:\n{out}\n{}\nagent:\n{}",
+        dev.err.text(),
+        agent.err.text()
+    );
+    let full = recv(&seen);
+    assert!(full.error.is_none() && !full.reused, "{full:?}");
+    let resumed = recv(&seen);
+    assert!(resumed.reused, "{resumed:?}");
+    assert_eq!(resumed.subject, "sensor-1,D2TLS Devices");
+    assert_eq!(resumed.data.trim(), "ping-in-process");
+    assert!(out.contains("received: pong-in-process"), "{out}");
+    assert!(out.contains("cipher=ECDHE-ECDSA-AES128-CCM8"), "{out}");
 }
 
 fn device(cfg: &Path) -> Proc {
