@@ -66,6 +66,7 @@ struct SignJob {
 /// The agent.
 pub struct Agent {
     cfg: AgentConfig,
+    permits: Arc<tokio::sync::Semaphore>,
     devices: HashMap<String, PairingKey>,
     dtls: SslContext,
     tls: SslContext,
@@ -102,6 +103,7 @@ impl Agent {
             Ok(b.build())
         };
         Ok(Agent {
+            permits: Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent_delegations)),
             devices: cfg
                 .devices
                 .iter()
@@ -111,6 +113,16 @@ impl Agent {
             tls: build(Transport::Tls)?,
             cfg,
         })
+    }
+
+    /// Whether the agent's policy lets a device ask for `server`.
+    pub fn server_allowed(&self, server: &str) -> bool {
+        self.cfg.allowed_servers.is_empty()
+            || self
+                .cfg
+                .allowed_servers
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(server))
     }
 
     /// Runs the full handshake for `req`; `signer` produces the CertificateVerify signature.
@@ -245,6 +257,19 @@ impl Agent {
         let id = req.delegation_id;
         let started = Instant::now();
         info!(event = "delegation.start", device = %device_id, delegation = %format!("{id:#018x}"), server = %req.server, transport = ?req.transport);
+        if !self.server_allowed(&req.server) {
+            let reason = format!(
+                "server {} is not in the agent's allowed_servers",
+                req.server
+            );
+            warn!(event = "delegation.refused", device = %device_id, delegation = %format!("{id:#018x}"), reason = %reason);
+            let m = Message::Error {
+                delegation_id: id,
+                code: ErrorCode::NotAllowed,
+                reason,
+            };
+            return send(wr, sealer, &m).await;
+        }
         let (certs, public) = match device_identity(&req.cert_chain) {
             Ok(x) => x,
             Err(e) => {
@@ -270,8 +295,18 @@ impl Agent {
         });
         let agent = self.clone();
         let verify_key = public.clone();
-        let mut handshake =
-            tokio::task::spawn_blocking(move || agent.delegate(&req, &certs, &public, signer));
+        // Bounds the handshakes (and blocking threads) running at once.
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut handshake = tokio::task::spawn_blocking(move || {
+            let r = agent.delegate(&req, &certs, &public, signer);
+            drop(permit);
+            r
+        });
 
         let sign_timeout = Duration::from_secs(self.cfg.sign_timeout_secs);
         let mut asked = false;

@@ -105,6 +105,10 @@ struct RawAgent {
     #[serde(default = "default_sign_timeout")]
     sign_timeout_secs: u64,
     #[serde(default)]
+    allowed_servers: Vec<String>,
+    #[serde(default = "default_max_delegations")]
+    max_concurrent_delegations: usize,
+    #[serde(default)]
     device: Vec<RawAgentDevice>,
 }
 
@@ -124,6 +128,9 @@ fn default_handshake_timeout() -> u64 {
 }
 fn default_sign_timeout() -> u64 {
     10
+}
+fn default_max_delegations() -> usize {
+    64
 }
 
 /// One device the agent serves.
@@ -150,6 +157,10 @@ pub struct AgentConfig {
     pub handshake_timeout_secs: u64,
     /// How long the agent waits for the device's signature.
     pub sign_timeout_secs: u64,
+    /// Servers (`host:port`) devices may ask for; empty = any.
+    pub allowed_servers: Vec<String>,
+    /// Handshakes run at once; more wait their turn.
+    pub max_concurrent_delegations: usize,
     /// Paired devices.
     pub devices: Vec<AgentDevice>,
 }
@@ -206,6 +217,19 @@ impl AgentConfig {
         if devices.is_empty() {
             return Err(err(file, "no [[device]] configured"));
         }
+        if raw.max_concurrent_delegations == 0 {
+            return Err(err(file, "max_concurrent_delegations must be > 0"));
+        }
+        for (i, s) in raw.allowed_servers.iter().enumerate() {
+            if s.rsplit_once(':')
+                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+            {
+                return Err(err(
+                    file,
+                    format!("allowed_servers[{i}]: `{s}` is not host:port"),
+                ));
+            }
+        }
         Ok(AgentConfig {
             listen,
             ca_file,
@@ -213,6 +237,12 @@ impl AgentConfig {
             session_lifetime_secs: raw.session_lifetime_secs,
             handshake_timeout_secs: raw.handshake_timeout_secs,
             sign_timeout_secs: raw.sign_timeout_secs,
+            allowed_servers: raw
+                .allowed_servers
+                .iter()
+                .map(|s| s.to_ascii_lowercase())
+                .collect(),
+            max_concurrent_delegations: raw.max_concurrent_delegations,
             devices,
         })
     }
@@ -373,6 +403,14 @@ mod tests {
             (ok.replace("\"s1\"", "\"bad id\""), "device[0].id"),
             (format!("{ok}private_key = \"device.key\"\n"), "private_key"),
             (format!("suites = [\"rc4\"]\n{ok}"), "suites"),
+            (
+                format!("allowed_servers = [\"nohost\"]\n{ok}"),
+                "allowed_servers[0]",
+            ),
+            (
+                format!("max_concurrent_delegations = 0\n{ok}"),
+                "max_concurrent_delegations",
+            ),
         ];
         for (text, want) in cases {
             let f = write(dir.path(), "bad.toml", &text);

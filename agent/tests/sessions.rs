@@ -737,6 +737,26 @@ fn bad_configs_and_unknown_devices_get_clear_errors() {
         "{}",
         dev.err.text()
     );
+    // A server outside the agent's allowed_servers is refused, with the reason.
+    let listed_port = port();
+    let text = std::fs::read_to_string(pki.dir.join("agent.toml"))
+        .expect("read")
+        .replace(&format!("{agent_port}"), &format!("{listed_port}"))
+        .replace("ca_file", "allowed_servers = [\"127.0.0.1:9\"]\nca_file");
+    let listed = pki.dir.join("agent-listed.toml");
+    std::fs::write(&listed, text).expect("write");
+    let _agent2 = start_agent(Path::new(AGENT), &listed);
+    let cfg = device_config(&pki, listed_port, &key, "127.0.0.1:10", "tls", "gcm");
+    let mut dev = device(&cfg);
+    assert!(!dev.wait().success());
+    assert!(
+        dev.err
+            .text()
+            .contains("not in the agent's allowed_servers"),
+        "{}",
+        dev.err.text()
+    );
+
     let out = Command::new(DEVICE)
         .args(["--config", "/nonexistent.toml"])
         .output()
