@@ -217,8 +217,8 @@ impl AgentConfig {
         if devices.is_empty() {
             return Err(err(file, "no [[device]] configured"));
         }
-        if raw.max_concurrent_delegations == 0 {
-            return Err(err(file, "max_concurrent_delegations must be > 0"));
+        if !(1..=65536).contains(&raw.max_concurrent_delegations) {
+            return Err(err(file, "max_concurrent_delegations must be 1..=65536"));
         }
         for (i, s) in raw.allowed_servers.iter().enumerate() {
             if s.rsplit_once(':')

@@ -104,6 +104,13 @@ pub fn load_credentials(
             "not a PEM EC private key".into(),
         )
     })?;
+    if key.group().curve_name() != Some(openssl::nid::Nid::X9_62_PRIME256V1) {
+        return Err(cred(
+            "private key",
+            &cfg.private_key,
+            "not a P-256 key (D2TLS signs ECDSA-P256-SHA256)".into(),
+        ));
+    }
     let leaf_pub = chain[0]
         .public_key()
         .and_then(|k| k.ec_key())
@@ -309,8 +316,11 @@ pub fn boot_standalone(
         reason: e.to_string(),
     })?;
     let pkey = openssl::pkey::PKey::from_ec_key(key.clone()).map_err(TlsError::from)?;
-    b.set_certificate(&chain[0]).map_err(TlsError::from)?;
-    for c in &chain[1..] {
+    let (leaf, rest) = chain
+        .split_first()
+        .ok_or_else(|| DeviceError::Config("no certificate".into()))?;
+    b.set_certificate(leaf).map_err(TlsError::from)?;
+    for c in rest {
         b.add_extra_chain_cert(c.clone()).map_err(TlsError::from)?;
     }
     b.set_private_key(&pkey).map_err(TlsError::from)?;
