@@ -368,7 +368,7 @@ pub fn delegate_and_resume(
     target: &Target,
     max_delegations: u32,
     timeout: Duration,
-) -> Result<(Connection, u32), DeviceError> {
+) -> Result<(Connection, u32, HeldContext), DeviceError> {
     let mut last = String::from("no delegation tried");
     for attempt in 1..=max_delegations {
         let id = random_id()?;
@@ -390,11 +390,16 @@ pub fn delegate_and_resume(
             }
         };
         let Some(ctx) = ctx else { continue };
+        let received = Instant::now();
         info!(event = "context.received", delegation = %format!("{id:#018x}"), session_id = %hex::encode(&ctx.session_id), suite = %format!("{:#06x}", ctx.suite));
         match resume(sslctx, &ctx, target, Instant::now() + timeout) {
             Ok(conn) => {
                 info!(event = "session.resumed", session_id = %hex::encode(&ctx.session_id), attempt);
-                return Ok((conn, attempt));
+                let held = HeldContext {
+                    context: ctx,
+                    received,
+                };
+                return Ok((conn, attempt, held));
             }
             Err(e) => {
                 warn!(event = "context.discarded", session_id = %hex::encode(&ctx.session_id), reason = %e);
@@ -406,6 +411,46 @@ pub fn delegate_and_resume(
         attempts: max_delegations,
         last,
     })
+}
+
+/// A context the device keeps for further connections while it is within its lifetime.
+pub struct HeldContext {
+    context: SessionContext,
+    received: Instant,
+}
+
+impl HeldContext {
+    /// Whether the agent's lifetime for it has run out.
+    pub fn expired(&self) -> bool {
+        self.received.elapsed() >= Duration::from_secs(u64::from(self.context.lifetime_secs))
+    }
+}
+
+/// Opens another connection on a held context. `None` (and the context dropped, hence
+/// wiped) when it has expired or the server no longer resumes it: delegate again.
+pub fn resume_held(
+    sslctx: &SslContext,
+    held: &mut Option<HeldContext>,
+    target: &Target,
+    timeout: Duration,
+) -> Option<Connection> {
+    let h = held.take()?;
+    let sid = hex::encode(&h.context.session_id);
+    if h.expired() {
+        info!(event = "context.expired", session_id = %sid);
+        return None;
+    }
+    match resume(sslctx, &h.context, target, Instant::now() + timeout) {
+        Ok(conn) => {
+            info!(event = "session.resumed", session_id = %sid, attempt = 0);
+            *held = Some(h);
+            Some(conn)
+        }
+        Err(e) => {
+            warn!(event = "context.discarded", session_id = %sid, reason = %e);
+            None
+        }
+    }
 }
 
 /// Opens the agent channel from a config.

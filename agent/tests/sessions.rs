@@ -763,3 +763,41 @@ fn bad_configs_and_unknown_devices_get_clear_errors() {
         .expect("run");
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.toml: cannot read"));
 }
+
+#[test]
+fn a_held_context_serves_further_connections_without_a_new_delegation() {
+    let tmp = TempDir::new("held");
+    let pki = Pki::new(tmp.path());
+    let key = pairing_key_hex();
+    let (server, seen) = start_server(&pki, vec![0, 0, 0, 0]);
+    let agent_port = port();
+    let agent = start_agent(Path::new(AGENT), &agent_config(&pki, agent_port, &key));
+    let cfg = device_config(&pki, agent_port, &key, &server, "tls", "ccm8");
+    let mut dev = Proc::spawn(Command::new(DEVICE).arg("--config").arg(&cfg).args([
+        "--send",
+        "ping-in-process",
+        "--expect-reply",
+        "60",
+        "--connections",
+        "3",
+    ]));
+    let status = dev.wait();
+    let out = dev.out.text();
+    assert!(status.success(), "{out}\n{}", dev.err.text());
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("session ")).collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    for l in &lines {
+        assert!(
+            l.contains("reused=true") && l.contains("delegations=1"),
+            "{l}"
+        );
+    }
+    assert_eq!(out.matches("received: pong-in-process").count(), 3, "{out}");
+    let results: Vec<Seen> = (0..4).map(|_| recv(&seen)).collect();
+    assert_eq!(
+        results.iter().filter(|s| s.reused).count(),
+        3,
+        "{results:?}"
+    );
+    assert_eq!(agent.err.text().matches("delegation.done").count(), 1);
+}

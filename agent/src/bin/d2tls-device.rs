@@ -40,6 +40,10 @@ struct Cli {
     /// Wait for this many seconds for data from the server and print it.
     #[arg(long)]
     expect_reply: Option<u64>,
+    /// Connections to open one after the other; after the first, the device resumes the
+    /// context it holds and delegates again only when that fails or the context expired.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    connections: u32,
     /// Log filter when RUST_LOG is unset.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -85,56 +89,90 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let timeout = Duration::from_secs(cfg.timeout_secs);
     let (key, chain) = load_credentials(&cfg)?;
     let mut out = std::io::stdout();
-    let (mut conn, delegations, signatures, channel, setup) = if cli.standalone {
+    if cli.standalone {
         let sslctx = device_io::boot_standalone(&cfg, &key, &chain)?;
-        heap::reset_peak();
-        let heap_start = heap::current();
-        let started = Instant::now();
-        let conn = device_io::full_handshake(&sslctx, &cfg, started + timeout)?;
-        let setup = Setup {
-            time: started.elapsed(),
-            heap_start,
-            heap_peak: heap::peak(),
+        for _ in 0..cli.connections {
+            let mark = Mark::start();
+            let mut conn = device_io::full_handshake(&sslctx, &cfg, Instant::now() + timeout)?;
+            report(&mut out, &conn, 0, 1, (0, 0), mark.finish())?;
+            exchange(&mut out, &mut conn, cli.send.as_deref(), cli.expect_reply)?;
+            conn.close();
+        }
+        return Ok(());
+    }
+    let chain_der = chain
+        .iter()
+        .map(|c| c.to_der())
+        .collect::<Result<Vec<_>, _>>()
+        .context("certificate DER")?;
+    let mut device = Device::new(key, chain_der);
+    let sslctx = device_io::boot_for_resumption(cfg.transport)?;
+    let target = device_io::target_of(&cfg);
+    let mut link: Option<device_io::AgentLink> = None;
+    let mut held = None;
+    let mut delegations = 0;
+    for _ in 0..cli.connections {
+        let mark = Mark::start();
+        let mut conn = match device_io::resume_held(&sslctx, &mut held, &target, timeout) {
+            Some(conn) => conn,
+            None => {
+                let l = match &mut link {
+                    Some(l) => l,
+                    None => link.insert(device_io::link_from(&cfg)?),
+                };
+                let (conn, attempts, h) = device_io::delegate_and_resume(
+                    &sslctx,
+                    l,
+                    &mut device,
+                    &target,
+                    cfg.max_delegations,
+                    timeout,
+                )?;
+                delegations += attempts;
+                held = Some(h);
+                conn
+            }
         };
-        (conn, 0, 1, (0, 0), setup)
-    } else {
-        let chain_der = chain
-            .iter()
-            .map(|c| c.to_der())
-            .collect::<Result<Vec<_>, _>>()
-            .context("certificate DER")?;
-        let mut device = Device::new(key, chain_der);
-        let sslctx = device_io::boot_for_resumption(cfg.transport)?;
-        heap::reset_peak();
-        let heap_start = heap::current();
-        let started = Instant::now();
-        let mut link = device_io::link_from(&cfg)?;
-        let target = device_io::target_of(&cfg);
-        let (conn, attempts) = device_io::delegate_and_resume(
-            &sslctx,
-            &mut link,
-            &mut device,
-            &target,
-            cfg.max_delegations,
-            timeout,
-        )?;
-        let setup = Setup {
-            time: started.elapsed(),
-            heap_start,
-            heap_peak: heap::peak(),
-        };
-        (
-            conn,
-            attempts,
+        let setup = mark.finish();
+        let channel = link
+            .as_ref()
+            .map_or((0, 0), |l| (l.bytes_sent, l.bytes_received));
+        report(
+            &mut out,
+            &conn,
+            delegations,
             device.signatures(),
-            (link.bytes_sent, link.bytes_received),
+            channel,
             setup,
-        )
-    };
-    report(&mut out, &conn, delegations, signatures, channel, setup)?;
-    exchange(&mut out, &mut conn, cli.send.as_deref(), cli.expect_reply)?;
-    conn.close();
+        )?;
+        exchange(&mut out, &mut conn, cli.send.as_deref(), cli.expect_reply)?;
+        conn.close();
+    }
     Ok(())
+}
+
+/// Start of a session setup: time and heap in use.
+struct Mark {
+    started: Instant,
+    heap_start: usize,
+}
+
+impl Mark {
+    fn start() -> Mark {
+        heap::reset_peak();
+        Mark {
+            started: Instant::now(),
+            heap_start: heap::current(),
+        }
+    }
+
+    fn finish(self) -> Setup {
+        Setup {
+            time: self.started.elapsed(),
+            heap_start: self.heap_start,
+            heap_peak: heap::peak(),
+        }
+    }
 }
 
 /// Figures of the session setup: wall time and heap (bytes in use at its start, and the
