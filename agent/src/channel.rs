@@ -82,7 +82,7 @@ pub fn hello(device_id: &str, nonce_d: &[u8; NONCE_LEN]) -> Vec<u8> {
     b
 }
 
-fn frame_header(r: &mut Reader<'_>, want: u8, name: &'static str) -> Result<(), ChannelError> {
+fn frame_header(r: &mut Reader<'_>, want: u8) -> Result<(), ChannelError> {
     let version = r.u8("frame version")?;
     if version != FRAME_VERSION {
         return Err(WireError::Version {
@@ -104,7 +104,6 @@ fn frame_header(r: &mut Reader<'_>, want: u8, name: &'static str) -> Result<(), 
             .into()),
         };
     }
-    let _ = name;
     Ok(())
 }
 
@@ -127,7 +126,7 @@ pub fn parse_hello(frame: &[u8]) -> Result<(String, [u8; NONCE_LEN]), ChannelErr
         bytes: frame,
         pos: 0,
     };
-    frame_header(&mut r, F_HELLO, "hello")?;
+    frame_header(&mut r, F_HELLO)?;
     let at = r.pos;
     let id = r.lp8("device id")?;
     let id = std::str::from_utf8(id)
@@ -155,7 +154,7 @@ pub fn parse_hello_reply(frame: &[u8]) -> Result<[u8; NONCE_LEN], ChannelError> 
         bytes: frame,
         pos: 0,
     };
-    frame_header(&mut r, F_HELLO_REPLY, "hello-reply")?;
+    frame_header(&mut r, F_HELLO_REPLY)?;
     nonce(&mut r)
 }
 
@@ -267,7 +266,7 @@ impl Opener {
             bytes: frame,
             pos: 0,
         };
-        frame_header(&mut r, F_RECORD, "record")?;
+        frame_header(&mut r, F_RECORD)?;
         let seq = r.u64("record sequence")?;
         if frame.len() < RECORD_HEADER + TAG_LEN {
             return Err(WireError::Truncated {
