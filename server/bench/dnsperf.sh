@@ -101,7 +101,7 @@ port_of() {
 label_of() {
     case $1 in
         tpkd) echo "tpkd (TwinPeaks key server)" ;;
-        hickory) echo "stock hickory $(hickory_version) (tp-dnsd --opaque-keyzone)" ;;
+        hickory) echo "hickory $(hickory_version) stock (tp-dnsd --opaque-keyzone)" ;;
         nsd) echo "NSD $(nsd -v 2>&1 | awk 'NR == 1 { print $NF }')" ;;
         knot) echo "Knot $(knotd -V 2>&1 | awk 'NR == 1 { print $NF }')" ;;
     esac
@@ -255,6 +255,7 @@ median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print (NR 
 
 # Other work on the machine skews every figure: record the load so a reader can judge.
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+# (During the run the load is ours: dnsperf's threads and the server.)
 if awk -v l="${LOAD_BEFORE%% *}" 'BEGIN { exit !(l > 0.5) }'; then
     echo "warning: load average is $LOAD_BEFORE before the run; figures will be low and noisy" >&2
 fi
@@ -288,13 +289,13 @@ echo "Date:    $(date -u '+%Y-%m-%d %H:%M UTC'); load average before: $LOAD_BEFO
 echo "Zone:    $COUNT names under $ORIGIN, TYPE65300 RDATA of ${RDATA_LEN:-?} bytes; server on core $SERVER_CPU, dnsperf on core $CLIENT_CPU"
 echo "dnsperf: taskset -c $CLIENT_CPU dnsperf -s 127.0.0.1 -p PORT -d queries.txt -l $SECONDS_PER_RUN -c $CLIENTS -T $THREADS -q $INFLIGHT -Q 500000"
 echo
-printf '| %-50s | %9s | %10s | %8s | %8s | %-20s | %11s |\n' "Server" "best q/s" "vs hickory" "vs NSD" "median" "rounds (k q/s)" "dnsperf CPU"
-printf '|%s|%s|%s|%s|%s|%s|%s|\n' "$(dashes 52)" "$(dashes 10)-" "$(dashes 11)-" "$(dashes 9)-" "$(dashes 9)-" "$(dashes 22)" "$(dashes 12)-"
+printf '| %-48s | %9s | %10s | %7s | %7s | %11s | %s\n' "Server" "best q/s" "vs hickory" "vs NSD" "median" "dnsperf CPU" "rounds (k q/s) |"
+printf '|%s|%s|%s|%s|%s|%s|%s|\n' "$(dashes 50)" "$(dashes 10)-" "$(dashes 11)-" "$(dashes 8)-" "$(dashes 8)-" "$(dashes 12)-" "$(dashes 16)"
 for s in $SERVERS; do
     rounds=$(echo "${QPS[$s]}" | awk '{ for (i = 1; i <= NF; i++) printf "%s%.1f", (i > 1 ? " " : ""), $i / 1000 }')
-    printf '| %-50s | %9.0f | %10s | %8s | %8.0f | %-20s | %10s%% |\n' "$(label_of "$s")" "${BEST[$s]}" \
-        "$(ratio "${BEST[$s]}" hickory)" "$(ratio "${BEST[$s]}" nsd)" "$(echo "${QPS[$s]}" | median)" "$rounds" \
-        "$(echo "${CPU[$s]}" | median)"
+    printf '| %-48s | %9.0f | %10s | %7s | %7.0f | %10s%% | %s |\n' "$(label_of "$s")" "${BEST[$s]}" \
+        "$(ratio "${BEST[$s]}" hickory)" "$(ratio "${BEST[$s]}" nsd)" "$(echo "${QPS[$s]}" | median)" \
+        "$(echo "${CPU[$s]}" | median)" "$rounds"
 done
 if [[ -n ${BEST[tpkd]:-} && -n ${BEST[hickory]:-} ]]; then
     echo
