@@ -650,11 +650,28 @@ fn secrets_are_private_files_and_never_served() {
         ks.state.join("server.key"),
         key.clone(),
         dir.path().join("www.example.test.192.0.2.10.secret"),
-        dir.path().join("www.example.test.192.0.2.10.resp"),
     ] {
         let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{}", f.display());
     }
+    // The response travels in the open: its partial key is sealed to the requester, so another
+    // entity's secret value cannot open it.
+    ks.issue_to_file("mail.example.test.", "192.0.2.11");
+    let stolen = run(tp()
+        .arg("finalize")
+        .arg("--secret")
+        .arg(dir.path().join("mail.example.test.192.0.2.11.secret"))
+        .arg("--response")
+        .arg(dir.path().join("www.example.test.192.0.2.10.resp"))
+        .arg("--out")
+        .arg(dir.path().join("stolen.key")));
+    assert!(!stolen.status.success());
+    assert!(
+        String::from_utf8_lossy(&stolen.stderr).contains("cannot be opened with this secret value"),
+        "{}",
+        String::from_utf8_lossy(&stolen.stderr)
+    );
+    assert!(!dir.path().join("stolen.key").exists());
     // A secret others can read is refused, naming the file and the fix.
     let kgc = ks.state.join("kgc.secret");
     std::fs::set_permissions(&kgc, std::fs::Permissions::from_mode(0o644)).unwrap();

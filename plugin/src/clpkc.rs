@@ -636,6 +636,43 @@ impl SecretValue {
             x: SigningKey::from(scalar_from_bytes(b)?),
         })
     }
+
+    /// Decrypts what [`seal`] made for `X` and this identity: how the issuer sends the
+    /// partial key `d` back confidentially over any channel.
+    pub fn open(&self, identity: &Identity, ciphertext: &[u8]) -> Result<Vec<u8>> {
+        open_with(
+            self.x.as_nonzero_scalar(),
+            &self.public(),
+            identity,
+            ciphertext,
+        )
+    }
+}
+
+/// ECIES decryption with the recipient's scalar and public key (see [`seal`]).
+fn open_with(
+    sk: &NonZeroScalar,
+    q: &PublicKey,
+    identity: &Identity,
+    ciphertext: &[u8],
+) -> Result<Vec<u8>> {
+    if ciphertext.len() < SEAL_OVERHEAD {
+        return Err(CryptoError::Decrypt);
+    }
+    let (e_bytes, body) = ciphertext.split_at(POINT_LEN);
+    let e = point_from_bytes(e_bytes).map_err(|_| CryptoError::Decrypt)?;
+    let shared = p256::ecdh::diffie_hellman(sk, e.as_affine());
+    let id = identity.encode();
+    let (cipher, nonce) = ecies_cipher(shared.raw_secret_bytes(), &id, e_bytes, q);
+    cipher
+        .decrypt(
+            &Nonce::from(*nonce),
+            Payload {
+                msg: body,
+                aad: &id,
+            },
+        )
+        .map_err(|_| CryptoError::Decrypt)
 }
 
 /// A request for a partial key: identity, `X`, and a proof of possession of `x`.
@@ -860,24 +897,12 @@ impl EntityKey {
 
     /// Decrypts what [`seal`] made for this entity (its `Q` and identity).
     pub fn open(&self, ciphertext: &[u8]) -> Result<Vec<u8>> {
-        if ciphertext.len() < SEAL_OVERHEAD {
-            return Err(CryptoError::Decrypt);
-        }
-        let (e_bytes, body) = ciphertext.split_at(POINT_LEN);
-        let e = point_from_bytes(e_bytes).map_err(|_| CryptoError::Decrypt)?;
-        let shared = p256::ecdh::diffie_hellman(self.sk.as_nonzero_scalar(), e.as_affine());
-        let id = self.identity.encode();
-        let cipher = ecies_cipher(shared.raw_secret_bytes(), &id, e_bytes, &self.q);
-        cipher
-            .0
-            .decrypt(
-                &Nonce::from(*cipher.1),
-                Payload {
-                    msg: body,
-                    aad: &id,
-                },
-            )
-            .map_err(|_| CryptoError::Decrypt)
+        open_with(
+            self.sk.as_nonzero_scalar(),
+            &self.q,
+            &self.identity,
+            ciphertext,
+        )
     }
 
     /// The entity key as a plain p256 signing key (e.g. for TLS with raw public keys). It
@@ -1140,6 +1165,19 @@ mod tests {
             EntityKey::combine(&id, &sv, &pk, other.params()).unwrap_err(),
             CryptoError::WrongIssuer
         );
+    }
+
+    #[test]
+    fn partial_key_sealed_to_x_opens_only_with_x_and_identity() {
+        let kgc = Kgc::setup("example.com.", &mut OsRng).unwrap();
+        let (id, sv, req, pk) = enrol(&kgc, "www.example.com.", ip4());
+        let sealed = seal(&req.x, &id, &pk.encode(), &mut OsRng).unwrap();
+        let opened = sv.open(&id, &sealed).unwrap();
+        assert_eq!(opened.as_slice(), pk.encode().as_slice());
+        let other = SecretValue::generate(&mut OsRng);
+        assert_eq!(other.open(&id, &sealed), Err(CryptoError::Decrypt));
+        let id2 = Identity::new("mail.example.com.", ip4(), kgc.params()).unwrap();
+        assert_eq!(sv.open(&id2, &sealed), Err(CryptoError::Decrypt));
     }
 
     #[test]

@@ -5,29 +5,35 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
+use rand_core::OsRng;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{info, warn};
-use twinpeaks::clpkc::{KeyRequest, KgcParams};
+use twinpeaks::clpkc::{self, KeyRequest, KgcParams, PartialKey};
+use twinpeaks::record::KeyRecord;
 
 use crate::keyserver::KeyServer;
 
 /// Longest request line accepted.
 const MAX_LINE: u64 = 64 * 1024;
 
-/// The response text of an enrollment: what the requester needs to finalize its key.
-/// It holds the partial private key `d`: keep it 0600 and send it confidentially.
+/// The response to a key request: the record as issued and the partial key `(W, d)` sealed
+/// to the requester's `X` (ECIES, identity bound), so it may travel over any channel; only
+/// the holder of `x` can open it.
 pub fn response_text(
-    name: &str,
-    ip: std::net::IpAddr,
+    req: &KeyRequest,
     issuer: &KgcParams,
-    partial_hex: &str,
-    record: &str,
-) -> String {
-    format!(
-        "# TwinPeaks partial key for {name} at {ip}: confidential until finalized\nname = \"{name}\"\nip = \"{ip}\"\nissuer_params = \"{}\"\npartial_key = \"{partial_hex}\"\nrecord = \"{record}\"\n",
-        hex::encode(issuer.encode())
-    )
+    partial: &PartialKey,
+    record: &KeyRecord,
+) -> Result<String> {
+    let sealed = clpkc::seal(&req.x, &req.identity, &partial.encode(), &mut OsRng)
+        .map_err(|e| anyhow!("sealing the partial key: {e}"))?;
+    let (name, ip) = (&req.identity.name, req.identity.ip);
+    Ok(format!(
+        "# TwinPeaks response to the key request of {name} at {ip}; the partial key is sealed to\n# the requester's X: finish with `tp finalize`\nname = \"{name}\"\nip = \"{ip}\"\nissuer_params = \"{}\"\nsealed_partial_key = \"{}\"\nrecord = \"{record}\"\n",
+        hex::encode(issuer.encode()),
+        hex::encode(sealed)
+    ))
 }
 
 /// Serve the control socket until the task is dropped.
@@ -122,18 +128,12 @@ async fn answer(line: &str, ks: &Arc<KeyServer>) -> Result<String> {
                 }
             };
             let ks2 = ks.clone();
-            let name = req.identity.name.clone();
-            let (record, partial) =
-                tokio::task::spawn_blocking(move || ks2.enroll(&req, key_server)).await??;
-            info!(zone = %ks.cfg.name, member = %name, ip = %record.ip, "member enrolled");
-            let partial_hex = zeroize::Zeroizing::new(hex::encode(partial.encode().as_slice()));
-            Ok(response_text(
-                &name,
-                record.ip,
-                ks.params(),
-                &partial_hex,
-                &record.to_string(),
-            ))
+            let (req, record, partial) = tokio::task::spawn_blocking(move || {
+                ks2.enroll(&req, key_server).map(|(r, p)| (req, r, p))
+            })
+            .await??;
+            info!(zone = %ks.cfg.name, member = %req.identity.name, ip = %record.ip, "member enrolled");
+            response_text(&req, ks.params(), &partial, &record)
         }
         Some(other) => Err(anyhow!(
             "unknown command `{other}` (reload, status, enroll)"

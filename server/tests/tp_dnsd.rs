@@ -167,7 +167,10 @@ fn serves_a_zone_file_over_udp_and_tcp() {
     );
     let nx = dig(server.port, &["nope.example.com", "A"]);
     assert!(nx.contains("status: NXDOMAIN"), "{nx}");
-    assert!(nx.contains("flags: qr aa"), "answer must be authoritative: {nx}");
+    assert!(
+        nx.contains("flags: qr aa"),
+        "answer must be authoritative: {nx}"
+    );
     assert!(
         nx.contains("SOA\tns1.example.com."),
         "NXDOMAIN must carry the SOA: {nx}"

@@ -99,7 +99,7 @@ enum Cmd {
         /// …or put it in this store (tpkd must not be running; use `tp ctl enroll` then).
         #[arg(long)]
         store: Option<PathBuf>,
-        /// Where to write the response (0600).
+        /// Where to write the response (the partial key in it is sealed to the requester).
         #[arg(long)]
         response: PathBuf,
         /// The member is a key server listening on this port…
@@ -208,7 +208,7 @@ enum CtlOp {
         /// The request file.
         #[arg(long)]
         request: PathBuf,
-        /// Where to write the response (0600).
+        /// Where to write the response (the partial key in it is sealed to the requester).
         #[arg(long)]
         response: PathBuf,
         /// The member is a key server on this port…
@@ -417,7 +417,7 @@ pub enum Target {
     Store(PathBuf),
 }
 
-/// Issue offline: record to the target, response to `response` (0600).
+/// Issue offline: record to the target, response (partial key sealed to X) to `response`.
 pub fn issue_to(
     state: &Path,
     req: &KeyRequest,
@@ -457,15 +457,8 @@ pub fn issue_to(
             store.put(&kgc.params().name, name, ttl, &record)?;
         }
     }
-    let partial_hex = zeroize::Zeroizing::new(hex::encode(partial.encode().as_slice()));
-    let text = response_text(
-        name,
-        record.ip,
-        kgc.params(),
-        &partial_hex,
-        &record.to_string(),
-    );
-    keyfile::write_secret(response, &text)?;
+    let text = response_text(req, kgc.params(), &partial, &record)?;
+    keyfile::write_public(response, &text)?;
     Ok(record)
 }
 
@@ -474,24 +467,30 @@ struct ResponseFile {
     name: String,
     ip: IpAddr,
     issuer_params: String,
-    partial_key: String,
+    sealed_partial_key: String,
 }
 
 /// Combine the secret value with the issuer's response; writes the private key (0600).
 pub fn finalize(secret: &Path, response: &Path, out: &Path) -> Result<EntityKey> {
     let x = keyfile::read_secret_value(secret)?;
-    let text = keyfile::read_secret(response)?;
+    let text = std::fs::read_to_string(response)
+        .with_context(|| format!("{}: cannot read", response.display()))?;
     let r: ResponseFile =
         toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", response.display()))?;
     let issuer = KgcParams::decode(
         &hex::decode(&r.issuer_params)
             .map_err(|_| anyhow!("{}: issuer_params", response.display()))?,
     )?;
-    let partial_bytes = zeroize::Zeroizing::new(
-        hex::decode(&r.partial_key).map_err(|_| anyhow!("{}: partial_key", response.display()))?,
-    );
-    let partial = PartialKey::decode(&partial_bytes)?;
     let id = Identity::new(&r.name, r.ip, &issuer)?;
+    let sealed = hex::decode(&r.sealed_partial_key)
+        .map_err(|_| anyhow!("{}: sealed_partial_key is not hex", response.display()))?;
+    let partial_bytes = zeroize::Zeroizing::new(x.open(&id, &sealed).map_err(|_| {
+        anyhow!(
+            "{}: the partial key cannot be opened with this secret value (a response to another request?)",
+            response.display()
+        )
+    })?);
+    let partial = PartialKey::decode(&partial_bytes)?;
     let key = EntityKey::combine(&id, &x, &partial, &issuer).map_err(|e| {
         anyhow!(
             "{}: the partial key does not match this secret value and identity: {e}",
@@ -566,7 +565,7 @@ fn ctl(config: &Path, op: CtlOp) -> Result<()> {
                 line.push_str(&format!(" ks={port}:{}", hex::encode(params.encode())));
             }
             let text = ctl_request(&cfg, &line)?;
-            keyfile::write_secret(&response, &text)?;
+            keyfile::write_public(&response, &text)?;
             sayln!(
                 "{} at {} enrolled; response in {}",
                 req.identity.name,
