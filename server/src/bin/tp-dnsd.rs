@@ -9,7 +9,6 @@
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -61,12 +60,6 @@ struct Args {
 struct ZoneArg {
     origin: Name,
     path: PathBuf,
-}
-
-impl fmt::Display for ZoneArg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}={}", self.origin, self.path.display())
-    }
 }
 
 fn parse_zone_arg(s: &str) -> Result<ZoneArg, String> {
