@@ -37,7 +37,11 @@ fn member_key(zone: &str, owner: &str, ip: std::net::IpAddr) -> Vec<u8> {
 impl Store {
     /// Open (or create) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(path).open()?;
+        // Every write is flushed by `put`/`remove` themselves; no periodic flusher thread.
+        let db = sled::Config::new()
+            .path(path)
+            .flush_every_ms(None)
+            .open()?;
         let members = db.open_tree("members")?;
         let meta = db.open_tree("meta")?;
         Ok(Self { db, members, meta })
