@@ -637,6 +637,42 @@ fn members_enrolled_online_survive_a_restart_and_bump_the_serial() {
         &rec.public_key("dev.example.test.", &a.params).unwrap(),
         k.public()
     );
+
+    // An enrollment is durable when `tp ctl enroll` returns: it survives a crash (SIGKILL).
+    ok(tp()
+        .args([
+            "keygen",
+            "--name",
+            "crash.example.test.",
+            "--ip",
+            "192.0.2.52",
+        ])
+        .arg("--issuer-params")
+        .arg(ks.params())
+        .arg("--out")
+        .arg(dir.path().join("crash")));
+    ok(tp()
+        .arg("ctl")
+        .arg("--config")
+        .arg(&ks.config)
+        .arg("enroll")
+        .arg("--request")
+        .arg(dir.path().join("crash.req"))
+        .arg("--response")
+        .arg(dir.path().join("crash.resp")));
+    let mut p = ks.proc_.take().unwrap();
+    p.signal("KILL");
+    let _ = p.child.wait();
+    ks.start();
+    let crash = dig(&[
+        "+short",
+        "-p",
+        &ks.p(),
+        &ks.at(),
+        "crash.example.test",
+        "TYPE65300",
+    ]);
+    assert!(crash.contains("\\# 144"), "lost in the crash: {crash}");
 }
 
 #[test]
