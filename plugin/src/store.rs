@@ -38,10 +38,7 @@ impl Store {
     /// Open (or create) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         // Every write is flushed by `put`/`remove` themselves; no periodic flusher thread.
-        let db = sled::Config::new()
-            .path(path)
-            .flush_every_ms(None)
-            .open()?;
+        let db = sled::Config::new().path(path).flush_every_ms(None).open()?;
         let members = db.open_tree("members")?;
         let meta = db.open_tree("meta")?;
         Ok(Self { db, members, meta })
