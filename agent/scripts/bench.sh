@@ -5,6 +5,15 @@
 #
 #   agent/scripts/bench.sh [RUNS]        (RUNS: delay samples per case, default 7)
 #   TRANSPORT=tls SUITE=gcm agent/scripts/bench.sh   (default: dtls, ccm8)
+#   DEVICE_MIPS="64 32" agent/scripts/bench.sh 7      (also measure with the device CPU throttled)
+#
+# DEVICE_MIPS: for each speed S (M instructions/s), the delay cases are run again with only the
+# device process in a CPU cgroup whose quota/period makes it execute its own setup code at S M
+# instructions per second; the agent, the server and the link emulator stay unthrottled. The
+# host's rate for that code is calibrated in the same run: callgrind instructions of the setup
+# region / the device's own CPU time for it (setup_cpu_us, unthrottled, loopback, median of
+# RUNS). Quota 1000 us (the kernel's minimum), period = 1000 us x host rate / S. Needs root and
+# a writable cgroup v1 `cpu` controller or cgroup v2 with `cpu`; the group is removed at exit.
 #
 # Needs: openssl (CLI), valgrind, python3. Loopback only. Prints a report on stdout.
 set -euo pipefail
@@ -12,6 +21,11 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 RUNS=${1:-7}
 TRANSPORT=${TRANSPORT:-dtls}
 SUITE=${SUITE:-ccm8}
+DEVICE_MIPS=${DEVICE_MIPS:-}
+THR_RUNS=${THR_RUNS:-$((3 * RUNS))}
+for m in $DEVICE_MIPS; do
+    [[ "$m" =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "DEVICE_MIPS: \`$m' is not a number" >&2; exit 2; }
+done
 case "$SUITE" in ccm8) CIPHER=ECDHE-ECDSA-AES128-CCM8 ;; gcm) CIPHER=ECDHE-ECDSA-AES128-GCM-SHA256 ;;
     *) echo "SUITE must be ccm8 or gcm" >&2; exit 2 ;; esac
 case "$TRANSPORT" in dtls) PROTO=-dtls1_2; LINK=udp ;; tls) PROTO=-tls1_2; LINK=tcp ;;
@@ -22,9 +36,14 @@ T=$ROOT/target/release
 EMU=$T/examples/linkemu
 W=$(mktemp -d)
 PIDS=()
+CG=""        # the device's CPU cgroup (DEVICE_MIPS), removed at exit
 cleanup() {
     exec 3>&- || true
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    if [ -n "$CG" ] && [ -d "$CG" ]; then
+        for _ in $(seq 50); do rmdir "$CG" 2>/dev/null && break; sleep 0.1; done
+        [ -d "$CG" ] && echo "could not remove cgroup $CG" >&2
+    fi
     if [ -n "${KEEP:-}" ]; then echo "kept $W" >&2; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
@@ -35,6 +54,41 @@ wait_for() { # file pattern
     for _ in $(seq 200); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
     echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; return 1
 }
+
+# --- the device's CPU cgroup (DEVICE_MIPS) --------------------------------------------------
+# cg_create: makes $CG (v1: .../cpu/d2tls-device-PID, v2: /sys/fs/cgroup/d2tls-device-PID) and
+# sets CG_PROCS (where a PID joins it). cg_limit QUOTA_US PERIOD_US sets the throttle.
+cg_create() {
+    local base v2=/sys/fs/cgroup
+    for base in /sys/fs/cgroup/cpu /sys/fs/cgroup/cpu,cpuacct; do
+        if [ -w "$base/cpu.cfs_quota_us" ] || { [ -f "$base/cpu.cfs_quota_us" ] && [ -w "$base" ]; }; then
+            CG=$base/d2tls-device-$$
+            mkdir "$CG" 2>/dev/null && [ -w "$CG/cpu.cfs_quota_us" ] && { CG_V=1; CG_PROCS=$CG/tasks; return 0; }
+            rmdir "$CG" 2>/dev/null; CG=""
+        fi
+    done
+    if [ "$(stat -fc %T $v2 2>/dev/null)" = cgroup2fs ] && grep -qw cpu $v2/cgroup.controllers 2>/dev/null; then
+        grep -qw cpu $v2/cgroup.subtree_control || echo +cpu > $v2/cgroup.subtree_control 2>/dev/null || true
+        CG=$v2/d2tls-device-$$
+        mkdir "$CG" 2>/dev/null && [ -w "$CG/cpu.max" ] && { CG_V=2; CG_PROCS=$CG/cgroup.procs; return 0; }
+        rmdir "$CG" 2>/dev/null; CG=""
+    fi
+    echo "DEVICE_MIPS needs a writable CPU cgroup: cgroup v1 /sys/fs/cgroup/cpu (cpu.cfs_quota_us)" \
+        "or cgroup v2 /sys/fs/cgroup with the cpu controller (cpu.max), and the right to create a" \
+        "group there (root). Neither was usable here (uid $(id -u))." >&2
+    return 1
+}
+cg_limit() { # quota_us period_us
+    if [ "$CG_V" = 1 ]; then
+        echo -1 > "$CG/cpu.cfs_quota_us"; echo "$2" > "$CG/cpu.cfs_period_us"; echo "$1" > "$CG/cpu.cfs_quota_us"
+    else
+        echo "$1 $2" > "$CG/cpu.max"
+    fi
+}
+cg_stat() { # nr_throttled throttled_us (v1: throttled_time ns; v2: throttled_usec)
+    awk '/^nr_throttled /{n=$2} /^throttled_time /{t=int($2/1000)} /^throttled_usec /{t=$2} END{print n+0, t+0}' "$CG/cpu.stat"
+}
+if [ -n "$DEVICE_MIPS" ]; then cg_create; fi
 
 # Throw-away PKI (P-256).
 EC=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
@@ -186,40 +240,137 @@ with open(os.path.join(w, "instr.env"), "w") as f:
 PY
 echo
 
+# --- calibration of the device CPU throttle (DEVICE_MIPS) --------------------------------
+# The device's own CPU time (user + system, CLOCK_PROCESS_CPUTIME_ID) for the setup region,
+# unthrottled, straight to the agent and the server on loopback: the host's rate for that code
+# is callgrind's instructions of the region / that time.
+. ./instr.env
+setup_of() { # out_file field -> value of field= in the device's session line
+    grep -o "$2=[0-9]*" "$1" | head -1 | cut -d= -f2
+}
+if [ -n "$DEVICE_MIPS" ]; then
+    : > cal.d; : > cal.s
+    for _ in $(seq "$RUNS"); do
+        "${DEV[@]}" > o.d; setup_of o.d setup_cpu_us >> cal.d; sleep 0.2
+        "${DEV[@]}" --standalone > o.s; setup_of o.s setup_cpu_us >> cal.s; sleep 0.2
+    done
+    python3 - "$D_INSTR" "$S_INSTR" "$DEVICE_MIPS" "$CG" <<'PY' > throttle.txt
+import sys, statistics
+di, si, speeds, cg = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3].split(), sys.argv[4]
+cd = [int(x) for x in open("cal.d")]; cs = [int(x) for x in open("cal.s")]
+md, ms = statistics.median(cd), statistics.median(cs)
+rd, rs = di / md, si / ms            # instructions per microsecond = M instructions/s
+rate = (di + si) / (md + ms)          # pooled: one throttle for both modes
+print(f"<!-- calibration setup_cpu_us samples: D2TLS {cd}; standalone {cs} -->")
+print("| calibration (unthrottled, loopback, median of %d) | D2TLS | standalone | pooled |" % len(cd))
+print("|---|---:|---:|---:|")
+print(f"| setup instructions (callgrind, as above) | {di:,} | {si:,} | {di+si:,} |")
+print(f"| setup CPU time, user + system (device, CLOCK_PROCESS_CPUTIME_ID) | {md:,.0f} us | {ms:,.0f} us | {md+ms:,.0f} us |")
+print(f"| host rate for this code | {rd:,.0f} MIPS | {rs:,.0f} MIPS | **{rate:,.0f} MIPS** |")
+print()
+print("| device speed | CPU share | cgroup quota / period | device instr. per quota | effective D2TLS / standalone |")
+print("|---|---:|---:|---:|---:|")
+with open("throttle.env", "w") as env:
+    for sp in speeds:
+        f = float(sp) / rate
+        if f >= 1:
+            sys.exit(f"DEVICE_MIPS={sp}: the host runs this code at only {rate:.0f} MIPS")
+        period = round(1000 / f)
+        if period > 1_000_000:
+            sys.exit(f"DEVICE_MIPS={sp}: period {period} us is over the kernel's 1 s maximum")
+        share = 1000 / period
+        print(f"| {sp} MIPS | {100*share:.2f} % | 1000 us / {period:,} us | {rate*1000/1e6:.2f} M | {rd*share:.0f} / {rs*share:.0f} MIPS |")
+        env.write(f"{sp} {period}\n")
+print()
+print(f"Throttle: {cg}. Within each period the device may run 1 ms of host CPU "
+      f"(~{rate*1000/1e6:.1f} M of its instructions) at full speed, then waits for the next period: "
+      "a CPU burst is delayed by up to one period, and a region shorter than one quota may run unthrottled.")
+PY
+    cat throttle.txt
+    echo
+fi
+
 # --- delay over emulated links -----------------------------------------------------------
 # Server path: UDP (DTLS) or TCP (TLS) link with the given one-way delay in front of s_server (the agent and the
 # device both reach the server through it). Device <-> agent: TCP link with LAN delay.
-. ./instr.env
+# Each case runs D2TLS and the standalone alternately, RUNS times each, first unthrottled, then
+# for each DEVICE_MIPS speed with the device (only) in the throttled cgroup.
+# Throttled runs: the device sleeps one period after boot (its quota refills), then spins a
+# random 0-999 us of CPU, so that each setup starts at a random point of the throttle's
+# period and quota; the mean over the runs then stands for a throttle without the quota's
+# 1 ms bursts (the median of such quantised samples need not).
+samples() { # file_prefix config runs [prefix command...]: D2TLS and standalone setups, alternating
+    local f=$1 cfg=$2 n=$3; shift 3
+    : > "$f.d"; : > "$f.s"; : > "$f.dc"; : > "$f.sc"
+    # s_server serves one client at a time: a short pause lets it return to accept().
+    for _ in $(seq "$n"); do
+        "$@" "$T/d2tls-device" -c "$cfg" --log-level error "${PRE[@]}" --burn-us $((BURN ? RANDOM % 1000 : 0)) > o.d
+        grep -q "reused=true" o.d || { echo "D2TLS run did not resume" >&2; cat o.d >&2; exit 1; }
+        setup_of o.d setup_us >> "$f.d"; setup_of o.d setup_cpu_us >> "$f.dc"
+        sleep 0.2
+        "$@" "$T/d2tls-device" -c "$cfg" --log-level error --standalone "${PRE[@]}" --burn-us $((BURN ? RANDOM % 1000 : 0)) > o.s
+        setup_of o.s setup_us >> "$f.s"; setup_of o.s setup_cpu_us >> "$f.sc"
+        sleep 0.2
+    done
+}
+in_cgroup() { # command... : runs it inside the device's cgroup
+    sh -c 'echo $$ > "$0" && exec "$@"' "$CG_PROCS" "$@"
+}
 delay_case() { # name one_way_ms
-    local LP CP
+    local LP CP mips period
     LP=$(free_port); CP=$(free_port)
     "$EMU" $LINK 127.0.0.1:$LP 127.0.0.1:$SP "$2" > emu1.out 2>/dev/null & PIDS+=($!); local E1=$!
     "$EMU" tcp 127.0.0.1:$CP 127.0.0.1:$AP 0.7 > emu2.out 2>/dev/null & PIDS+=($!); local E2=$!
     wait_for emu1.out listening; wait_for emu2.out listening
     device_toml 127.0.0.1:$CP 127.0.0.1:$LP > delay.toml
-    : > d.us; : > s.us
-    # s_server serves one client at a time: a short pause lets it return to accept().
-    for _ in $(seq "$RUNS"); do
-        "$T/d2tls-device" -c delay.toml --log-level error | grep -o 'setup_us=[0-9]*' | cut -d= -f2 >> d.us
-        sleep 0.2
-    done
-    for _ in $(seq "$RUNS"); do
-        "$T/d2tls-device" -c delay.toml --log-level error --standalone | grep -o 'setup_us=[0-9]*' | cut -d= -f2 >> s.us
-        sleep 0.2
-    done
+    PRE=(); BURN=0
+    samples raw delay.toml "$RUNS"
+    : > thr.list
+    if [ -n "$DEVICE_MIPS" ]; then
+        while read -r mips period; do
+            cg_limit 1000 "$period"
+            read -r n0 t0 < <(cg_stat)
+            PRE=(--settle-ms $((period / 1000 + 20))); BURN=1
+            samples "thr$mips" delay.toml "$THR_RUNS" in_cgroup
+            read -r n1 t1 < <(cg_stat)
+            echo "$mips $period $((n1 - n0)) $((t1 - t0))" >> thr.list
+        done < throttle.env
+    fi
     kill $E1 $E2 2>/dev/null || true
-    python3 - "$1" "$2" "$D_INSTR" "$S_INSTR" <<'PY'
-import sys, statistics
+    python3 - "$1" "$2" "$D_INSTR" "$S_INSTR" "${DEVICE_MIPS:-64}" <<'PY'
+import sys, statistics, random
 name, ow, di, si = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-d = [int(x) for x in open("d.us")]; s = [int(x) for x in open("s.us")]
+speeds = sys.argv[5].split()
+def load(f): return [int(x) for x in open(f)]
+d, s = load("raw.d"), load("raw.s")
 md, ms = statistics.median(d) / 1000, statistics.median(s) / 1000
 print(f"<!-- {name} samples us: D2TLS {d}; standalone {s} -->")
 print(f"| {name}: server RTT {2*ow:g} ms, device-agent RTT 1.4 ms | {md:.1f} ms | {ms:.1f} ms | {100*(1-md/ms):+.1f} % |")
-# The same network times with the device's own instructions run at 64 M instructions/s
-# (a Cortex-M4 class MCU at 64 MHz, 1 instruction/cycle): what a constrained device adds.
-f = 64e6
-mdm, msm = md + 1000 * di / f, ms + 1000 * si / f
-print(f"| {name}, device CPU modelled at 64 MIPS | {mdm:.1f} ms | {msm:.1f} ms | {100*(1-mdm/msm):+.1f} % |")
+# The same network times with the device's own instructions run at S M instructions/s
+# (e.g. a Cortex-M4 class MCU at 64 MHz, 1 instruction/cycle): what a constrained device adds.
+for sp in speeds:
+    f = float(sp) * 1e6
+    mdm, msm = md + 1000 * di / f, ms + 1000 * si / f
+    print(f"| {name}, device CPU modelled at {sp} MIPS | {mdm:.1f} ms | {msm:.1f} ms | {100*(1-mdm/msm):+.1f} % |")
+# Measured: the device process throttled in its cgroup (thr.list: speed period throttled-periods us).
+for line in open("thr.list"):
+    sp, period, nthr, tthr = line.split()
+    d, s = load(f"thr{sp}.d"), load(f"thr{sp}.s")
+    dc, sc = load(f"thr{sp}.dc"), load(f"thr{sp}.sc")
+    md, ms = statistics.median(d) / 1000, statistics.median(s) / 1000
+    ad, as_ = statistics.mean(d) / 1000, statistics.mean(s) / 1000
+    # Effective device speed: setup instructions / (device CPU time under the throttle / share).
+    share = 1000 / int(period)
+    ed = di / (statistics.median(dc) / share)
+    es = si / (statistics.median(sc) / share)
+    print(f"<!-- {name} throttled {sp} MIPS (period {period} us; {nthr} throttled periods, {int(tthr)/1e3:.0f} ms throttled, boot included) samples us: D2TLS {d}; standalone {s}; device CPU us: D2TLS {dc}; standalone {sc} -->")
+    # 95 % bootstrap interval of the reduction of the means (5000 resamples, fixed seed).
+    rnd = random.Random(1)
+    boot = sorted(100 * (1 - statistics.mean(rnd.choices(d, k=len(d))) / statistics.mean(rnd.choices(s, k=len(s))))
+                  for _ in range(5000))
+    lo, hi = boot[125], boot[4874]
+    print(f"| **{name}, device throttled to {sp} MIPS (measured, mean of {len(d)})** | **{ad:.1f} ms** (median {md:.1f}) | **{as_:.1f} ms** (median {ms:.1f}) | **{100*(1-ad/as_):+.1f} %** [{lo:+.0f}, {hi:+.0f}] (medians {100*(1-md/ms):+.1f} %) |")
+    print(f"<!-- {name} throttled {sp} MIPS: device CPU in setup, median: D2TLS {statistics.median(dc):.0f} us, standalone {statistics.median(sc):.0f} us; effective speed D2TLS {ed:.0f} MIPS, standalone {es:.0f} MIPS -->")
 PY
 }
 echo "| setup delay, median of $RUNS (device: start of setup to session ready) | D2TLS | standalone | reduction |"

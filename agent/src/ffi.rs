@@ -4,7 +4,8 @@
 //!   a custom `EC_KEY_METHOD` (deprecated in OpenSSL 3.0 but present, and the only hook that
 //!   lets libssl's own CertificateVerify code call out);
 //! - `SSL_set_session` for a session built from DER (it has no context of another `SSL_CTX`);
-//! - `DTLSv1_handle_timeout` and `SSL_get_extms_support`, which are `SSL_ctrl` macros in C.
+//! - `DTLSv1_handle_timeout` and `SSL_get_extms_support`, which are `SSL_ctrl` macros in C;
+//! - `clock_gettime(CLOCK_PROCESS_CPUTIME_ID)` for the device's CPU time (benchmarks).
 #![allow(unsafe_code)]
 
 use std::ffi::{c_int, c_long, c_uint, c_void};
@@ -292,6 +293,22 @@ pub fn extended_master_secret(ssl: &SslRef) -> Option<bool> {
     }
 }
 
+/// CPU time (user + system) the whole process has used so far: `clock_gettime` with
+/// `CLOCK_PROCESS_CPUTIME_ID` (nanosecond resolution; std has no CPU clock). The device
+/// reports it for its session setup, which calibrates the benchmark's CPU throttle.
+pub fn process_cpu_time() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock ID is a constant Linux provides.
+    let ret = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if ret != 0 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// Heap accounting for the device's figures: bytes in use and the peak, for Rust's allocator
 /// (install [`CountingAlloc`] as `#[global_allocator]`) and, after [`count_openssl_heap`],
 /// OpenSSL's own `malloc`/`realloc`/`free`.
@@ -569,5 +586,18 @@ mod tests {
         // No handshake yet: EMS unknown, no timer running.
         assert_eq!(extended_master_secret(&ssl), None);
         assert!(!dtls_handle_timeout(&ssl).unwrap_or(false));
+    }
+
+    #[test]
+    fn process_cpu_time_counts_work() {
+        let before = process_cpu_time();
+        assert!(before > std::time::Duration::ZERO);
+        // Spin until the clock has advanced 5 ms (it must, well before 10 s of wall time).
+        let mut x = 0u64;
+        let start = std::time::Instant::now();
+        while process_cpu_time() - before < std::time::Duration::from_millis(5) {
+            assert!(start.elapsed() < std::time::Duration::from_secs(10));
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
     }
 }

@@ -44,6 +44,14 @@ struct Cli {
     /// context it holds and delegates again only when that fails or the context expired.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     connections: u32,
+    /// Benchmarks: sleep this many ms after boot, before the first setup (outside the measured
+    /// region; lets a CPU throttle's quota refill).
+    #[arg(long, default_value_t = 0)]
+    settle_ms: u64,
+    /// Benchmarks: then spin until this many µs of CPU time are used (outside the measured
+    /// region; starts the setup at a chosen point of a CPU throttle's quota).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    burn_us: u64,
     /// Log filter when RUST_LOG is unset.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -91,6 +99,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let mut out = std::io::stdout();
     if cli.standalone {
         let sslctx = device_io::boot_standalone(&cfg, &key, &chain)?;
+        before_setup(cli.settle_ms, cli.burn_us);
         for _ in 0..cli.connections {
             let mark = Mark::start();
             let mut conn = device_io::full_handshake(&sslctx, &cfg, Instant::now() + timeout)?;
@@ -111,6 +120,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let mut link: Option<device_io::AgentLink> = None;
     let mut held = None;
     let mut delegations = 0;
+    before_setup(cli.settle_ms, cli.burn_us);
     for _ in 0..cli.connections {
         let mark = Mark::start();
         let mut conn = match device_io::resume_held(&sslctx, &mut held, &target, timeout) {
@@ -151,9 +161,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Start of a session setup: time and heap in use.
+/// Benchmark knobs between boot and the first setup: sleep, then spin on the CPU clock.
+fn before_setup(settle_ms: u64, burn_us: u64) {
+    if settle_ms > 0 {
+        std::thread::sleep(Duration::from_millis(settle_ms));
+    }
+    let start = d2tls::ffi::process_cpu_time();
+    let mut x = 0u64;
+    while d2tls::ffi::process_cpu_time().saturating_sub(start) < Duration::from_micros(burn_us) {
+        x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+    }
+}
+
+/// Start of a session setup: time, CPU time and heap in use.
 struct Mark {
     started: Instant,
+    cpu_start: Duration,
     heap_start: usize,
 }
 
@@ -162,6 +185,7 @@ impl Mark {
         heap::reset_peak();
         Mark {
             started: Instant::now(),
+            cpu_start: d2tls::ffi::process_cpu_time(),
             heap_start: heap::current(),
         }
     }
@@ -169,16 +193,18 @@ impl Mark {
     fn finish(self) -> Setup {
         Setup {
             time: self.started.elapsed(),
+            cpu: d2tls::ffi::process_cpu_time().saturating_sub(self.cpu_start),
             heap_start: self.heap_start,
             heap_peak: heap::peak(),
         }
     }
 }
 
-/// Figures of the session setup: wall time and heap (bytes in use at its start, and the
-/// peak reached during it).
+/// Figures of the session setup: wall time, the process's CPU time (user + system) and heap
+/// (bytes in use at its start, and the peak reached during it).
 struct Setup {
     time: Duration,
+    cpu: Duration,
     heap_start: usize,
     heap_peak: usize,
 }
@@ -200,7 +226,7 @@ fn report(
     let cipher = ssl.current_cipher().map(|c| c.name()).unwrap_or("none");
     writeln!(
         out,
-        "session reused={} version={} cipher={} session_id={} delegations={} signatures={} channel_sent={} channel_received={} server_sent={} server_received={} setup_us={} heap_start={} heap_setup_peak={}",
+        "session reused={} version={} cipher={} session_id={} delegations={} signatures={} channel_sent={} channel_received={} server_sent={} server_received={} setup_us={} setup_cpu_us={} heap_start={} heap_setup_peak={}",
         ssl.session_reused(),
         ssl.version_str(),
         cipher,
@@ -212,6 +238,7 @@ fn report(
         server_sent,
         server_received,
         setup.time.as_micros(),
+        setup.cpu.as_micros(),
         setup.heap_start,
         setup.heap_peak.saturating_sub(setup.heap_start)
     )?;
