@@ -146,6 +146,9 @@ fn nxdomain_and_nodata_carry_the_soa() {
         ent.contains("status: NOERROR") && ent.contains("ANSWER: 0"),
         "{ent}"
     );
+    // The NS name's glue is served (secondaries want it); no other address records exist.
+    let glue = dig(&["+short", "-p", &ks.p(), &ks.at(), "ks.example.test", "A"]);
+    assert_eq!(glue.trim(), "127.0.0.22");
     let outside = dig(&["-p", &ks.p(), &ks.at(), "www.example.org", "TYPE65300"]);
     assert!(outside.contains("status: REFUSED"), "{outside}");
     let chaos = dig(&[
@@ -477,7 +480,21 @@ fn a_config_typo_is_named_and_tpkd_does_not_start() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("zone.keys:5: TPKEY: `300.1.1.1` is not an IPv4 or IPv6 address"),
+        err.contains("zone.keys:6: TPKEY: `300.1.1.1` is not an IPv4 or IPv6 address"),
+        "{err}"
+    );
+    let stray = KeyServer::new(
+        &dir.path().join("g"),
+        "example.test.",
+        "127.0.0.27",
+        "www IN A 192.0.2.1\n",
+        "",
+    );
+    let out = run(Command::new(bin("tpkd")).arg("--config").arg(&stray.config));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("zone.keys:6: www.example.test.: A/AAAA records in a key zone are only glue"),
         "{err}"
     );
 }

@@ -68,6 +68,7 @@ pub struct KeyZone {
     soa: Arc<RecordSet>,
     ns: Option<Arc<RecordSet>>,
     keys: HashMap<LowerName, Arc<RecordSet>>,
+    glue: HashMap<(LowerName, RecordType), Arc<RecordSet>>,
     names: HashSet<LowerName>,
     delegations: HashSet<LowerName>,
     members: Vec<Member>,
@@ -109,6 +110,7 @@ impl KeyZone {
 
         let mut soa: Option<(usize, SOA, u32)> = None;
         let mut ns = Vec::new();
+        let mut glue_lines = Vec::new();
         let mut members = Vec::new();
         for line in parsed.lines {
             let owner_l = LowerName::new(&line.owner);
@@ -147,6 +149,7 @@ impl KeyZone {
                         ));
                     }
                 }
+                Entry::Glue(ip) => glue_lines.push((line.line, line.owner, line.ttl, ip)),
                 Entry::Key(rec) => members.push(Member {
                     owner: line.owner.to_ascii().to_ascii_lowercase(),
                     ttl: line.ttl,
@@ -154,6 +157,36 @@ impl KeyZone {
                     source: Source::File(file.clone(), line.line),
                 }),
             }
+        }
+        // A/AAAA only as glue of the zone's own name servers (secondaries such as Knot warn
+        // about in-zone NS names without it).
+        let ns_targets: HashSet<LowerName> = ns
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::NS(n) => Some(LowerName::new(&n.0)),
+                _ => None,
+            })
+            .collect();
+        let mut glue_sets: HashMap<(LowerName, RecordType), RecordSet> = HashMap::new();
+        for (line, owner, ttl, ip) in glue_lines {
+            let l = LowerName::new(&owner);
+            if !ns_targets.contains(&l) {
+                err(
+                    line,
+                    format!(
+                        "{owner}: A/AAAA records in a key zone are only glue for the zone's own NS names"
+                    ),
+                );
+                continue;
+            }
+            let (rtype, rdata) = match ip {
+                std::net::IpAddr::V4(a) => (RecordType::A, RData::A(a.into())),
+                std::net::IpAddr::V6(a) => (RecordType::AAAA, RData::AAAA(a.into())),
+            };
+            glue_sets
+                .entry((l, rtype))
+                .or_insert_with(|| RecordSet::new(owner.clone(), rtype, 0))
+                .insert(Record::from_rdata(owner.clone(), ttl, rdata), 0);
         }
         for (owner, ttl, record) in stored {
             members.push(Member {
@@ -315,8 +348,20 @@ impl KeyZone {
                 n = n.base_name();
             }
         }
+        for (l, _) in glue_sets.keys() {
+            let mut n = l.clone();
+            while n.num_labels() > origin.num_labels() {
+                names.insert(n.clone());
+                n = n.base_name();
+            }
+        }
         let keys = sets.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        let glue = glue_sets
+            .into_iter()
+            .map(|(k, v)| (k, Arc::new(v)))
+            .collect();
         Ok(Self {
+            glue,
             origin,
             origin_name,
             soa: soa_set,
@@ -360,8 +405,9 @@ impl KeyZone {
     pub fn transfer_records(&self) -> impl Iterator<Item = &Record> {
         let soa = self.soa.records_without_rrsigs();
         let ns = self.ns.iter().flat_map(|s| s.records_without_rrsigs());
+        let glue = self.glue.values().flat_map(|s| s.records_without_rrsigs());
         let keys = self.keys.values().flat_map(|s| s.records_without_rrsigs());
-        soa.chain(ns).chain(keys)
+        soa.chain(ns).chain(glue).chain(keys)
     }
 
     /// The delegation covering `name`, if `name` is strictly below one.
@@ -422,6 +468,9 @@ impl KeyZone {
                     sets.extend(self.ns.clone());
                 }
                 sets.extend(self.keys.get(name).cloned());
+                for t in [RecordType::A, RecordType::AAAA] {
+                    sets.extend(self.glue.get(&(name.clone(), t)).cloned());
+                }
                 if sets.is_empty() {
                     self.absent(name)
                 } else {
@@ -432,6 +481,12 @@ impl KeyZone {
                 Some(set) => Answer::Records(set),
                 None => self.absent(name),
             },
+            RecordType::A | RecordType::AAAA if !self.glue.is_empty() => {
+                match self.glue.get(&(name.clone(), rtype)) {
+                    Some(set) => Answer::Records(set),
+                    None => self.absent(name),
+                }
+            }
             _ if self.delegations.contains(name) => match self.keys.get(name) {
                 Some(set) => Answer::Referral(set),
                 None => Answer::NxDomain,

@@ -57,6 +57,8 @@ pub enum Entry {
     Soa(SOA),
     /// Name server of the key zone (for secondaries; referrals use TPKEY key-server records).
     Ns(Name),
+    /// Address of one of the zone's own name servers (glue), A or AAAA.
+    Glue(std::net::IpAddr),
     /// A key record.
     Key(KeyRecord),
 }
@@ -365,6 +367,18 @@ fn parse_record(
             [n] => Entry::Ns(name_from(n, origin)?),
             _ => return Err("NS takes one name server name".into()),
         },
+        "A" | "AAAA" => {
+            let ip: std::net::IpAddr = match data {
+                [a] => a
+                    .parse()
+                    .map_err(|_| format!("`{a}` is not an address for {rtype}"))?,
+                _ => return Err(format!("{rtype} takes one address")),
+            };
+            if ip.is_ipv4() != (upper == "A") {
+                return Err(format!("`{ip}` is not an address for {rtype}"));
+            }
+            Entry::Glue(ip)
+        }
         t if t == TPKEY_MNEMONIC || t == format!("TYPE{TPKEY}") => {
             if data.first() == Some(&"\\#") {
                 let wire = record::parse_generic_rdata(data).map_err(|e| e.to_string())?;
@@ -379,7 +393,7 @@ fn parse_record(
         }
         _ => {
             return Err(format!(
-                "type {rtype} does not belong in a key zone (SOA, NS and {TPKEY_MNEMONIC}/TYPE{TPKEY} do)"
+                "type {rtype} does not belong in a key zone (SOA, NS with its A/AAAA glue, and {TPKEY_MNEMONIC}/TYPE{TPKEY} do)"
             ));
         }
     };
@@ -435,13 +449,13 @@ mod tests {
 
     #[test]
     fn errors_name_file_and_line() {
-        let text = "@ SOA a b 1 2 3 4 5\nwww CH TPKEY 1\nwww IN A 192.0.2.1\nmail TYPE65300 \\# 3 0102\n(\n";
+        let text = "@ SOA a b 1 2 3 4 5\nwww CH TPKEY 1\nwww IN MX 10 mail\nmail TYPE65300 \\# 3 0102\n(\n";
         let errs = parse(Path::new("z.keys"), text, &origin())
             .and_then(ParsedZone::strict)
             .unwrap_err();
         let s = errs.to_string();
         assert!(s.contains("z.keys:2: class CH"), "{s}");
-        assert!(s.contains("z.keys:3: type A does not belong"), "{s}");
+        assert!(s.contains("z.keys:3: type MX does not belong"), "{s}");
         assert!(
             s.contains("z.keys:4: generic RDATA declares 3 bytes"),
             "{s}"

@@ -191,7 +191,7 @@ impl KeyServer {
         std::fs::write(
             &zone_file,
             format!(
-                "$ORIGIN {name}\n$TTL 3600\n@ IN SOA ks.{name} hostmaster.{name} 1 7200 3600 1209600 300\n@ IN NS ks.{name}\n{zone_extra}"
+                "$ORIGIN {name}\n$TTL 3600\n@ IN SOA ks.{name} hostmaster.{name} 1 7200 3600 1209600 300\n@ IN NS ks.{name}\nks IN A {ip}\n{zone_extra}"
             ),
         )
         .unwrap();

@@ -229,6 +229,8 @@ fn load_opaque_keyzone(origin: &Name, path: &Path) -> Result<(InMemoryZoneHandle
         let rdata = match &line.entry {
             Entry::Soa(soa) => RData::SOA(soa.clone()),
             Entry::Ns(ns) => RData::NS(NS(ns.clone())),
+            Entry::Glue(std::net::IpAddr::V4(a)) => RData::A((*a).into()),
+            Entry::Glue(std::net::IpAddr::V6(a)) => RData::AAAA((*a).into()),
             Entry::Key(key) => {
                 let wire = key.to_wire().map_err(|e| anyhow!("{}: {e}", at()))?;
                 RData::Unknown {

@@ -703,7 +703,7 @@ fn gen_zone(count: usize, out: &Path, origin: &str) -> Result<()> {
     let (own, _) = keyfile::read_entity(&state.join(KEY_FILE))?;
     let nb = u32::try_from(time::now()).unwrap_or(u32::MAX);
     let soa = format!(
-        "$ORIGIN {origin}\n$TTL 3600\n@ IN SOA ns.{origin} hostmaster.{origin} 1 7200 3600 1209600 300\n@ IN NS ns.{origin}\n"
+        "$ORIGIN {origin}\n$TTL 3600\n@ IN SOA ns.{origin} hostmaster.{origin} 1 7200 3600 1209600 300\n@ IN NS ns.{origin}\nns IN A 127.0.0.1\n"
     );
     let mut ours = soa.clone();
     let mut generic = soa;
