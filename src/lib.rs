@@ -1,1 +1,0 @@
-//! End-to-end suite for TwinPeaks and D2TLS; the tests live in tests/.
