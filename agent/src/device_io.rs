@@ -1,6 +1,6 @@
 //! The device's I/O: blocking sockets only (a constrained device has no async runtime).
 
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -138,15 +138,29 @@ pub fn load_credentials(
 }
 
 /// The encrypted channel to the agent, as the device sees it.
+///
+/// A paired device keeps its association with its gateway: the channel is opened once at boot
+/// ([`link_from`]) and stays open across sessions, so that a session's setup carries only the
+/// delegation messages. If the agent closes it (restart, idle cut), the next delegation
+/// reconnects once ([`AgentLink::reconnect`]) inside that session's setup.
 pub struct AgentLink {
     agent: String,
-    stream: TcpStream,
+    device_id: String,
+    key: PairingKey,
+    timeout: Duration,
+    /// Buffered reads: a frame's length and body normally come in one `recv`.
+    stream: BufReader<TcpStream>,
     sealer: Sealer,
     opener: Opener,
-    /// Bytes written to the agent.
+    /// Frame buffers allocated when the channel is opened and reused for every frame.
+    wbuf: Vec<u8>,
+    rbuf: Vec<u8>,
+    /// Bytes written to the agent (hellos of every connection included).
     pub bytes_sent: u64,
-    /// Bytes read from the agent.
+    /// Bytes read from the agent (hello replies and `ready`s included).
     pub bytes_received: u64,
+    /// Connections made (1 after boot; more after reconnects).
+    pub connects: u32,
 }
 
 impl AgentLink {
@@ -157,69 +171,117 @@ impl AgentLink {
         key: &PairingKey,
         timeout: Duration,
     ) -> Result<AgentLink, DeviceError> {
-        let fail = |reason: String| DeviceError::Agent {
+        let (stream, sealer, opener, sent, received) = open(agent, device_id, key, timeout)?;
+        Ok(AgentLink {
             agent: agent.to_owned(),
-            reason,
-        };
-        let addr = tls::resolve(agent).map_err(|e| fail(e.to_string()))?;
-        let stream = TcpStream::connect_timeout(&addr, timeout)
-            .map_err(|e| fail(format!("connect: {e}")))?;
-        stream
-            .set_read_timeout(Some(timeout))
-            .map_err(|e| fail(e.to_string()))?;
-        stream.set_nodelay(true).map_err(|e| fail(e.to_string()))?;
-        let mut nonce_d = [0u8; NONCE_LEN];
-        openssl::rand::rand_bytes(&mut nonce_d).map_err(|e| fail(e.to_string()))?;
-        let mut stream = stream;
-        let mut sent = write_frame(&mut stream, agent, &channel::hello(device_id, &nonce_d))?;
-        let (reply, mut received) = read_frame(&mut stream, agent)?;
-        let nonce_a = channel::parse_hello_reply(&reply)?;
-        let (sealer, opener) =
-            Channel::new(Role::Device, key, device_id, &nonce_d, &nonce_a).split();
-        let mut link = AgentLink {
-            agent: agent.to_owned(),
+            device_id: device_id.to_owned(),
+            key: key.clone(),
+            timeout,
             stream,
             sealer,
             opener,
-            bytes_sent: 0,
-            bytes_received: 0,
-        };
-        let first = link.recv();
-        sent += link.bytes_sent;
-        received += link.bytes_received;
-        link.bytes_sent = sent;
-        link.bytes_received = received;
-        match first? {
-            Message::Ready => Ok(link),
-            other => Err(fail(format!("expected ready, got {}", other.name()))),
-        }
+            wbuf: Vec::with_capacity(READ_BUF),
+            rbuf: Vec::with_capacity(READ_BUF),
+            bytes_sent: sent,
+            bytes_received: received,
+            connects: 1,
+        })
     }
 
-    /// Seals and sends a message.
+    /// Opens the channel again (fresh nonces, fresh keys, sequence numbers from 0).
+    pub fn reconnect(&mut self) -> Result<(), DeviceError> {
+        let (stream, sealer, opener, sent, received) =
+            open(&self.agent, &self.device_id, &self.key, self.timeout)?;
+        self.stream = stream;
+        self.sealer = sealer;
+        self.opener = opener;
+        self.bytes_sent += sent;
+        self.bytes_received += received;
+        self.connects += 1;
+        Ok(())
+    }
+
+    /// Seals and sends a message (one `write` of the whole frame).
     pub fn send(&mut self, msg: &Message) -> Result<(), DeviceError> {
         let body = self.sealer.seal(msg)?;
-        self.bytes_sent += write_frame(&mut self.stream, &self.agent, &body)?;
+        self.bytes_sent += write_frame(self.stream.get_mut(), &self.agent, &body, &mut self.wbuf)?;
         Ok(())
     }
 
     /// Receives and opens a message.
     pub fn recv(&mut self) -> Result<Message, DeviceError> {
-        let (body, n) = read_frame(&mut self.stream, &self.agent)?;
-        self.bytes_received += n;
-        Ok(self.opener.open(&body)?)
+        self.bytes_received += read_frame(&mut self.stream, &self.agent, &mut self.rbuf)?;
+        Ok(self.opener.open(&self.rbuf)?)
     }
 }
 
-fn write_frame(stream: &mut TcpStream, agent: &str, body: &[u8]) -> Result<u64, DeviceError> {
-    let framed = channel::framed(body);
-    stream.write_all(&framed).map_err(|e| DeviceError::Agent {
+type Opened = (BufReader<TcpStream>, Sealer, Opener, u64, u64);
+
+/// One connection of the channel: TCP connect, hello, hello-reply, keys, `ready`.
+fn open(
+    agent: &str,
+    device_id: &str,
+    key: &PairingKey,
+    timeout: Duration,
+) -> Result<Opened, DeviceError> {
+    let fail = |reason: String| DeviceError::Agent {
+        agent: agent.to_owned(),
+        reason,
+    };
+    let addr = tls::resolve(agent).map_err(|e| fail(e.to_string()))?;
+    let stream =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|e| fail(format!("connect: {e}")))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| fail(e.to_string()))?;
+    stream.set_nodelay(true).map_err(|e| fail(e.to_string()))?;
+    let mut stream = BufReader::with_capacity(READ_BUF, stream);
+    let mut nonce_d = [0u8; NONCE_LEN];
+    openssl::rand::rand_bytes(&mut nonce_d).map_err(|e| fail(e.to_string()))?;
+    let mut buf = Vec::new();
+    let sent = write_frame(
+        stream.get_mut(),
+        agent,
+        &channel::hello(device_id, &nonce_d),
+        &mut buf,
+    )?;
+    let mut received = read_frame(&mut stream, agent, &mut buf)?;
+    let nonce_a = channel::parse_hello_reply(&buf)?;
+    let (sealer, mut opener) =
+        Channel::new(Role::Device, key, device_id, &nonce_d, &nonce_a).split();
+    received += read_frame(&mut stream, agent, &mut buf)?;
+    match opener.open(&buf)? {
+        Message::Ready => Ok((stream, sealer, opener, sent, received)),
+        other => Err(fail(format!("expected ready, got {}", other.name()))),
+    }
+}
+
+/// Read buffer of the channel: larger than any frame the agent sends in one go.
+const READ_BUF: usize = 1024;
+
+/// Writes `len ‖ body` with one `write` (assembled in `buf`).
+fn write_frame(
+    stream: &mut TcpStream,
+    agent: &str,
+    body: &[u8],
+    buf: &mut Vec<u8>,
+) -> Result<u64, DeviceError> {
+    buf.clear();
+    buf.extend_from_slice(&(body.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
+    buf.extend_from_slice(body);
+    stream.write_all(buf).map_err(|e| DeviceError::Agent {
         agent: agent.to_owned(),
         reason: format!("write: {e}"),
     })?;
-    Ok(framed.len() as u64)
+    Ok(buf.len() as u64)
 }
 
-fn read_frame(stream: &mut TcpStream, agent: &str) -> Result<(Vec<u8>, u64), DeviceError> {
+/// Reads one frame's body into `body`; returns the bytes the frame took on the wire.
+fn read_frame(
+    stream: &mut BufReader<TcpStream>,
+    agent: &str,
+    body: &mut Vec<u8>,
+) -> Result<u64, DeviceError> {
     let fail = |reason: String| DeviceError::Agent {
         agent: agent.to_owned(),
         reason,
@@ -237,14 +299,16 @@ fn read_frame(stream: &mut TcpStream, agent: &str) -> Result<(Vec<u8>, u64), Dev
             "frame of {n} bytes (1..={MAX_FRAME} allowed)"
         )));
     }
-    let mut body = vec![0u8; n];
+    body.clear();
+    body.resize(n, 0);
     stream
-        .read_exact(&mut body)
+        .read_exact(body)
         .map_err(|e| fail(format!("read: {e}")))?;
-    Ok((body, 2 + n as u64))
+    Ok(2 + n as u64)
 }
 
-/// Work a device does once at boot, not per session: seed the DRBG and build the TLS context
+/// Work a device does once at boot, not per session: seed the DRBG, fetch the handshake's
+/// algorithms and build the TLS context
 /// for resumption. The context offers every delegated suite and refuses any certificate: a
 /// server that answers with one is starting a full handshake, which the device stops at once.
 #[inline(never)]
@@ -255,10 +319,14 @@ pub fn boot_for_resumption(transport: Transport) -> Result<SslContext, DeviceErr
     Ok(b.build())
 }
 
+/// Boot work of both modes: seed the DRBG and fetch the algorithms libssl would otherwise
+/// fetch by name in the first handshake ([`ffi::prefetch_algorithms`]).
 fn seed_rng() -> Result<(), DeviceError> {
     let mut b = [0u8; 1];
     openssl::rand::rand_bytes(&mut b)
-        .map_err(|e| DeviceError::Config(format!("random generator: {e}")))
+        .map_err(|e| DeviceError::Config(format!("random generator: {e}")))?;
+    ffi::prefetch_algorithms().map_err(TlsError::from)?;
+    Ok(())
 }
 
 /// Resumes `ctx` with the server, without a private key (`sslctx` from [`boot_for_resumption`]).
@@ -296,7 +364,8 @@ fn server_name(target: &Target) -> &str {
     }
 }
 
-/// Boot-time work of the baseline: seed the DRBG, load the roots, the certificate and the key.
+/// Boot-time work of the baseline: seed the DRBG, fetch the handshake's algorithms, load the
+/// roots, the certificate and the key.
 #[inline(never)]
 pub fn boot_standalone(
     cfg: &DeviceConfig,
@@ -370,28 +439,22 @@ pub fn delegate_and_resume(
     timeout: Duration,
 ) -> Result<(Connection, u32, HeldContext), DeviceError> {
     let mut last = String::from("no delegation tried");
+    let mut reconnected = false;
     for attempt in 1..=max_delegations {
-        let id = random_id()?;
-        info!(event = "delegation.request", delegation = %format!("{id:#018x}"), attempt, server = %target.server, transport = ?target.transport);
-        link.send(&device.request(id, target))?;
-        let ctx = loop {
-            match device.on_message(link.recv()?) {
-                Step::Reply(m) => link.send(&m)?,
-                Step::Refuse(m, why) => {
-                    warn!(event = "device.refused", reason = %why);
-                    link.send(&m)?;
-                }
-                Step::Context(ctx) => break Some(ctx),
-                Step::Failed(why) => {
-                    warn!(event = "delegation.failed", delegation = %format!("{id:#018x}"), reason = %why);
-                    last = why;
-                    break None;
-                }
+        let ctx = match delegation(link, device, target, attempt, &mut last) {
+            // The channel broke (agent restarted, connection cut while idle): open it again
+            // once in this setup and ask again.
+            Err(DeviceError::Agent { reason, .. }) if !reconnected => {
+                warn!(event = "channel.reconnect", reason = %reason);
+                reconnected = true;
+                link.reconnect()?;
+                delegation(link, device, target, attempt, &mut last)?
             }
+            r => r?,
         };
         let Some(ctx) = ctx else { continue };
         let received = Instant::now();
-        info!(event = "context.received", delegation = %format!("{id:#018x}"), session_id = %hex::encode(&ctx.session_id), suite = %format!("{:#06x}", ctx.suite));
+        info!(event = "context.received", session_id = %hex::encode(&ctx.session_id), suite = %format!("{:#06x}", ctx.suite));
         match resume(sslctx, &ctx, target, Instant::now() + timeout) {
             Ok(conn) => {
                 info!(event = "session.resumed", session_id = %hex::encode(&ctx.session_id), attempt);
@@ -411,6 +474,35 @@ pub fn delegate_and_resume(
         attempts: max_delegations,
         last,
     })
+}
+
+/// One delegation's messages on the channel: the request, the sign request and signature, and
+/// the context (`None`, with the reason in `last`, when the agent reports a failure).
+fn delegation(
+    link: &mut AgentLink,
+    device: &mut Device,
+    target: &Target,
+    attempt: u32,
+    last: &mut String,
+) -> Result<Option<SessionContext>, DeviceError> {
+    let id = random_id()?;
+    info!(event = "delegation.request", delegation = %format!("{id:#018x}"), attempt, server = %target.server, transport = ?target.transport);
+    link.send(&device.request(id, target))?;
+    loop {
+        match device.on_message(link.recv()?) {
+            Step::Reply(m) => link.send(&m)?,
+            Step::Refuse(m, why) => {
+                warn!(event = "device.refused", reason = %why);
+                link.send(&m)?;
+            }
+            Step::Context(ctx) => return Ok(Some(ctx)),
+            Step::Failed(why) => {
+                warn!(event = "delegation.failed", delegation = %format!("{id:#018x}"), reason = %why);
+                *last = why;
+                return Ok(None);
+            }
+        }
+    }
 }
 
 /// A context the device keeps for further connections while it is within its lifetime.

@@ -801,3 +801,61 @@ fn a_held_context_serves_further_connections_without_a_new_delegation() {
     );
     assert_eq!(agent.err.text().matches("delegation.done").count(), 1);
 }
+
+/// A relay to the agent that cuts its first connection when the device sends its first record
+/// (the delegation request, after the channel was opened at boot); later connections pass.
+fn cutter(agent_port: u16) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(mut dev) = conn else { return };
+            let mut agent = TcpStream::connect(("127.0.0.1", agent_port)).expect("agent");
+            let (mut agent_r, mut dev_w) = (
+                agent.try_clone().expect("clone"),
+                dev.try_clone().expect("clone"),
+            );
+            thread::spawn(move || {
+                let _ = std::io::copy(&mut agent_r, &mut dev_w);
+            });
+            if n == 0 {
+                let hello = read_frame(&mut dev);
+                let _ = write_frame_checked(&mut agent, &hello);
+                let _ = read_frame(&mut dev);
+                let _ = dev.shutdown(std::net::Shutdown::Both);
+                let _ = agent.shutdown(std::net::Shutdown::Both);
+            } else {
+                thread::spawn(move || {
+                    let _ = std::io::copy(&mut dev, &mut agent);
+                });
+            }
+        }
+    });
+    port
+}
+
+#[test]
+fn a_broken_channel_is_reopened_once_and_the_session_still_comes_up() {
+    let tmp = TempDir::new("reconnect");
+    let pki = Pki::new(tmp.path());
+    let key = pairing_key_hex();
+    let (server, seen) = start_server(&pki, vec![0, 0]);
+    let agent_port = port();
+    let agent = start_agent(Path::new(AGENT), &agent_config(&pki, agent_port, &key));
+    let relay = cutter(agent_port);
+    let mut dev = device(&device_config(&pki, relay, &key, &server, "tls", "gcm"));
+    let status = dev.wait();
+    let (out, log) = (dev.out.text(), dev.err.text());
+    assert!(
+        status.success(),
+        "device failed:\n{out}\n{log}\nagent:\n{}",
+        agent.err.text()
+    );
+    assert!(log.contains("channel.reconnect"), "{log}");
+    assert!(
+        out.contains("session reused=true") && out.contains("channel_connects=2"),
+        "{out}"
+    );
+    let results: Vec<Seen> = (0..2).map(|_| recv(&seen)).collect();
+    assert!(results[1].reused, "{results:?}");
+}

@@ -103,7 +103,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         for _ in 0..cli.connections {
             let mark = Mark::start();
             let mut conn = device_io::full_handshake(&sslctx, &cfg, Instant::now() + timeout)?;
-            report(&mut out, &conn, 0, 1, (0, 0), mark.finish())?;
+            report(&mut out, &conn, 0, 1, (0, 0), (0, 0, 0), mark.finish())?;
             exchange(&mut out, &mut conn, cli.send.as_deref(), cli.expect_reply)?;
             conn.close();
         }
@@ -117,22 +117,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let mut device = Device::new(key, chain_der);
     let sslctx = device_io::boot_for_resumption(cfg.transport)?;
     let target = device_io::target_of(&cfg);
-    let mut link: Option<device_io::AgentLink> = None;
+    // A paired device keeps its association with its gateway: the channel is opened once at
+    // boot and kept across sessions (reopened inside a setup only if it broke).
+    let mut link = device_io::link_from(&cfg)?;
+    let boot_channel = (link.bytes_sent, link.bytes_received);
     let mut held = None;
     let mut delegations = 0;
     before_setup(cli.settle_ms, cli.burn_us);
     for _ in 0..cli.connections {
+        let before = (link.bytes_sent, link.bytes_received);
         let mark = Mark::start();
         let mut conn = match device_io::resume_held(&sslctx, &mut held, &target, timeout) {
             Some(conn) => conn,
             None => {
-                let l = match &mut link {
-                    Some(l) => l,
-                    None => link.insert(device_io::link_from(&cfg)?),
-                };
                 let (conn, attempts, h) = device_io::delegate_and_resume(
                     &sslctx,
-                    l,
+                    &mut link,
                     &mut device,
                     &target,
                     cfg.max_delegations,
@@ -144,15 +144,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         };
         let setup = mark.finish();
-        let channel = link
-            .as_ref()
-            .map_or((0, 0), |l| (l.bytes_sent, l.bytes_received));
+        // Channel bytes of this setup only (the boot-time hello is reported apart).
+        let channel = (link.bytes_sent - before.0, link.bytes_received - before.1);
         report(
             &mut out,
             &conn,
             delegations,
             device.signatures(),
             channel,
+            (boot_channel.0, boot_channel.1, link.connects),
             setup,
         )?;
         exchange(&mut out, &mut conn, cli.send.as_deref(), cli.expect_reply)?;
@@ -177,6 +177,7 @@ fn before_setup(settle_ms: u64, burn_us: u64) {
 struct Mark {
     started: Instant,
     cpu_start: Duration,
+    faults_start: u64,
     heap_start: usize,
 }
 
@@ -186,6 +187,7 @@ impl Mark {
         Mark {
             started: Instant::now(),
             cpu_start: d2tls::ffi::process_cpu_time(),
+            faults_start: d2tls::ffi::process_usage().2,
             heap_start: heap::current(),
         }
     }
@@ -194,6 +196,9 @@ impl Mark {
         Setup {
             time: self.started.elapsed(),
             cpu: d2tls::ffi::process_cpu_time().saturating_sub(self.cpu_start),
+            faults: d2tls::ffi::process_usage()
+                .2
+                .saturating_sub(self.faults_start),
             heap_start: self.heap_start,
             heap_peak: heap::peak(),
         }
@@ -201,10 +206,12 @@ impl Mark {
 }
 
 /// Figures of the session setup: wall time, the process's CPU time (user + system) and heap
-/// (bytes in use at its start, and the peak reached during it).
+/// (bytes in use at its start, and the peak reached during it), and the minor page faults
+/// the process took during it.
 struct Setup {
     time: Duration,
     cpu: Duration,
+    faults: u64,
     heap_start: usize,
     heap_peak: usize,
 }
@@ -215,6 +222,7 @@ fn report(
     delegations: u32,
     signatures: u64,
     channel: (u64, u64),
+    boot: (u64, u64, u32),
     setup: Setup,
 ) -> anyhow::Result<()> {
     let ssl = conn.ssl();
@@ -226,7 +234,7 @@ fn report(
     let cipher = ssl.current_cipher().map(|c| c.name()).unwrap_or("none");
     writeln!(
         out,
-        "session reused={} version={} cipher={} session_id={} delegations={} signatures={} channel_sent={} channel_received={} server_sent={} server_received={} setup_us={} setup_cpu_us={} heap_start={} heap_setup_peak={}",
+        "session reused={} version={} cipher={} session_id={} delegations={} signatures={} channel_sent={} channel_received={} channel_boot_sent={} channel_boot_received={} channel_connects={} server_sent={} server_received={} setup_us={} setup_cpu_us={} setup_minflt={} heap_start={} heap_setup_peak={}",
         ssl.session_reused(),
         ssl.version_str(),
         cipher,
@@ -235,10 +243,14 @@ fn report(
         signatures,
         channel.0,
         channel.1,
+        boot.0,
+        boot.1,
+        boot.2,
         server_sent,
         server_received,
         setup.time.as_micros(),
         setup.cpu.as_micros(),
+        setup.faults,
         setup.heap_start,
         setup.heap_peak.saturating_sub(setup.heap_start)
     )?;
