@@ -133,6 +133,11 @@ fn nxdomain_and_nodata_carry_the_soa() {
         nx.contains("status: NXDOMAIN") && nx.contains("IN\tSOA"),
         "{nx}"
     );
+    // RFC 2308: the SOA of a negative answer carries min(TTL, MINIMUM) = 300; asked for
+    // directly, its own TTL.
+    assert!(nx.contains("example.test.\t\t300\tIN\tSOA"), "{nx}");
+    let soa = dig(&["-p", &ks.p(), &ks.at(), "example.test", "SOA"]);
+    assert!(soa.contains("example.test.\t\t3600\tIN\tSOA"), "{soa}");
     let nodata = dig(&["-p", &ks.p(), &ks.at(), "a.b.example.test", "A"]);
     assert!(
         nodata.contains("status: NOERROR")

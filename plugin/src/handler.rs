@@ -73,10 +73,15 @@ impl ZoneHandler for KeyZoneHandler {
         &self,
         name: &LowerName,
         rtype: RecordType,
-        _request_info: Option<&RequestInfo<'_>>,
+        request_info: Option<&RequestInfo<'_>>,
         lookup_options: LookupOptions,
     ) -> LookupControlFlow<AuthLookup> {
         let zone = self.zone.load();
+        // The Catalog asks for the apex SOA without request info to fill the authority
+        // section of a negative answer; that copy carries the negative-caching TTL.
+        if rtype == RecordType::SOA && request_info.is_none() && name == zone.origin() {
+            return found(lookup_options, Answer::Records(zone.negative_soa()));
+        }
         found(lookup_options, zone.lookup(name, rtype))
     }
 

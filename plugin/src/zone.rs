@@ -66,6 +66,8 @@ pub struct KeyZone {
     origin: LowerName,
     origin_name: Name,
     soa: Arc<RecordSet>,
+    // The SOA as negative answers carry it: TTL = min(SOA TTL, MINIMUM) (RFC 2308 §3).
+    negative_soa: Arc<RecordSet>,
     ns: Option<Arc<RecordSet>>,
     keys: HashMap<LowerName, Arc<RecordSet>>,
     glue: HashMap<(LowerName, RecordType), Arc<RecordSet>>,
@@ -306,6 +308,12 @@ impl KeyZone {
         let mut soa_rdata = soa_rdata;
         soa_rdata.serial = soa_rdata.serial.wrapping_add(serial_offset);
         let serial = soa_rdata.serial;
+        let negative_ttl = soa_ttl.min(soa_rdata.minimum);
+        let negative_soa = single_set(Record::from_rdata(
+            origin_name.clone(),
+            negative_ttl,
+            RData::SOA(soa_rdata.clone()),
+        ));
         let soa_set = single_set(Record::from_rdata(
             origin_name.clone(),
             soa_ttl,
@@ -365,6 +373,7 @@ impl KeyZone {
             origin,
             origin_name,
             soa: soa_set,
+            negative_soa,
             ns: ns_set,
             keys,
             names,
@@ -386,6 +395,11 @@ impl KeyZone {
     /// The SOA rrset.
     pub fn soa(&self) -> &Arc<RecordSet> {
         &self.soa
+    }
+
+    /// The SOA for the authority section of NXDOMAIN/NODATA answers (RFC 2308 TTL).
+    pub fn negative_soa(&self) -> &Arc<RecordSet> {
+        &self.negative_soa
     }
 
     /// Current serial.
