@@ -18,7 +18,41 @@ pub fn bin(name: &str) -> PathBuf {
         "{} is not built; run the suite with `cargo test` from the workspace root",
         path.display()
     );
+    // `cargo test --test X` builds only this package, not the binaries of the others: refuse
+    // to test a binary older than the sources it is built from.
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sources: &[&str] = if name.starts_with("d2tls") {
+        &["agent/src"]
+    } else {
+        &["plugin/src", "server/src"]
+    };
+    let newest = sources
+        .iter()
+        .filter_map(|d| newest_mtime(&root.join(d)))
+        .max();
+    if let (Some(built), Some(newest)) = (built, newest) {
+        assert!(
+            built >= newest,
+            "{} is older than its sources; run `cargo test` (or `cargo build --workspace --bins`) first",
+            path.display()
+        );
+    }
     path
+}
+
+fn newest_mtime(dir: &std::path::Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = entry.path();
+        let t = if p.is_dir() {
+            newest_mtime(&p)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        };
+        newest = newest.max(t);
+    }
+    newest
 }
 
 /// A port free for both UDP and TCP on `ip` at the time of the call.
