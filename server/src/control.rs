@@ -16,6 +16,8 @@ use crate::keyserver::KeyServer;
 
 /// Longest request line accepted.
 const MAX_LINE: u64 = 64 * 1024;
+/// Time a client has to send its request line.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The response to a key request: the record as issued and the partial key `(W, d)` sealed
 /// to the requester's `X` (ECIES, identity bound), so it may travel over any channel; only
@@ -38,8 +40,15 @@ pub fn response_text(
 
 /// Serve the control socket until the task is dropped.
 pub async fn serve(path: &Path, ks: Arc<KeyServer>) -> Result<()> {
-    if path.exists() {
-        // A socket left by a previous run; refuse if another tpkd still answers on it.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        // Only a socket left by a previous run is replaced, never another file.
+        if !meta.file_type().is_socket() {
+            bail!(
+                "{}: exists and is not a socket; refusing to replace it (check control_socket)",
+                path.display()
+            );
+        }
         if UnixStream::connect(path).await.is_ok() {
             bail!(
                 "{}: another tpkd is running on this control socket",
@@ -56,7 +65,15 @@ pub async fn serve(path: &Path, ks: Arc<KeyServer>) -> Result<()> {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     }
     loop {
-        let (stream, _) = listener.accept().await?;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors and the like pass; the daemon keeps serving DNS.
+                warn!(error = %e, "control socket accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let ks = ks.clone();
         tokio::spawn(async move {
             if let Err(e) = handle(stream, ks).await {
@@ -69,9 +86,13 @@ pub async fn serve(path: &Path, ks: Arc<KeyServer>) -> Result<()> {
 async fn handle(stream: UnixStream, ks: Arc<KeyServer>) -> Result<()> {
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
-    BufReader::new(r.take(MAX_LINE))
-        .read_line(&mut line)
-        .await?;
+    // A client that never finishes its line must not hold a task forever.
+    tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        BufReader::new(r.take(MAX_LINE)).read_line(&mut line),
+    )
+    .await
+    .map_err(|_| anyhow!("no complete request within {REQUEST_TIMEOUT:?}"))??;
     let reply = match answer(line.trim(), &ks).await {
         Ok(text) => format!("ok\n{text}"),
         Err(e) => format!("error\n{e:#}\n"),
