@@ -564,6 +564,25 @@ fn members_enrolled_online_survive_a_restart_and_bump_the_serial() {
     let dir = tempfile::tempdir().unwrap();
     let mut ks = KeyServer::new(dir.path(), "example.test.", "127.0.0.29", "", "");
     ks.start();
+    // A file edit not yet reloaded stays unpublished through enrollments.
+    ks.issue_to_file("pending.example.test.", "192.0.2.60");
+    let again = run(tp()
+        .arg("issue")
+        .arg("--state")
+        .arg(&ks.state)
+        .arg("--request")
+        .arg(dir.path().join("pending.example.test.192.0.2.60.req"))
+        .arg("--zone-file")
+        .arg(&ks.zone_file)
+        .arg("--response")
+        .arg(dir.path().join("again.resp")));
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr)
+            .contains("already holds a key for pending.example.test. 192.0.2.60"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
     let serial = |ks: &KeyServer| -> u32 {
         dig(&["+short", "-p", &ks.p(), &ks.at(), "example.test", "SOA"])
             .split_whitespace()
@@ -614,6 +633,11 @@ fn members_enrolled_online_survive_a_restart_and_bump_the_serial() {
         "TYPE65300",
     ]);
     assert!(first.contains("\\# 144"), "served at once: {first}");
+    let pending = dig(&["-p", &ks.p(), &ks.at(), "pending.example.test", "TYPE65300"]);
+    assert!(
+        pending.contains("NXDOMAIN"),
+        "unreloaded edit published: {pending}"
+    );
     assert!(serial(&ks) > s0);
 
     // A second enrollment of the same name in another zone is refused, nothing changes.

@@ -99,6 +99,7 @@ fn bench(c: &mut Criterion) {
     let signer = ZoneSigner {
         params: kgc.params(),
         key: &own,
+        verified: None,
     };
     let mut g = c.benchmark_group("zone");
     g.sample_size(10);

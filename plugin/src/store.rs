@@ -65,6 +65,24 @@ impl Store {
         Ok(())
     }
 
+    /// One member of `zone`: (ttl, record).
+    pub fn get(
+        &self,
+        zone: &str,
+        owner: &str,
+        ip: std::net::IpAddr,
+    ) -> Result<Option<(u32, KeyRecord)>, StoreError> {
+        let Some(v) = self.members.get(member_key(zone, owner, ip))? else {
+            return Ok(None);
+        };
+        decode_value(&v)
+            .map(Some)
+            .map_err(|reason| StoreError::Corrupt {
+                key: format!("{zone} {owner} {ip}"),
+                reason,
+            })
+    }
+
     /// Remove a member; returns whether it existed.
     pub fn remove(
         &self,
@@ -117,13 +135,18 @@ impl Store {
                 .and_then(|s| s.split('\0').next())
                 .ok_or_else(|| corrupt("bad key".into()))?
                 .to_string();
-            if v.len() < 4 {
-                return Err(corrupt("value too short".into()));
-            }
-            let ttl = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
-            let record = KeyRecord::from_wire(&v[4..]).map_err(|e| corrupt(e.to_string()))?;
+            let (ttl, record) = decode_value(&v).map_err(corrupt)?;
             out.push((owner, ttl, record));
         }
         Ok(out)
     }
+}
+
+/// A stored value: TTL (u32) then the record's RDATA.
+fn decode_value(v: &[u8]) -> Result<(u32, KeyRecord), String> {
+    let (ttl, wire) = v
+        .split_first_chunk::<4>()
+        .ok_or_else(|| "value too short".to_string())?;
+    let record = KeyRecord::from_wire(wire).map_err(|e| e.to_string())?;
+    Ok((u32::from_be_bytes(*ttl), record))
 }

@@ -43,6 +43,9 @@ pub struct ZoneSigner<'a> {
     pub params: &'a KgcParams,
     /// This key server's own key: signs unsigned members, verifies signed ones.
     pub key: &'a EntityKey,
+    /// A zone built earlier with the same key (the one being served): its members were
+    /// signed or verified then, so identical ones are taken as they are, without crypto.
+    pub verified: Option<&'a KeyZone>,
 }
 
 /// What a lookup found.
@@ -203,10 +206,25 @@ impl KeyZone {
             return Err(ZoneErrors(errors));
         };
 
+        let known: HashMap<(&str, std::net::IpAddr), &KeyRecord> = signer
+            .verified
+            .map(|z| {
+                z.members
+                    .iter()
+                    .map(|m| ((m.owner.as_str(), m.record.ip), &m.record))
+                    .collect()
+            })
+            .unwrap_or_default();
+
         // Members: issuer, signature, validity, duplicates, placement.
         let mut seen: HashMap<(String, std::net::IpAddr), String> = HashMap::new();
         let mut delegations = HashSet::new();
-        for m in &mut members {
+        // Owner names parsed once; a bad one is reported below and refuses the zone.
+        let owners: Vec<Option<Name>> = members
+            .iter()
+            .map(|m| Name::from_ascii(&m.owner).ok())
+            .collect();
+        for (m, owner_name) in members.iter_mut().zip(&owners) {
             let (line, whence) = match &m.source {
                 Source::File(_, l) => (*l, format!("line {l}")),
                 Source::Store => (0, format!("enrolled member {} {}", m.owner, m.record.ip)),
@@ -216,14 +234,11 @@ impl KeyZone {
             } else {
                 String::new()
             };
-            let owner_name = match Name::from_ascii(&m.owner) {
-                Ok(n) => n,
-                Err(e) => {
-                    err(line, format!("{prefix}bad owner {}: {e}", m.owner));
-                    continue;
-                }
+            let Some(owner_name) = owner_name else {
+                err(line, format!("{prefix}bad owner name {}", m.owner));
+                continue;
             };
-            let owner_l = LowerName::new(&owner_name);
+            let owner_l = LowerName::new(owner_name);
             if !origin.zone_of(&owner_l) {
                 err(line, format!("{prefix}{} is outside the zone", m.owner));
                 continue;
@@ -239,7 +254,25 @@ impl KeyZone {
                 );
                 continue;
             }
+            // Unchanged since the served zone was built (same fields, and the same signature
+            // or none): take the signed record as it is, without crypto.
+            let already = match known.get(&(m.owner.as_str(), m.record.ip)) {
+                Some(prior)
+                    if m.record
+                        .signature
+                        .is_none_or(|s| Some(s) == prior.signature)
+                        && KeyRecord {
+                            signature: prior.signature,
+                            ..m.record.clone()
+                        } == **prior =>
+                {
+                    m.record.signature = prior.signature;
+                    true
+                }
+                _ => false,
+            };
             match m.record.signature {
+                _ if already => {}
                 None => {
                     if let Err(e) = m.record.sign(&m.owner, signer.key) {
                         err(line, format!("{prefix}cannot sign: {e}"));
@@ -285,18 +318,23 @@ impl KeyZone {
             }
         }
         // Entities may not sit below a delegation: the child key server owns them.
-        for m in &members {
-            if let Ok(n) = Name::from_ascii(&m.owner) {
-                let l = LowerName::new(&n);
-                if let Some(d) = delegations.iter().find(|d| **d != l && d.zone_of(&l)) {
-                    let line = match &m.source {
-                        Source::File(_, l) => *l,
-                        Source::Store => 0,
-                    };
-                    err(
-                        line,
-                        format!("{} lies below the delegation to key server {d}", m.owner),
-                    );
+        if !delegations.is_empty() {
+            for (m, owner) in members.iter().zip(&owners) {
+                let Some(owner) = owner else { continue };
+                let mut n = LowerName::new(owner).base_name();
+                while n.num_labels() > origin.num_labels() {
+                    if delegations.contains(&n) {
+                        let line = match &m.source {
+                            Source::File(_, l) => *l,
+                            Source::Store => 0,
+                        };
+                        err(
+                            line,
+                            format!("{} lies below the delegation to key server {n}", m.owner),
+                        );
+                        break;
+                    }
+                    n = n.base_name();
                 }
             }
         }
@@ -330,11 +368,8 @@ impl KeyZone {
         let mut sets: HashMap<LowerName, RecordSet> = HashMap::new();
         let mut names = HashSet::new();
         names.insert(origin.clone());
-        for m in &members {
-            let Ok(owner) = Name::from_ascii(&m.owner) else {
-                continue;
-            };
-            let Ok(wire) = m.record.to_wire() else {
+        for (m, owner) in members.iter().zip(&owners) {
+            let (Some(owner), Ok(wire)) = (owner, m.record.to_wire()) else {
                 continue;
             };
             let rr = Record::from_rdata(
@@ -345,23 +380,14 @@ impl KeyZone {
                     rdata: NULL::with(wire),
                 },
             );
-            let l = LowerName::new(&owner);
+            let l = LowerName::new(owner);
             sets.entry(l.clone())
                 .or_insert_with(|| RecordSet::new(owner.clone(), TPKEY_TYPE, serial))
                 .insert(rr, serial);
-            // The name and its empty non-terminals exist (NODATA, not NXDOMAIN).
-            let mut n = l;
-            while n.num_labels() > origin.num_labels() {
-                names.insert(n.clone());
-                n = n.base_name();
-            }
+            add_with_ancestors(&mut names, l, &origin);
         }
         for (l, _) in glue_sets.keys() {
-            let mut n = l.clone();
-            while n.num_labels() > origin.num_labels() {
-                names.insert(n.clone());
-                n = n.base_name();
-            }
+            add_with_ancestors(&mut names, l.clone(), &origin);
         }
         let keys = sets.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
         let glue = glue_sets
@@ -515,6 +541,19 @@ impl KeyZone {
         } else {
             Answer::NxDomain
         }
+    }
+}
+
+/// A name and its empty non-terminals up to the apex exist (NODATA, not NXDOMAIN).
+fn add_with_ancestors(names: &mut HashSet<LowerName>, name: LowerName, origin: &LowerName) {
+    let mut n = name;
+    while n.num_labels() > origin.num_labels() {
+        let up = n.base_name();
+        if !names.insert(n) {
+            // Its ancestors are in already.
+            break;
+        }
+        n = up;
     }
 }
 

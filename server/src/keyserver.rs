@@ -13,6 +13,7 @@ use twinpeaks::keyfile;
 use twinpeaks::record::KeyRecord;
 use twinpeaks::store::Store;
 use twinpeaks::zone::{KeyZone, ZoneSigner};
+use twinpeaks::zonefile::ParsedZone;
 use twinpeaks::{time, zonefile};
 
 use crate::config::Config;
@@ -32,8 +33,9 @@ pub struct KeyServer {
     own: EntityKey,
     store: Store,
     zone: ZoneCell,
-    // Reloads and enrollments run one at a time.
-    write: Mutex<()>,
+    // Reloads and enrollments run one at a time; the guarded value is the zone file as last
+    // loaded, which an enrollment rebuilds from (it does not re-read the file).
+    write: Mutex<ParsedZone>,
     // The served serial, for whoever sends NOTIFY.
     serial: tokio::sync::watch::Sender<u32>,
 }
@@ -61,15 +63,20 @@ pub fn read_keys(cfg: &Config) -> Result<(Kgc, EntityKey)> {
     Ok((kgc, own))
 }
 
-/// Build the zone from its file and the stored members.
+/// Read the key zone file.
+pub fn read_zone_file(cfg: &Config) -> Result<ParsedZone, String> {
+    let origin = hickory_proto::rr::Name::from_ascii(&cfg.name).map_err(|e| e.to_string())?;
+    zonefile::read(&cfg.zone_file, &origin).map_err(|e| e.to_string())
+}
+
+/// Build the zone from a parsed file and the stored members (`signer.verified`: the zone being
+/// served, whose unchanged members are taken without signing or verifying again).
 pub fn build_zone(
     cfg: &Config,
-    params: &KgcParams,
-    own: &EntityKey,
+    parsed: ParsedZone,
+    signer: &ZoneSigner<'_>,
     store: Option<&Store>,
 ) -> Result<KeyZone, String> {
-    let origin = hickory_proto::rr::Name::from_ascii(&cfg.name).map_err(|e| e.to_string())?;
-    let parsed = zonefile::read(&cfg.zone_file, &origin).map_err(|e| e.to_string())?;
     let (stored, generation) = match store {
         Some(s) => (
             s.members(&cfg.name).map_err(|e| e.to_string())?,
@@ -77,8 +84,7 @@ pub fn build_zone(
         ),
         None => (Vec::new(), 0),
     };
-    let signer = ZoneSigner { params, key: own };
-    KeyZone::build(parsed, stored, generation, &signer, time::now()).map_err(|e| e.to_string())
+    KeyZone::build(parsed, stored, generation, signer, time::now()).map_err(|e| e.to_string())
 }
 
 impl KeyServer {
@@ -87,7 +93,14 @@ impl KeyServer {
         let (kgc, own) = read_keys(&cfg)?;
         let store = Store::open(cfg.store_path())
             .with_context(|| format!("{}: cannot open store", cfg.store_path().display()))?;
-        let zone = build_zone(&cfg, kgc.params(), &own, Some(&store)).map_err(|e| anyhow!(e))?;
+        let parsed = read_zone_file(&cfg).map_err(|e| anyhow!(e))?;
+        let signer = ZoneSigner {
+            params: kgc.params(),
+            key: &own,
+            verified: None,
+        };
+        let zone =
+            build_zone(&cfg, parsed.clone(), &signer, Some(&store)).map_err(|e| anyhow!(e))?;
         let (serial, _) = tokio::sync::watch::channel(zone.serial());
         Ok(Self {
             serial,
@@ -96,7 +109,7 @@ impl KeyServer {
             own,
             store,
             zone: Arc::new(ArcSwap::from_pointee(zone)),
-            write: Mutex::new(()),
+            write: Mutex::new(parsed),
         })
     }
 
@@ -107,12 +120,22 @@ impl KeyServer {
 
     /// Reload the zone file and the store. On error the old zone keeps serving.
     pub fn reload(&self) -> Result<(u32, usize), String> {
-        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        self.reload_locked()
+        let mut file = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let parsed = read_zone_file(&self.cfg)?;
+        let stats = self.rebuild(parsed.clone())?;
+        *file = parsed;
+        Ok(stats)
     }
 
-    fn reload_locked(&self) -> Result<(u32, usize), String> {
-        let zone = build_zone(&self.cfg, self.kgc.params(), &self.own, Some(&self.store))?;
+    /// Build from `parsed` and the store, reusing what the served zone verified, and serve it.
+    fn rebuild(&self, parsed: ParsedZone) -> Result<(u32, usize), String> {
+        let served = self.zone.load_full();
+        let signer = ZoneSigner {
+            params: self.kgc.params(),
+            key: &self.own,
+            verified: Some(&served),
+        };
+        let zone = build_zone(&self.cfg, parsed, &signer, Some(&self.store))?;
         let stats = (zone.serial(), zone.members().len());
         self.zone.store(Arc::new(zone));
         self.serial
@@ -132,8 +155,6 @@ impl KeyServer {
         req: &KeyRequest,
         key_server: Option<(u16, KgcParams)>,
     ) -> Result<(KeyRecord, PartialKey)> {
-        req.verify_pop()
-            .map_err(|e| anyhow!("proof of possession: {e}"))?;
         let now = time::now();
         let not_before = u32::try_from(now).unwrap_or(u32::MAX);
         let opts = IssueOptions {
@@ -142,20 +163,19 @@ impl KeyServer {
                 .saturating_add(self.cfg.enroll_validity_days.saturating_mul(86_400)),
             key_server,
         };
-        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        // The proof of possession is checked by the extraction inside `issue`.
+        let file = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let (record, partial) = issue::issue(&self.kgc, &self.own, req, &opts, &mut OsRng)?;
         let name = &req.identity.name;
-        let replaced = self
-            .store
-            .members(&self.cfg.name)?
-            .into_iter()
-            .find(|(o, _, r)| o == name && r.ip == record.ip);
+        let replaced = self.store.get(&self.cfg.name, name, record.ip)?;
         self.store
             .put(&self.cfg.name, name, self.cfg.enroll_ttl, &record)?;
-        if let Err(e) = self.reload_locked() {
+        // Rebuilt from the file as last loaded: an enrollment never publishes file edits
+        // that were not reloaded.
+        if let Err(e) = self.rebuild(file.clone()) {
             // Roll back to exactly what was stored before.
             match replaced {
-                Some((o, ttl, old)) => self.store.put(&self.cfg.name, &o, ttl, &old)?,
+                Some((ttl, old)) => self.store.put(&self.cfg.name, name, ttl, &old)?,
                 None => {
                     self.store.remove(&self.cfg.name, name, record.ip)?;
                 }

@@ -263,8 +263,7 @@ fn run(cmd: Cmd) -> Result<()> {
             out,
         } => {
             let params = keyfile::read_params(&issuer_params)?;
-            let (secret, req) = keygen(&name, ip, &params, &out)?;
-            let _ = secret;
+            let (_, req) = keygen(&name, ip, &params, &out)?;
             sayln!(
                 "request for {} at {} written to {}",
                 req.identity.name,
@@ -435,8 +434,28 @@ pub fn issue_to(
         not_after: nb.saturating_add(validity_days.saturating_mul(86_400)),
         key_server: child,
     };
-    let (record, partial) = issue::issue(&kgc, &own, req, &opts, &mut OsRng)?;
     let name = &req.identity.name;
+    if let Target::File(f) = target {
+        // A second line for the same (name, IP) would make the zone refuse to load.
+        let origin = hickory_proto::rr::Name::from_ascii(&kgc.params().name)?;
+        let parsed = twinpeaks::zonefile::read(f, &origin).map_err(|e| anyhow!("{e}"))?;
+        let same = |l: &twinpeaks::zonefile::Line| {
+            matches!(&l.entry, twinpeaks::zonefile::Entry::Key(k) if k.ip == req.identity.ip)
+                && l.owner.to_ascii().eq_ignore_ascii_case(name)
+        };
+        if let Some(l) = parsed.lines.iter().find(|l| same(l)) {
+            bail!(
+                "{}:{}: already holds a key for {name} {}; remove that line to re-issue",
+                f.display(),
+                l.line,
+                req.identity.ip
+            );
+        }
+    }
+    let (record, partial) = issue::issue(&kgc, &own, req, &opts, &mut OsRng)?;
+    // The response first: if recording the member then fails, nothing is half-applied.
+    let text = response_text(req, kgc.params(), &partial, &record)?;
+    keyfile::write_public(response, &text)?;
     match target {
         Target::File(f) => {
             use std::io::Write;
@@ -457,8 +476,6 @@ pub fn issue_to(
             store.put(&kgc.params().name, name, ttl, &record)?;
         }
     }
-    let text = response_text(req, kgc.params(), &partial, &record)?;
-    keyfile::write_public(response, &text)?;
     Ok(record)
 }
 
@@ -515,7 +532,13 @@ fn zone_check(config: &Path, no_store: bool) -> Result<()> {
             ),
         }
     };
-    match keyserver::build_zone(&cfg, kgc.params(), &own, store.as_ref()) {
+    let signer = twinpeaks::zone::ZoneSigner {
+        params: kgc.params(),
+        key: &own,
+        verified: None,
+    };
+    let parsed = keyserver::read_zone_file(&cfg).map_err(|e| anyhow!("{e}"))?;
+    match keyserver::build_zone(&cfg, parsed, &signer, store.as_ref()) {
         Ok(zone) => {
             sayln!(
                 "{}: zone {} OK, serial {}, {} key records",
