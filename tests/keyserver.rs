@@ -8,14 +8,24 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{KeyServer, bin, dig, ok, rdata_hex, require_tool, run, tp};
-use twinpeaks::client::{self, KeyServerRef};
 use twinpeaks::record::KeyRecord;
+use twinpeaks::resolver::anchors;
 use twinpeaks::time;
 
+/// A key server's anchor: its params and its own key.
+struct KeyServerRef {
+    params: twinpeaks::clpkc::KgcParams,
+    q: twinpeaks::clpkc::PublicKey,
+}
+
 fn anchor(ks: &KeyServer) -> KeyServerRef {
-    client::read_anchors(&ks.state.join("anchor"), time::now())
+    let a = anchors::read(&ks.state.join("anchor"), time::now())
         .expect("anchor")
-        .remove(0)
+        .remove(0);
+    KeyServerRef {
+        params: a.server.params,
+        q: a.server.identities[0].1,
+    }
 }
 
 /// Decode and verify every TPKEY record of a dig answer against the key server.

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{Proc, bin, dig, free_port, ok, rdata_hex, require_tool, tp, wait_dns};
-use twinpeaks::client;
 use twinpeaks::record::KeyRecord;
+use twinpeaks::resolver::anchors;
 use twinpeaks::time;
 
 const ORIGIN: &str = "bench.test.";
@@ -19,7 +19,7 @@ struct Primary {
     ip: &'static str,
     port: u16,
     _proc: Proc,
-    anchor: client::KeyServerRef,
+    anchor: anchors::KeyServer,
     dir: std::path::PathBuf,
 }
 
@@ -48,9 +48,10 @@ fn primary(dir: &Path, ip: &'static str, notify: &str) -> Primary {
             .arg(g.join("tpkd.toml")),
     );
     wait_dns(ip, port, ORIGIN, &mut p);
-    let anchor = client::read_anchors(&g.join("state/anchor"), time::now())
+    let anchor = anchors::read(&g.join("state/anchor"), time::now())
         .unwrap()
-        .remove(0);
+        .remove(0)
+        .server;
     Primary {
         ip,
         port,
@@ -85,7 +86,7 @@ fn compare(primary: &Primary, ip: &str, port: u16) {
         rec.verify(
             &name,
             &primary.anchor.params,
-            &primary.anchor.q,
+            &primary.anchor.identities[0].1,
             time::now(),
         )
         .unwrap_or_else(|e| panic!("{name} from the secondary: {e}"));
@@ -183,8 +184,13 @@ fn enroll_and_see_it_on_the_secondary(p: &Primary, sip: &str, sport: u16) {
         if out.contains("ANSWER: 1") {
             let s = rdata_hex(&out);
             let rec = KeyRecord::from_wire(&hex::decode(&s[0].1).unwrap()).unwrap();
-            rec.verify(&name, &p.anchor.params, &p.anchor.q, time::now())
-                .unwrap();
+            rec.verify(
+                &name,
+                &p.anchor.params,
+                &p.anchor.identities[0].1,
+                time::now(),
+            )
+            .unwrap();
             return;
         }
         assert!(

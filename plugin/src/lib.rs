@@ -1,16 +1,16 @@
 //! TwinPeaks: certificateless public keys of named entities, distributed by key servers
 //! arranged like DNS. This crate holds the CL-PKC construction, the TPKEY record, key zones
-//! and the hickory zone handler that serves them.
+//! and the hickory zone handler that serves them, and the key resolver with its key cache.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod client;
 pub mod clpkc;
 pub mod handler;
 pub mod issue;
 pub mod keyfile;
 pub mod notify;
 pub mod record;
+pub mod resolver;
 pub mod server;
 pub mod store;
 pub mod time;

@@ -16,8 +16,9 @@ use twinpeaks::clpkc::{
 use twinpeaks::issue::{self, IssueOptions};
 use twinpeaks::keyfile;
 use twinpeaks::record::{self, KeyRecord, KeyServerInfo, TPKEY_MNEMONIC};
+use twinpeaks::resolver::{blocking, walk};
 use twinpeaks::store::Store;
-use twinpeaks::{client, time};
+use twinpeaks::time;
 use twinpeaks_server::config::Config;
 use twinpeaks_server::control::response_text;
 use twinpeaks_server::keyserver::{self, KEY_FILE, KGC_FILE, PARAMS_FILE};
@@ -42,6 +43,8 @@ macro_rules! sayln {
 
 #[path = "tp/demo.rs"]
 mod demo;
+#[path = "tp/resolve.rs"]
+mod resolve;
 
 #[derive(Parser)]
 #[command(version, about = "TwinPeaks operator and client tool")]
@@ -164,12 +167,39 @@ enum Cmd {
         /// Use TCP.
         #[arg(long)]
         tcp: bool,
-        /// Trust-anchor file: resolve and verify the whole chain.
+        /// Trust-anchor file: resolve and verify the whole chain (the key resolver's walk).
         #[arg(long)]
         anchors: Option<PathBuf>,
         /// Keep only the key for this IP.
         #[arg(long)]
         ip: Option<IpAddr>,
+    },
+    /// Resolve a name: its IP(s) from DNS and the verified key for each, walked from the trust
+    /// anchors (every link checked), with the chain, cache use and timings.
+    Resolve {
+        /// The name.
+        name: String,
+        /// Resolver settings (the daemon's tprd.toml); or give --anchors and --dns.
+        #[arg(long, conflicts_with = "anchors")]
+        config: Option<PathBuf>,
+        /// Trust-anchor file (repeatable).
+        #[arg(long)]
+        anchors: Vec<PathBuf>,
+        /// DNS server for A/AAAA (ADDR:PORT, repeatable); without one, keys only.
+        #[arg(long)]
+        dns: Vec<SocketAddr>,
+        /// Keys only: every verified key of the name, no DNS lookup.
+        #[arg(long)]
+        keys_only: bool,
+        /// Cross-verification when several anchors cover the name: at least N must agree.
+        #[arg(long)]
+        quorum: Option<usize>,
+        /// Resolve this many times in one process (the later ones come from the cache).
+        #[arg(long, default_value_t = 1)]
+        repeat: u32,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Make a throwaway key server and a zone of COUNT members (benchmarks).
     GenZone {
@@ -327,6 +357,27 @@ fn run(cmd: Cmd) -> Result<()> {
             anchors,
             ip,
         } => dig(&name, server.as_deref(), port, tcp, anchors.as_deref(), ip),
+        Cmd::Resolve {
+            name,
+            config,
+            anchors,
+            dns,
+            keys_only,
+            quorum,
+            repeat,
+            json,
+        } => resolve::resolve(
+            &resolve::Source {
+                config,
+                anchors,
+                dns,
+                quorum,
+            },
+            &name,
+            keys_only,
+            repeat,
+            json,
+        ),
         Cmd::GenZone { count, out, origin } => gen_zone(count, &out, &origin),
         Cmd::Demo {
             zones,
@@ -620,47 +671,16 @@ fn dig(
     ip: Option<IpAddr>,
 ) -> Result<()> {
     let timeout = Duration::from_secs(3);
-    let now = time::now();
     if let Some(anchors) = anchors {
-        let anchors = client::read_anchors(anchors, now)?;
-        let res = client::resolve(&anchors, name, timeout, now)?;
-        sayln!(";; chain of trust (each link verified):");
-        for ks in &res.chain {
-            sayln!(
-                ";;   key server {:<20} at {:<22} params {}  Q {}",
-                ks.name,
-                ks.addr,
-                &hex::encode(ks.params.digest())[..16],
-                &hex::encode(clpkc::point_to_bytes(&ks.q))[..18]
-            );
-        }
-        let keys: Vec<_> = res
-            .keys
-            .iter()
-            .filter(|k| ip.is_none_or(|ip| k.record.ip == ip))
-            .collect();
-        if keys.is_empty() {
-            bail!(
-                "{name}: no verified key{}",
-                ip.map(|i| format!(" for {i}")).unwrap_or_default()
-            );
-        }
-        for k in keys {
-            print_record(&k.name, k.ttl, &k.record);
-            sayln!(
-                ";;   signature: valid (key server {})\n;;   public key Q: {}",
-                res.chain.last().map(|k| k.name.as_str()).unwrap_or("?"),
-                hex::encode(clpkc::point_to_bytes(&k.q))
-            );
-        }
-        return Ok(());
+        return resolve::dig_anchors(anchors, name, ip);
     }
     let server = parse_server(
         server.ok_or_else(|| anyhow!("give --server (or --anchors to resolve)"))?,
         port,
     )?;
     let qname = Name::from_ascii(name).map_err(|e| anyhow!("`{name}`: {e}"))?;
-    let reply = client::query(server, &qname, twinpeaks::zone::TPKEY_TYPE, tcp, timeout)?;
+    let reply = blocking::query(server, &qname, twinpeaks::zone::TPKEY_TYPE, tcp, timeout)
+        .map_err(|e| anyhow!(e))?;
     sayln!(
         ";; {} from {server}: {} answer, {} authority",
         reply.metadata.response_code,
@@ -671,7 +691,7 @@ fn dig(
         ("ANSWER", &reply.answers),
         ("AUTHORITY (referral)", &reply.authorities),
     ] {
-        let keys = client::key_records(records);
+        let keys = walk::key_records(records);
         if keys.is_empty() {
             continue;
         }
@@ -689,7 +709,7 @@ fn dig(
     Ok(())
 }
 
-fn print_record(owner: &str, ttl: u32, rec: &KeyRecord) {
+pub(crate) fn print_record(owner: &str, ttl: u32, rec: &KeyRecord) {
     sayln!("{owner} {ttl} IN {TPKEY_MNEMONIC} {rec}");
     sayln!(
         ";;   kind {}  ip {}  valid {} .. {}",

@@ -1,0 +1,119 @@
+//! tprd: the local TwinPeaks key-resolver daemon. Stub resolvers and applications ask it over
+//! DNS on loopback: TYPE65300 gets verified records only (AD set), a verification failure gets
+//! SERVFAIL with an Extended DNS Error, A/AAAA are answered from the configured DNS servers.
+//! SIGHUP re-reads the trust anchors; SIGTERM/SIGINT stop it cleanly.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use hickory_server::server::Server;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+use twinpeaks::resolver::serve::ResolverHandler;
+use twinpeaks::resolver::settings::Settings;
+use twinpeaks::resolver::{Resolver, anchors};
+use twinpeaks::time;
+
+/// The TwinPeaks key-resolver daemon.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// The resolver's config file (see docs/operator.md, "Key resolver daemon").
+    #[arg(short, long)]
+    config: PathBuf,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tprd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let settings = Settings::load(&args.config)?;
+    if settings.listen.is_empty() {
+        bail!(
+            "{}: listen: give at least one address",
+            args.config.display()
+        );
+    }
+    let spec = match std::env::var("RUST_LOG") {
+        Ok(s) if !s.trim().is_empty() => s,
+        _ => format!(
+            "hickory_server=warn,hickory_resolver=warn,hickory_net=error,{}",
+            settings.log
+        ),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&spec)
+        .with_context(|| format!("{}: log: bad filter `{spec}`", args.config.display()))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(args.config, settings))
+}
+
+async fn serve(path: PathBuf, settings: Settings) -> Result<()> {
+    let cfg = settings
+        .resolver_config(time::now())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let roots = cfg.anchors.len();
+    let resolver = Arc::new(Resolver::new(cfg)?);
+    let mut server = Server::new(ResolverHandler::new(resolver.clone()));
+    for addr in &settings.listen {
+        let udp = UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("listen {addr}/udp"))?;
+        let tcp = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listen {addr}/tcp"))?;
+        server.register_socket(udp);
+        server.register_listener(tcp, Duration::from_secs(settings.tcp_timeout_secs), 64);
+    }
+    info!(listen = ?settings.listen, anchors = roots, dns = ?settings.dns, "tprd serving");
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                // Anchors only: listen addresses and cache sizes need a restart.
+                match Settings::load(&path).and_then(|s| {
+                    anchors::read_all(&s.anchors, time::now()).map_err(|e| {
+                        twinpeaks::resolver::settings::SettingsError {
+                            file: path.display().to_string(),
+                            reason: e.to_string(),
+                        }
+                    })
+                }) {
+                    Ok(a) => {
+                        let n = a.len();
+                        resolver.set_anchors(a);
+                        info!(anchors = n, "trust anchors reloaded (SIGHUP), cache cleared");
+                    }
+                    Err(e) => warn!(error = %e, "anchor reload refused, the old anchors stay"),
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    info!("shutting down");
+    if let Err(e) = server.shutdown_gracefully().await {
+        warn!(error = %e, "shutdown");
+    }
+    Ok(())
+}
