@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hickory_net::runtime::Time;
 use hickory_net::xfer::Protocol;
@@ -34,11 +35,21 @@ impl TransferAcl {
     }
 }
 
+/// Requests a key server has received, by transport (`tp ctl status` shows them).
+#[derive(Debug, Default)]
+pub struct QueryCounters {
+    /// Requests over UDP.
+    pub udp: AtomicU64,
+    /// Requests over TCP.
+    pub tcp: AtomicU64,
+}
+
 /// The request handler of a key server: zones, their catalog, the transfer allow-list.
 pub struct KeyServerHandler {
     catalog: Catalog,
     zones: Vec<(LowerName, ZoneCell)>,
     acl: TransferAcl,
+    counters: Arc<QueryCounters>,
 }
 
 impl KeyServerHandler {
@@ -60,7 +71,14 @@ impl KeyServerHandler {
             catalog,
             zones: list,
             acl,
+            counters: Arc::default(),
         }
+    }
+
+    /// Count requests into `counters`.
+    pub fn with_counters(mut self, counters: Arc<QueryCounters>) -> Self {
+        self.counters = counters;
+        self
     }
 
     fn zone_for(&self, name: &LowerName) -> Option<&(LowerName, ZoneCell)> {
@@ -119,6 +137,11 @@ impl RequestHandler for KeyServerHandler {
         request: &Request,
         response_handle: R,
     ) -> ResponseInfo {
+        match request.protocol() {
+            Protocol::Udp => &self.counters.udp,
+            _ => &self.counters.tcp,
+        }
+        .fetch_add(1, Ordering::Relaxed);
         if request.metadata.message_type == MessageType::Query
             && request.metadata.op_code == OpCode::Query
             && let Ok(info) = request.request_info()

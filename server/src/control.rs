@@ -120,9 +120,12 @@ async fn answer(line: &str, ks: &Arc<KeyServer>) -> Result<String> {
         }
         Some("status") => {
             let (serial, members) = ks.status();
+            let c = &ks.counters;
             Ok(format!(
-                "name = \"{}\"\nserial = {serial}\nmembers = {members}\n",
-                ks.cfg.name
+                "name = \"{}\"\nserial = {serial}\nmembers = {members}\nqueries_udp = {}\nqueries_tcp = {}\n",
+                ks.cfg.name,
+                c.udp.load(std::sync::atomic::Ordering::Relaxed),
+                c.tcp.load(std::sync::atomic::Ordering::Relaxed)
             ))
         }
         Some("enroll") => {

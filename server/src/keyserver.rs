@@ -36,6 +36,8 @@ pub struct KeyServer {
     // Reloads and enrollments run one at a time; the guarded value is the zone file as last
     // loaded, which an enrollment rebuilds from (it does not re-read the file).
     write: Mutex<ParsedZone>,
+    /// Requests received, shown by `tp ctl status`.
+    pub counters: Arc<twinpeaks::server::QueryCounters>,
     // The served serial, for whoever sends NOTIFY.
     serial: tokio::sync::watch::Sender<u32>,
 }
@@ -110,6 +112,7 @@ impl KeyServer {
             store,
             zone: Arc::new(ArcSwap::from_pointee(zone)),
             write: Mutex::new(parsed),
+            counters: Arc::default(),
         })
     }
 

@@ -254,6 +254,80 @@ impl KeyServer {
         }
     }
 
+    /// A child key server for `name` at `ip`, its key-server record issued by `parent` into
+    /// the parent's zone file (offline flow). Not started.
+    pub fn child(dir: &Path, parent: &KeyServer, name: &str, ip: &str) -> KeyServer {
+        std::fs::create_dir_all(dir).unwrap();
+        let port = free_port(ip);
+        let state = dir.join("state");
+        ok(tp()
+            .args(["kgc-setup", "--name", name])
+            .arg("--state")
+            .arg(&state));
+        ok(tp()
+            .args(["keygen", "--name", name, "--ip", ip])
+            .arg("--issuer-params")
+            .arg(parent.params())
+            .arg("--out")
+            .arg(state.join("server")));
+        ok(tp()
+            .arg("issue")
+            .arg("--state")
+            .arg(&parent.state)
+            .arg("--request")
+            .arg(state.join("server.req"))
+            .arg("--zone-file")
+            .arg(&parent.zone_file)
+            .arg("--response")
+            .arg(state.join("server.resp"))
+            .args(["--key-server-port", &port.to_string()])
+            .arg("--child-params")
+            .arg(state.join("params")));
+        ok(tp()
+            .arg("finalize")
+            .arg("--secret")
+            .arg(state.join("server.secret"))
+            .arg("--response")
+            .arg(state.join("server.resp"))
+            .arg("--out")
+            .arg(state.join("server.key")));
+        let zone_file = dir.join("zone.keys");
+        std::fs::write(
+            &zone_file,
+            format!("$ORIGIN {name}\n$TTL 3600\n@ IN SOA ks.{name} hostmaster.{name} 1 7200 3600 1209600 300\n@ IN NS ks.{name}\nks IN A {ip}\n"),
+        )
+        .unwrap();
+        let config = dir.join("tpkd.toml");
+        std::fs::write(
+            &config,
+            format!("name = \"{name}\"\nlisten = [\"{ip}:{port}\"]\nstate_dir = \"state\"\nzone_file = \"zone.keys\"\naxfr_allow = [\"127.0.0.0/8\"]\n"),
+        )
+        .unwrap();
+        KeyServer {
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
+            ip: ip.to_string(),
+            port,
+            config,
+            zone_file,
+            state,
+            proc_: None,
+        }
+    }
+
+    /// Requests this running tpkd has received (UDP + TCP), from `tp ctl status`.
+    pub fn queries(&self) -> u64 {
+        let out = ok(tp()
+            .arg("ctl")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("status"));
+        out.lines()
+            .filter(|l| l.starts_with("queries_"))
+            .filter_map(|l| l.split('=').nth(1)?.trim().parse::<u64>().ok())
+            .sum()
+    }
+
     pub fn start(&mut self) {
         let mut p = Proc::spawn(
             &format!("tpkd {}", self.name),

@@ -42,8 +42,8 @@ impl KeyServer {
 pub struct Anchor {
     /// The key server.
     pub server: KeyServer,
-    /// Its self-issued record.
-    pub record: KeyRecord,
+    /// Its self-issued record (roots); none for an island given by its identity alone.
+    pub record: Option<KeyRecord>,
     /// TTL given in the anchor file.
     pub ttl: u32,
     /// Where it was read (`file:line`), to name it in errors.
@@ -87,7 +87,7 @@ pub fn read(path: &Path, now: u64) -> Result<Vec<Anchor>, AnchorError> {
                 params,
                 servers: vec![addr],
             },
-            record: rec,
+            record: Some(rec),
             ttl: line.ttl,
             source,
         });
@@ -111,4 +111,43 @@ pub fn read_all(paths: &[impl AsRef<Path>], now: u64) -> Result<Vec<Anchor>, Anc
         return Err(AnchorError("no anchor file given".into()));
     }
     Ok(all)
+}
+
+/// An island: a key server trusted as the local root of its subtree, given by its identity
+/// (name, address, params, own public key) as `tp island` prints it.
+pub fn island(
+    name: &str,
+    address: SocketAddr,
+    params_hex: &str,
+    key_hex: &str,
+    source: String,
+) -> Result<Anchor, AnchorError> {
+    let bad = |r: String| AnchorError(format!("{source}: {r}"));
+    let name = crate::clpkc::canonical_name(name).map_err(|e| bad(e.to_string()))?;
+    let params = hex::decode(params_hex.trim())
+        .map_err(|_| bad("params is not hexadecimal".into()))
+        .and_then(|b| KgcParams::decode(&b).map_err(|e| bad(format!("params: {e}"))))?;
+    if params.name != name {
+        return Err(bad(format!(
+            "params are those of {}, not of {name}",
+            params.name
+        )));
+    }
+    let q = hex::decode(key_hex.trim())
+        .map_err(|_| bad("key is not hexadecimal".into()))
+        .and_then(|b| {
+            crate::clpkc::point_from_bytes(&b)
+                .map_err(|_| bad("key is not a compressed P-256 point".into()))
+        })?;
+    Ok(Anchor {
+        server: KeyServer {
+            name,
+            identities: vec![(address, q)],
+            params,
+            servers: vec![address],
+        },
+        record: None,
+        ttl: 0,
+        source,
+    })
 }

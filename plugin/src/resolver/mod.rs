@@ -864,11 +864,23 @@ impl Resolver {
         let mut cur = Arc::new(top);
         let mut chain = vec![cur.clone()];
         if name == anchor.server.name {
+            // A root's own key is its self-issued record; an island's is published by its
+            // parent, outside the island.
+            let Some(record) = anchor.record.clone() else {
+                return Err(ResolveError::NotFound {
+                    name: name.to_string(),
+                    kind: "NODATA",
+                    server: format!(
+                        "{} (island anchor: its own record lives in its parent)",
+                        cur.label()
+                    ),
+                });
+            };
             return Ok(Found::Keys {
                 keys: vec![VerifiedKey {
                     name: name.to_string(),
                     ttl: anchor.ttl,
-                    record: anchor.record.clone(),
+                    record,
                     q: anchor.server.identities[0].1,
                 }],
                 chain,

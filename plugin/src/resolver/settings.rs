@@ -15,7 +15,11 @@ use super::{Policy, ResolverConfig, anchors};
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// Trust-anchor files (relative to the settings file).
+    #[serde(default)]
     pub anchors: Vec<PathBuf>,
+    /// Islands: key servers trusted as local roots of their subtrees.
+    #[serde(default)]
+    pub islands: Vec<Island>,
     /// `all` or `quorum`.
     #[serde(default = "default_policy")]
     pub policy: String,
@@ -58,6 +62,20 @@ pub struct Settings {
     /// The daemon's idle TCP timeout, seconds.
     #[serde(default = "default_tcp_timeout")]
     pub tcp_timeout_secs: u64,
+}
+
+/// An island anchor as written in the settings (`tp island` prints one).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Island {
+    /// The key server's name.
+    pub name: String,
+    /// Its identity address (IP and port of its KS record).
+    pub address: SocketAddr,
+    /// Its params, hex (as in its `params` file).
+    pub params: String,
+    /// Its own public key `Q`, hex (compressed point).
+    pub key: String,
 }
 
 fn default_policy() -> String {
@@ -121,8 +139,8 @@ impl Settings {
     }
 
     fn check(&self) -> Result<(), String> {
-        if self.anchors.is_empty() {
-            return Err("anchors: give at least one trust-anchor file".into());
+        if self.anchors.is_empty() && self.islands.is_empty() {
+            return Err("anchors: give at least one trust-anchor file (or an island)".into());
         }
         self.policy()?;
         if self.query_timeout_ms == 0 || self.resolution_timeout_ms == 0 || self.attempts == 0 {
@@ -151,9 +169,30 @@ impl Settings {
         }
     }
 
+    /// The trust anchors: every anchor file read and checked at `now`, then the islands.
+    pub fn anchors(&self, now: u64) -> Result<Vec<super::Anchor>, String> {
+        let mut all = Vec::new();
+        for p in &self.anchors {
+            all.extend(anchors::read(p, now).map_err(|e| e.to_string())?);
+        }
+        for (i, isl) in self.islands.iter().enumerate() {
+            all.push(
+                anchors::island(
+                    &isl.name,
+                    isl.address,
+                    &isl.params,
+                    &isl.key,
+                    format!("islands[{i}] ({})", isl.name),
+                )
+                .map_err(|e| e.to_string())?,
+            );
+        }
+        Ok(all)
+    }
+
     /// The resolver config: anchors read and checked now.
     pub fn resolver_config(&self, now: u64) -> Result<ResolverConfig, String> {
-        let anchors = anchors::read_all(&self.anchors, now).map_err(|e| e.to_string())?;
+        let anchors = self.anchors(now)?;
         let mut secondaries = HashMap::new();
         for (zone, addrs) in &self.secondaries {
             let z = crate::clpkc::canonical_name(zone).map_err(|e| e.to_string())?;

@@ -136,6 +136,13 @@ enum Cmd {
         #[arg(long)]
         state: PathBuf,
     },
+    /// Print a key server's identity as an island anchor for a resolver's settings
+    /// (`[[islands]]` in tprd.toml): its name, address, params and public key.
+    Island {
+        /// The key server's config.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Check a key server's zone exactly as tpkd would load it.
     ZoneCheck {
         /// The key server's config.
@@ -347,6 +354,7 @@ fn run(cmd: Cmd) -> Result<()> {
             say!("{}", keyfile::params_to_text(&p));
             Ok(())
         }
+        Cmd::Island { config } => island(&config),
         Cmd::ZoneCheck { config, no_store } => zone_check(&config, no_store),
         Cmd::Ctl { config, op } => ctl(&config, op),
         Cmd::Dig {
@@ -567,6 +575,29 @@ pub fn finalize(secret: &Path, response: &Path, out: &Path) -> Result<EntityKey>
     })?;
     keyfile::write_entity(out, &key, &issuer)?;
     Ok(key)
+}
+
+fn island(config: &Path) -> Result<()> {
+    let cfg = Config::load(config)?;
+    let params = keyfile::read_params(&cfg.state_dir.join(PARAMS_FILE))?;
+    let (own, _) = keyfile::read_entity(&cfg.state_dir.join(KEY_FILE))?;
+    let ip = own.identity().ip;
+    let addr = cfg.listen.iter().find(|a| a.ip() == ip).ok_or_else(|| {
+        anyhow!(
+            "{}: no listen address on {ip}, the address of the key server's own key",
+            config.display()
+        )
+    })?;
+    sayln!("# island anchor of {} (tp island)", cfg.name);
+    sayln!("[[islands]]");
+    sayln!("name = \"{}\"", cfg.name);
+    sayln!("address = \"{addr}\"");
+    sayln!("params = \"{}\"", hex::encode(params.encode()));
+    sayln!(
+        "key = \"{}\"",
+        hex::encode(clpkc::point_to_bytes(own.public()))
+    );
+    Ok(())
 }
 
 fn zone_check(config: &Path, no_store: bool) -> Result<()> {

@@ -61,7 +61,8 @@ fn run(args: Args) -> Result<()> {
 
 async fn serve(cfg: Config) -> Result<()> {
     let ks = Arc::new(KeyServer::open(cfg.clone())?);
-    let handler = KeyServerHandler::new(vec![ks.zone()], TransferAcl(cfg.axfr_allow.clone()));
+    let handler = KeyServerHandler::new(vec![ks.zone()], TransferAcl(cfg.axfr_allow.clone()))
+        .with_counters(ks.counters.clone());
     let mut server = Server::new(handler);
     for addr in &cfg.listen {
         let udp = UdpSocket::bind(addr)

@@ -13,9 +13,9 @@ use hickory_server::server::Server;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
+use twinpeaks::resolver::Resolver;
 use twinpeaks::resolver::serve::ResolverHandler;
 use twinpeaks::resolver::settings::Settings;
-use twinpeaks::resolver::{Resolver, anchors};
 use twinpeaks::time;
 
 /// The TwinPeaks key-resolver daemon.
@@ -91,14 +91,10 @@ async fn serve(path: PathBuf, settings: Settings) -> Result<()> {
         tokio::select! {
             _ = hup.recv() => {
                 // Anchors only: listen addresses and cache sizes need a restart.
-                match Settings::load(&path).and_then(|s| {
-                    anchors::read_all(&s.anchors, time::now()).map_err(|e| {
-                        twinpeaks::resolver::settings::SettingsError {
-                            file: path.display().to_string(),
-                            reason: e.to_string(),
-                        }
-                    })
-                }) {
+                match Settings::load(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| s.anchors(time::now()))
+                {
                     Ok(a) => {
                         let n = a.len();
                         resolver.set_anchors(a);
