@@ -1,5 +1,5 @@
-//! The README's main job: `tp demo` brings the demo hierarchy up on loopback, and every
-//! `dig` command it prints works.
+//! The README's main job: `tp demo` brings the demo hierarchy and the local key resolver up
+//! on loopback, and every `dig` and `tp` command it prints works.
 
 mod common;
 
@@ -53,6 +53,14 @@ fn the_demo_comes_up_and_its_dig_commands_work() {
             .skip(1)
             .collect();
         let reply = dig(&args);
+        if c.contains("-p 5301") {
+            assert!(
+                reply
+                    .lines()
+                    .any(|l| l.contains("flags:") && l.contains(" ad")),
+                "the key resolver's answer lacks AD:\n{reply}"
+            );
+        }
         assert!(
             reply.contains("status: NOERROR") || reply.contains("XFR size"),
             "{c}:\n{reply}"
@@ -75,6 +83,30 @@ fn the_demo_comes_up_and_its_dig_commands_work() {
         .collect();
     let v = common::ok(Command::new(bin("tp")).args(&args));
     assert!(v.contains("signature: valid"), "{v}");
+    // The key resolver, as printed: the pair from DNS and the key, cold then from the cache.
+    let resolve = out
+        .lines()
+        .find(|l| l.contains(" resolve --config"))
+        .unwrap();
+    let args: Vec<&str> = resolve
+        .split('#')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .collect();
+    let r = common::ok(Command::new(bin("tp")).args(&args));
+    assert!(
+        r.contains("www.example.com.\t127.0.0.10\t")
+            && r.contains("cache miss: 3 queries")
+            && r.contains("cache hit: 0 queries"),
+        "{r}"
+    );
+    let d = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("dig -p 5301"))
+        .unwrap();
+    assert!(d.contains("TYPE65300"), "{d}");
     let _ = Command::new("kill")
         .arg("-INT")
         .arg(demo.id().to_string())

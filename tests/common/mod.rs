@@ -222,10 +222,16 @@ impl KeyServer {
             .arg(&state)
             .args(["--port", &port.to_string()]));
         let zone_file = dir.join("zone.keys");
+        // The in-zone name of the key server (glue): ks.<zone>, or ks. at the root.
+        let ns = if name == "." {
+            "ks.".to_string()
+        } else {
+            format!("ks.{name}")
+        };
         std::fs::write(
             &zone_file,
             format!(
-                "$ORIGIN {name}\n$TTL 3600\n@ IN SOA ks.{name} hostmaster.{name} 1 7200 3600 1209600 300\n@ IN NS ks.{name}\nks IN A {ip}\n{zone_extra}"
+                "$ORIGIN {name}\n$TTL 3600\n@ IN SOA {ns} hostmaster.{ns} 1 7200 3600 1209600 300\n@ IN NS {ns}\nks IN A {ip}\n{zone_extra}"
             ),
         )
         .unwrap();

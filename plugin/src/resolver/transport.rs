@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use dashmap::DashMap;
 use futures_util::StreamExt;
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::tcp::TcpClientStream;
@@ -42,7 +41,6 @@ pub struct Reply {
 /// Sends queries to key servers.
 pub struct Transport {
     provider: TokioRuntimeProvider,
-    udp: DashMap<SocketAddr, DnsExchange<TokioRuntimeProvider>>,
     timeout: Duration,
     attempts: u8,
     /// What was sent and received.
@@ -54,7 +52,6 @@ impl Transport {
     pub fn new(timeout: Duration, attempts: u8) -> Self {
         Self {
             provider: TokioRuntimeProvider::new(),
-            udp: DashMap::new(),
             timeout,
             attempts: attempts.max(1),
             stats: Arc::default(),
@@ -69,18 +66,15 @@ impl Transport {
         o
     }
 
+    // A fresh exchange per query: its background task lives on the runtime of the caller, so
+    // a resolver can be used from any runtime (each UDP query takes a new random port anyway).
     fn udp_exchange(&self, addr: SocketAddr) -> DnsExchange<TokioRuntimeProvider> {
-        if let Some(e) = self.udp.get(&addr) {
-            return e.clone();
-        }
         let per_try = self.timeout / u32::from(self.attempts);
-        let e = UdpClientStream::builder(addr, self.provider.clone())
+        UdpClientStream::builder(addr, self.provider.clone())
             .with_timeout(Some(self.timeout))
             .with_max_retries(self.attempts - 1)
             .with_retry_interval_floor(per_try.as_millis().max(50) as u64)
-            .exchange();
-        self.udp.insert(addr, e.clone());
-        e
+            .exchange()
     }
 
     async fn send(
