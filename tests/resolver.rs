@@ -323,6 +323,34 @@ fn the_daemon_answers_dig_and_kdig_with_verified_records_and_ad() {
         );
         assert!(out.contains("TYPE65300 \\# 144"), "{out}");
     }
+    // The UDP fast path (cache hits) answers exactly as the slow path did: same flags and
+    // records, any case, with and without EDNS.
+    let shape = |out: &str| -> (String, Vec<(String, String)>) {
+        let flags = out
+            .lines()
+            .find(|l| l.contains("flags:"))
+            .unwrap_or("")
+            .split(';')
+            .nth(2)
+            .unwrap_or("")
+            .to_string();
+        (flags, common::rdata_hex(out))
+    };
+    for name in ["www.example.com", "mail.example.com"] {
+        let first = dig(&["-p", &p, &at, name, "TYPE65300"]);
+        let hit = dig(&["-p", &p, &at, name, "TYPE65300"]);
+        assert_eq!(shape(&first), shape(&hit), "{first}\n{hit}");
+    }
+    let mixed = dig(&["-p", &p, &at, "WwW.ExAmple.COM", "TYPE65300"]);
+    assert!(
+        mixed.contains("WwW.ExAmple.COM."),
+        "question case not echoed:\n{mixed}"
+    );
+    assert_eq!(shape(&mixed).1.len(), 1, "{mixed}");
+    let noedns = dig(&["+noedns", "-p", &p, &at, "www.example.com", "TYPE65300"]);
+    assert!(!noedns.contains("OPT PSEUDOSECTION"), "{noedns}");
+    let rdata = |out: &str| -> Vec<String> { shape(out).1.into_iter().map(|(_, r)| r).collect() };
+    assert_eq!(rdata(&noedns), rdata(&mixed));
     let mail = dig(&["-p", &p, &at, "mail.example.com", "TYPE65300"]);
     assert!(mail.contains("ANSWER: 2"), "{mail}");
     // The record the daemon hands out is the key server's own, byte for byte.

@@ -10,6 +10,7 @@
 pub mod anchors;
 pub mod blocking;
 pub mod cache;
+pub mod fastpath;
 pub mod serve;
 pub mod settings;
 pub mod transport;

@@ -1,19 +1,22 @@
-//! The local key-resolver daemon's request path (a hickory `RequestHandler`): TYPE65300
-//! answered with verified records only and the AD bit set; a verification failure answered
-//! SERVFAIL with an Extended DNS Error (RFC 8914) saying what failed; A/AAAA answered from the
-//! configured DNS servers (cached), so one resolver address serves an application.
+//! The local key-resolver daemon's request path: TYPE65300 answered with verified records only
+//! and the AD bit set; a verification failure answered SERVFAIL with an Extended DNS Error
+//! (RFC 8914) saying what failed; A/AAAA answered from the configured DNS servers (cached), so
+//! one resolver address serves an application. TCP goes through hickory's `Server` (this is
+//! its `RequestHandler`); UDP is served by [`serve_udp`]: cache hits by the fast path, the rest
+//! decoded and encoded by hickory-proto here.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use hickory_net::runtime::Time;
-use hickory_proto::op::{Edns, Metadata, OpCode, ResponseCode};
+use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::EdnsOption;
 use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use tracing::{debug, info, warn};
 
+use super::fastpath::{self, WireAnswer, WireCache};
 use super::{ResolveError, Resolver, rdata};
 use crate::zone::TPKEY_TYPE;
 
@@ -25,15 +28,26 @@ const EDE_DNSSEC_BOGUS: u16 = 6;
 const EDE_NOT_SUPPORTED: u16 = 21;
 const EDE_NO_REACHABLE_AUTHORITY: u16 = 22;
 
-/// Serves key and address queries from a resolver.
+/// Serves key and address queries from a resolver. Clones share the resolver and the cache.
+#[derive(Clone)]
 pub struct ResolverHandler {
     resolver: Arc<Resolver>,
+    wire: Arc<WireCache>,
 }
 
 impl ResolverHandler {
     /// A handler over `resolver`.
     pub fn new(resolver: Arc<Resolver>) -> Self {
-        Self { resolver }
+        let n = resolver.config().cache_size;
+        Self {
+            resolver,
+            wire: Arc::new(WireCache::new(n)),
+        }
+    }
+
+    /// Drop every response kept for the fast path (new anchors).
+    pub fn clear(&self) {
+        self.wire.clear();
     }
 }
 
@@ -71,6 +85,8 @@ struct Reply {
     answers: Vec<Record>,
     authentic: bool,
     ede: Option<(u16, String)>,
+    // Until when these answers may be sent again from the fast path.
+    expires: Option<Instant>,
 }
 
 impl Reply {
@@ -80,19 +96,25 @@ impl Reply {
             answers: Vec::new(),
             authentic: false,
             ede,
+            expires: None,
         }
     }
 }
 
+fn ede_option(ede: &Option<(u16, String)>) -> Option<EdnsOption> {
+    let (code, text) = ede.as_ref()?;
+    // EDE text is UTF-8 without a terminator; keep it well inside a UDP answer.
+    let mut t = text.clone();
+    t.truncate(t.floor_char_boundary(400));
+    let mut data = code.to_be_bytes().to_vec();
+    data.extend_from_slice(t.as_bytes());
+    Some(EdnsOption::Unknown(EDE, data))
+}
+
 async fn send<R: ResponseHandler>(request: &Request, reply: Reply, mut handle: R) -> ResponseInfo {
     let mut edns = response_edns(request);
-    if let (Some(e), Some((code, text))) = (edns.as_mut(), &reply.ede) {
-        // EDE text is UTF-8 without a terminator; keep it well inside a UDP answer.
-        let mut t = text.clone();
-        t.truncate(t.floor_char_boundary(400));
-        let mut data = code.to_be_bytes().to_vec();
-        data.extend_from_slice(t.as_bytes());
-        e.options_mut().insert(EdnsOption::Unknown(EDE, data));
+    if let (Some(e), Some(opt)) = (edns.as_mut(), ede_option(&reply.ede)) {
+        e.options_mut().insert(opt);
     }
     let mut meta = Metadata::response_from_request(&request.metadata);
     meta.recursion_available = true;
@@ -116,6 +138,87 @@ async fn send<R: ResponseHandler>(request: &Request, reply: Reply, mut handle: R
 }
 
 impl ResolverHandler {
+    async fn reply_for(&self, qname: &hickory_proto::rr::Name, qtype: RecordType) -> Reply {
+        match qtype {
+            t if t == TPKEY_TYPE => self.keys(qname).await,
+            t @ (RecordType::A | RecordType::AAAA) => self.addresses(qname, t).await,
+            other => Reply::error(
+                ResponseCode::Refused,
+                Some((
+                    EDE_NOT_SUPPORTED,
+                    format!("this key resolver answers TYPE65300, A and AAAA, not {other}"),
+                )),
+            ),
+        }
+    }
+
+    // A UDP request the fast path did not answer: decode, answer, encode; keep what may be
+    // sent again. `None`: nothing to send (not a request, or not even a header).
+    async fn udp_slow(&self, pkt: &[u8]) -> Option<Vec<u8>> {
+        let id = u16::from_be_bytes([*pkt.first()?, *pkt.get(1)?]);
+        if pkt.len() < 12 || pkt[2] & 0x80 != 0 {
+            return None;
+        }
+        let error = |rcode: ResponseCode| {
+            let mut m = Message::new(id, MessageType::Response, OpCode::Query);
+            m.metadata.response_code = rcode;
+            m.metadata.recursion_available = true;
+            m.to_vec().ok()
+        };
+        let req = match Message::from_vec(pkt) {
+            Ok(m) => m,
+            Err(_) => return error(ResponseCode::FormErr),
+        };
+        let mut edns = req.edns.as_ref().map(|e| {
+            let mut r = Edns::new();
+            r.set_max_payload(e.max_payload().max(512));
+            r.set_version(0);
+            r
+        });
+        let limit = req
+            .edns
+            .as_ref()
+            .map_or(512, |e| usize::from(e.max_payload().max(512)));
+        let reply = if req.metadata.op_code != OpCode::Query {
+            Reply::error(ResponseCode::NotImp, None)
+        } else if req.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            Reply::error(ResponseCode::BADVERS, None)
+        } else if req.queries.len() != 1 {
+            Reply::error(ResponseCode::FormErr, None)
+        } else if req.queries[0].query_class() != DNSClass::IN {
+            Reply::error(ResponseCode::Refused, None)
+        } else {
+            let q = &req.queries[0];
+            self.reply_for(q.name(), q.query_type()).await
+        };
+        if let (Some(e), Some(opt)) = (edns.as_mut(), ede_option(&reply.ede)) {
+            e.options_mut().insert(opt);
+        }
+        let mut m = Message::new(id, MessageType::Response, req.metadata.op_code);
+        m.metadata.recursion_desired = req.metadata.recursion_desired;
+        m.metadata.checking_disabled = req.metadata.checking_disabled;
+        m.metadata.recursion_available = true;
+        m.metadata.authentic_data = reply.authentic;
+        m.metadata.response_code = reply.rcode;
+        m.queries = req.queries;
+        m.answers = reply.answers;
+        m.edns = edns;
+        let mut wire = m.to_vec().ok()?;
+        if wire.len() > limit {
+            m.answers.clear();
+            m.metadata.truncation = true;
+            return m.to_vec().ok();
+        }
+        if let (ResponseCode::NoError, Some(expires), Some(key)) =
+            (reply.rcode, reply.expires, fastpath::key_of(pkt))
+            && let Some(entry) = WireAnswer::new(wire.clone(), expires)
+        {
+            self.wire.insert(key, Arc::new(entry), expires);
+        }
+        wire.shrink_to_fit();
+        Some(wire)
+    }
+
     async fn keys(&self, qname: &hickory_proto::rr::Name) -> Reply {
         let name = qname.to_ascii();
         let (r, report) = self.resolver.keys(&name).await;
@@ -136,6 +239,7 @@ impl ResolverHandler {
                     answers,
                     authentic: true,
                     ede: None,
+                    expires: Some(set.expires),
                 }
             }
             Err(ResolveError::NotFound { kind, .. }) => Reply::error(
@@ -178,6 +282,7 @@ impl ResolverHandler {
                     answers,
                     authentic: false,
                     ede: None,
+                    expires: Some(until),
                 }
             }
             Err(ResolveError::NoAddress { nxdomain, .. }) => Reply::error(
@@ -220,17 +325,56 @@ impl RequestHandler for ResolverHandler {
             return send(request, Reply::error(ResponseCode::Refused, None), handle).await;
         }
         let qname = query.name().clone().into();
-        let reply = match query.query_type() {
-            t if t == TPKEY_TYPE => self.keys(&qname).await,
-            t @ (RecordType::A | RecordType::AAAA) => self.addresses(&qname, t).await,
-            other => Reply::error(
-                ResponseCode::Refused,
-                Some((
-                    EDE_NOT_SUPPORTED,
-                    format!("this key resolver answers TYPE65300, A and AAAA, not {other}"),
-                )),
-            ),
-        };
+        let reply = self.reply_for(&qname, query.query_type()).await;
         send(request, reply, handle).await
     }
+}
+
+/// Serve UDP on `socket` until `stop` is set: cache hits answered on this thread by the fast
+/// path, everything else spawned on `rt`. Blocks; run it on a thread of its own.
+pub fn serve_udp(
+    handler: Arc<ResolverHandler>,
+    socket: std::net::UdpSocket,
+    rt: tokio::runtime::Handle,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::io::Result<()> {
+    socket.set_read_timeout(Some(std::time::Duration::from_millis(250)))?;
+    let socket = Arc::new(socket);
+    let mut buf = vec![0u8; 65_535];
+    let mut out = vec![0u8; 65_535];
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let (n, peer) = match socket.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => {
+                // ICMP errors of earlier sends surface here on some systems; keep serving.
+                debug!(error = %e, "UDP receive");
+                continue;
+            }
+        };
+        let pkt = &buf[..n];
+        if let Some(len) = fastpath::answer(&handler.wire, pkt, Instant::now(), &mut out) {
+            if let Err(e) = socket.send_to(&out[..len], peer) {
+                debug!(error = %e, %peer, "UDP send");
+            }
+            continue;
+        }
+        let pkt = pkt.to_vec();
+        let (h, s) = (handler.clone(), socket.clone());
+        rt.spawn(async move {
+            if let Some(resp) = h.udp_slow(&pkt).await
+                && let Err(e) = s.send_to(&resp, peer)
+            {
+                debug!(error = %e, %peer, "UDP send");
+            }
+        });
+    }
+    Ok(())
 }

@@ -1,7 +1,8 @@
 //! tprd: the local TwinPeaks key-resolver daemon. Stub resolvers and applications ask it over
 //! DNS on loopback: TYPE65300 gets verified records only (AD set), a verification failure gets
 //! SERVFAIL with an Extended DNS Error, A/AAAA are answered from the configured DNS servers.
-//! SIGHUP re-reads the trust anchors; SIGTERM/SIGINT stop it cleanly.
+//! SIGHUP re-reads the trust anchors; SIGTERM/SIGINT stop it cleanly. UDP cache hits are
+//! answered by a fast path on a thread per listen address.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,11 +11,13 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use hickory_server::server::Server;
-use tokio::net::{TcpListener, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use twinpeaks::resolver::Resolver;
-use twinpeaks::resolver::serve::ResolverHandler;
+use twinpeaks::resolver::serve::{ResolverHandler, serve_udp};
 use twinpeaks::resolver::settings::Settings;
 use twinpeaks::time;
 
@@ -72,16 +75,28 @@ async fn serve(path: PathBuf, settings: Settings) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let roots = cfg.anchors.len();
     let resolver = Arc::new(Resolver::new(cfg)?);
-    let mut server = Server::new(ResolverHandler::new(resolver.clone()));
+    let handler = ResolverHandler::new(resolver.clone());
+    // TCP through hickory's server; UDP on a thread per address (the fast path for hits).
+    let mut server = Server::new(handler.clone());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut udp_threads = Vec::new();
     for addr in &settings.listen {
-        let udp = UdpSocket::bind(addr)
-            .await
-            .with_context(|| format!("listen {addr}/udp"))?;
+        let udp = std::net::UdpSocket::bind(addr).with_context(|| format!("listen {addr}/udp"))?;
         let tcp = TcpListener::bind(addr)
             .await
             .with_context(|| format!("listen {addr}/tcp"))?;
-        server.register_socket(udp);
         server.register_listener(tcp, Duration::from_secs(settings.tcp_timeout_secs), 64);
+        let (h, rt, stop) = (
+            Arc::new(handler.clone()),
+            tokio::runtime::Handle::current(),
+            stop.clone(),
+        );
+        let addr = *addr;
+        udp_threads.push(std::thread::spawn(move || {
+            if let Err(e) = serve_udp(h, udp, rt, stop) {
+                error!(%addr, error = %e, "UDP listener stopped");
+            }
+        }));
     }
     info!(listen = ?settings.listen, anchors = roots, dns = ?settings.dns, "tprd serving");
     let mut hup = signal(SignalKind::hangup())?;
@@ -98,6 +113,7 @@ async fn serve(path: PathBuf, settings: Settings) -> Result<()> {
                     Ok(a) => {
                         let n = a.len();
                         resolver.set_anchors(a);
+                        handler.clear();
                         info!(anchors = n, "trust anchors reloaded (SIGHUP), cache cleared");
                     }
                     Err(e) => warn!(error = %e, "anchor reload refused, the old anchors stay"),
@@ -108,6 +124,10 @@ async fn serve(path: PathBuf, settings: Settings) -> Result<()> {
         }
     }
     info!("shutting down");
+    stop.store(true, Ordering::Relaxed);
+    for t in udp_threads {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
     if let Err(e) = server.shutdown_gracefully().await {
         warn!(error = %e, "shutdown");
     }
