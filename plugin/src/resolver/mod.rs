@@ -818,14 +818,15 @@ impl Resolver {
                     kind,
                     server,
                 };
-                let ttl = neg_ttl
-                    .unwrap_or(self.cfg.negative_ttl)
-                    .min(self.cfg.negative_ttl);
-                self.keysets.insert(
-                    name.to_string(),
-                    Err(err.clone()),
-                    now + Duration::from_secs(u64::from(ttl)),
-                );
+                // RFC 2308 §5: a negative answer without an SOA is not cached.
+                let ttl = neg_ttl.unwrap_or(0).min(self.cfg.negative_ttl);
+                if ttl > 0 {
+                    self.keysets.insert(
+                        name.to_string(),
+                        Err(err.clone()),
+                        now + Duration::from_secs(u64::from(ttl)),
+                    );
+                }
                 return Err(err);
             }
             Some(Err(e)) => Err(e),
@@ -864,6 +865,17 @@ impl Resolver {
         }
         let mut cur = Arc::new(top);
         let mut chain = vec![cur.clone()];
+        // An anchor is trusted only inside its own validity window.
+        if let Some(rec) = &anchor.record {
+            walk::check_validity(rec, crate::time::now(), self.cfg.clock_skew).map_err(|e| {
+                ResolveError::Verify {
+                    server: format!("{} (trust anchor {})", cur.label(), anchor.source),
+                    owner: anchor.server.name.clone(),
+                    check: Check::Validity,
+                    detail: e.to_string(),
+                }
+            })?;
+        }
         if name == anchor.server.name {
             // A root's own key is its self-issued record; an island's is published by its
             // parent, outside the island.
