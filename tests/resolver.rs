@@ -415,8 +415,7 @@ fn tp_resolve_prints_pairs_chain_cache_use_and_json() {
         "{out}"
     );
     assert!(
-        out.contains("run 1: ;; cache miss: 3 queries")
-            && out.contains("run 2: ;; cache hit: 0 queries"),
+        out.contains("run 1: cache miss: 3 queries") && out.contains("run 2: cache hit: 0 queries"),
         "{out}"
     );
     let json = ok(tp()

@@ -337,6 +337,8 @@ enum Found {
 
 struct State {
     anchors: Vec<Anchor>,
+    // Bumped with every new set of anchors: links cached under older anchors never match.
+    generation: u32,
 }
 
 /// The key resolver. Cheap to share (`Arc`); all methods take `&self`.
@@ -449,6 +451,7 @@ impl Resolver {
         Ok(Self {
             state: ArcSwap::from_pointee(State {
                 anchors: cfg.anchors.clone(),
+                generation: 0,
             }),
             transport: Transport::new(cfg.query_timeout, cfg.attempts),
             dns,
@@ -474,7 +477,11 @@ impl Resolver {
 
     /// Replace the trust anchors (SIGHUP); everything cached under the old ones is dropped.
     pub fn set_anchors(&self, anchors: Vec<Anchor>) {
-        self.state.store(Arc::new(State { anchors }));
+        let generation = self.state.load().generation.wrapping_add(1);
+        self.state.store(Arc::new(State {
+            anchors,
+            generation,
+        }));
         self.links.clear();
         self.keysets.clear();
         self.resolved.clear();
@@ -708,7 +715,7 @@ impl Resolver {
             .filter(|(_, a)| {
                 a.server.name.len() == deepest && clpkc::is_within(name, &a.server.name)
             })
-            .map(|(i, a)| (i as u32, a))
+            .map(|(i, a)| ((state.generation << 16) | (i as u32 & 0xffff), a))
             .collect();
         let walks = futures_util::future::join_all(
             roots.iter().map(|(i, a)| self.walk(*i, a, name, tally)),
@@ -743,11 +750,15 @@ impl Resolver {
             }
         }
         groups.sort_by_key(|(_, g)| std::cmp::Reverse(g.len()));
+        // One anchor is one walk; across several, the policy decides. An answer is taken only
+        // if it alone meets the quorum (two answers that both do are a disagreement).
         let needed = match self.cfg.policy {
+            _ if roots.len() == 1 => 1,
             Policy::All => roots.len(),
-            Policy::Quorum(n) => n.min(roots.len()).max(1),
+            Policy::Quorum(n) => n.max(1),
         };
-        let agreed = groups.first().filter(|(_, g)| g.len() >= needed);
+        let meeting = groups.iter().filter(|(_, g)| g.len() >= needed).count();
+        let agreed = groups.first().filter(|_| meeting == 1);
         let Some((_, members)) = agreed else {
             if roots.len() == 1
                 && let Some(Err(e)) = walks.first()

@@ -6,7 +6,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
 
 use futures_util::StreamExt;
 use hickory_net::runtime::TokioRuntimeProvider;
@@ -38,9 +40,13 @@ pub struct Reply {
     pub from: SocketAddr,
 }
 
+/// How long an address that did not answer is tried after the others.
+const DOWN_FOR: Duration = Duration::from_secs(30);
+
 /// Sends queries to key servers.
 pub struct Transport {
     provider: TokioRuntimeProvider,
+    down: DashMap<SocketAddr, Instant>,
     timeout: Duration,
     attempts: u8,
     /// What was sent and received.
@@ -52,6 +58,7 @@ impl Transport {
     pub fn new(timeout: Duration, attempts: u8) -> Self {
         Self {
             provider: TokioRuntimeProvider::new(),
+            down: DashMap::new(),
             timeout,
             attempts: attempts.max(1),
             stats: Arc::default(),
@@ -143,15 +150,24 @@ impl Transport {
         tally: &TransportStats,
     ) -> Result<Reply, String> {
         let mut errors = Vec::new();
-        for &addr in addrs {
+        // Addresses that failed lately go last, so a dead primary does not cost every walk a
+        // timeout while its secondaries answer.
+        let now = Instant::now();
+        let mut order: Vec<SocketAddr> = addrs.to_vec();
+        order.sort_by_key(|a| self.down.get(a).is_some_and(|until| *until > now));
+        for addr in order {
             match self.query_one(addr, name, rtype, false, tally).await {
                 Ok(message) => {
+                    self.down.remove(&addr);
                     return Ok(Reply {
                         message,
                         from: addr,
                     });
                 }
-                Err(e) => errors.push(format!("{addr}: {e}")),
+                Err(e) => {
+                    self.down.insert(addr, Instant::now() + DOWN_FOR);
+                    errors.push(format!("{addr}: {e}"));
+                }
             }
         }
         Err(errors.join("; "))

@@ -104,13 +104,13 @@ fn print_chain(chain: &[Arc<KeyServer>]) {
     }
 }
 
-fn print_report(r: &Report) {
+fn print_report(run: &str, r: &Report) {
     let cache = match r.cache {
         CacheUse::Hit => "cache hit",
         CacheUse::Miss => "cache miss",
     };
     sayln!(
-        ";; {cache}: {} queries, {} bytes out, {} bytes in, {:.3} ms",
+        ";; {run}{cache}: {} queries, {} bytes out, {} bytes in, {:.3} ms",
         r.queries,
         r.bytes_out,
         r.bytes_in,
@@ -183,10 +183,12 @@ pub fn resolve(
         );
     }
     for (i, (_, _, report)) in runs.iter().enumerate() {
-        if runs.len() > 1 {
-            say!(";; run {}: ", i + 1);
-        }
-        print_report(report);
+        let run = if runs.len() > 1 {
+            format!("run {}: ", i + 1)
+        } else {
+            String::new()
+        };
+        print_report(&run, report);
     }
     Ok(())
 }
