@@ -144,6 +144,28 @@ fn warm_costs_no_packet_a_sibling_one_query_and_invalidate_one_walk() {
     let (_, report) = r.resolve("www.example.com.");
     assert_eq!(report.cache, CacheUse::Hit);
 
+    // The key servers on the way are names too: their keys come from the cached links.
+    let (ex, report) = r.keys("example.com.");
+    let ex = ex.unwrap();
+    assert!(ex.keys[0].record.key_server.is_some());
+    assert_eq!(ex.chain.len(), 2);
+    assert_eq!(report.queries, 0);
+    let (com, report) = r.keys("com.");
+    assert_eq!(com.unwrap().chain.len(), 1);
+    assert_eq!(report.queries, 0);
+    // A name below an entity: the walk asks for the entity, then the deeper name, and keeps
+    // the entity's records on the way: the entity itself then costs nothing.
+    r.invalidate("www.example.com.");
+    let (below, report) = r.keys("x.www.example.com.");
+    assert!(
+        matches!(below, Err(ResolveError::NotFound { .. })),
+        "{below:?}"
+    );
+    assert_eq!(report.queries, 2);
+    let (w, report) = r.keys("www.example.com.");
+    assert_eq!(w.unwrap().keys.len(), 1);
+    assert_eq!(report.queries, 0);
+
     // Invalidating a key server's name drops its link: the next walk asks its parent again.
     let c4 = h.counts();
     r.invalidate("example.com.");

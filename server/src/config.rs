@@ -75,14 +75,15 @@ impl Config {
         };
         cfg.state_dir = abs(&cfg.state_dir);
         cfg.zone_file = abs(&cfg.zone_file);
-        cfg.store = Some(abs(cfg
-            .store
-            .as_deref()
-            .unwrap_or(&cfg.state_dir.join("store"))));
-        cfg.control_socket = Some(abs(cfg
-            .control_socket
-            .as_deref()
-            .unwrap_or(&cfg.state_dir.join("tpkd.sock"))));
+        // Defaults live in the state directory, which is already resolved.
+        cfg.store = Some(match cfg.store.as_deref() {
+            Some(p) => abs(p),
+            None => cfg.state_dir.join("store"),
+        });
+        cfg.control_socket = Some(match cfg.control_socket.as_deref() {
+            Some(p) => abs(p),
+            None => cfg.state_dir.join("tpkd.sock"),
+        });
         cfg.name = twinpeaks::clpkc::canonical_name(&cfg.name)
             .map_err(|e| anyhow::anyhow!("{}: name: {e}", path.display()))?;
         if cfg.listen.is_empty() {

@@ -20,6 +20,8 @@ pub struct Question<'a> {
     pub id: u16,
     /// RD bit as sent.
     pub rd: bool,
+    /// CD bit as sent.
+    pub cd: bool,
     /// QNAME in wire form, as sent (its case is echoed).
     pub qname: &'a [u8],
     /// QTYPE.
@@ -91,6 +93,7 @@ pub fn parse<'a>(pkt: &'a [u8], key: &mut [u8; KEY_MAX]) -> Option<(Question<'a>
         Question {
             id: u16::from_be_bytes([h[0], h[1]]),
             rd: flags & 0x0100 != 0,
+            cd: flags & 0x0010 != 0,
             qname,
             qtype,
             edns,
@@ -175,6 +178,7 @@ impl WireAnswer {
         out.copy_from_slice(&self.wire);
         out[..2].copy_from_slice(&q.id.to_be_bytes());
         out[2] = (out[2] & !1) | u8::from(q.rd);
+        out[3] = (out[3] & !0x10) | (u8::from(q.cd) << 4);
         out[12..12 + self.qname_len].copy_from_slice(q.qname);
         let ttl = u32::try_from(left).unwrap_or(u32::MAX).to_be_bytes();
         for &at in &self.ttl_at {

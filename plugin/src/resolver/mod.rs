@@ -315,8 +315,10 @@ pub struct Stats {
 
 #[derive(Clone)]
 enum Link {
-    Server(Arc<KeyServer>),
-    NotCut,
+    // A zone cut: the child key server and the verified KS records that vouched for it.
+    Server(Arc<KeyServer>, Arc<[VerifiedKey]>),
+    // Not a zone cut: the name's own records (none: NODATA), the same server goes on.
+    NotCut(Arc<[VerifiedKey]>),
     NxDomain(Arc<str>),
 }
 
@@ -399,11 +401,16 @@ fn steps(name: &str, zone: &str) -> Vec<String> {
     out
 }
 
-fn expires_in(now: Instant, ttl: u32, rec: Option<&KeyRecord>, unix_now: u64, cap: u32) -> Instant {
-    let mut secs = u64::from(ttl.min(cap));
-    if let Some(r) = rec {
-        secs = secs.min(u64::from(r.not_after).saturating_sub(unix_now));
-    }
+/// When verified records stop being usable: the first of their TTLs (capped at `cap`) and
+/// the ends of their validity windows.
+fn expires_of(now: Instant, unix_now: u64, records: &[VerifiedKey], cap: u32) -> Instant {
+    let secs = records
+        .iter()
+        .map(|k| {
+            u64::from(k.ttl.min(cap)).min(u64::from(k.record.not_after).saturating_sub(unix_now))
+        })
+        .min()
+        .unwrap_or(u64::from(cap));
     now + Duration::from_secs(secs)
 }
 
@@ -801,16 +808,7 @@ impl Resolver {
         let first = members[0];
         let result = match walks.into_iter().nth(first) {
             Some(Ok(Found::Keys { keys, chain })) => {
-                let mut expires = now + Duration::from_secs(u64::from(self.cfg.max_ttl));
-                for k in &keys {
-                    expires = expires.min(expires_in(
-                        now,
-                        k.ttl,
-                        Some(&k.record),
-                        unix_now,
-                        self.cfg.max_ttl,
-                    ));
-                }
+                let expires = expires_of(now, unix_now, &keys, self.cfg.max_ttl);
                 Ok(Arc::new(KeySet {
                     name: name.to_string(),
                     keys,
@@ -914,13 +912,34 @@ impl Resolver {
         for next in steps(name, &anchor.server.name) {
             let now = Instant::now();
             let key = (anchor_id, next.clone());
+            let is_last = next == name;
             match self.links.get(&key, now) {
-                Some(Link::Server(ks)) => {
+                Some(Link::Server(_, records)) if is_last => {
+                    return Ok(Found::Keys {
+                        keys: records.to_vec(),
+                        chain,
+                    });
+                }
+                Some(Link::Server(ks, _)) => {
                     cur = ks.clone();
                     chain.push(ks);
                     continue;
                 }
-                Some(Link::NotCut) => continue,
+                Some(Link::NotCut(records)) if is_last => {
+                    return Ok(if records.is_empty() {
+                        Found::Absent {
+                            kind: "NODATA",
+                            server: cur.label(),
+                            neg_ttl: Some(0),
+                        }
+                    } else {
+                        Found::Keys {
+                            keys: records.to_vec(),
+                            chain,
+                        }
+                    });
+                }
+                Some(Link::NotCut(_)) => continue,
                 Some(Link::NxDomain(server)) => {
                     return Ok(Found::Absent {
                         kind: "NXDOMAIN",
@@ -945,9 +964,10 @@ impl Resolver {
                 })?;
             let unix_now = crate::time::now();
             let step = walk::check_reply(&cur, reply.from, &next, &reply.message, unix_now, skew)?;
-            let is_last = next == name;
             let records = match step {
-                Step::Answer(records) if is_last => {
+                Step::Answer(records) | Step::Referral(records)
+                    if is_last && records.first().is_some_and(|k| k.name == name) =>
+                {
                     return Ok(Found::Keys {
                         keys: records,
                         chain,
@@ -963,8 +983,11 @@ impl Resolver {
                         });
                     }
                     let ttl = neg_ttl.unwrap_or(0).min(self.cfg.negative_ttl);
-                    self.links
-                        .insert(key, Link::NotCut, now + Duration::from_secs(u64::from(ttl)));
+                    self.links.insert(
+                        key,
+                        Link::NotCut(Arc::from(Vec::new())),
+                        now + Duration::from_secs(u64::from(ttl)),
+                    );
                     continue;
                 }
                 Step::NxDomain { neg_ttl } => {
@@ -992,33 +1015,22 @@ impl Resolver {
                     detail: format!("referral to {} when {next} was asked", records[0].name),
                 });
             }
+            let expires = expires_of(now, unix_now, &records, self.cfg.max_ttl);
             match walk::child_server(&cur, &records, self.secondaries(&next))? {
                 Some(child) => {
-                    let ttl = records.iter().map(|k| k.ttl).min().unwrap_or(0);
-                    let mut expires =
-                        now + Duration::from_secs(u64::from(ttl.min(self.cfg.max_ttl)));
-                    for k in &records {
-                        expires = expires.min(expires_in(
-                            now,
-                            k.ttl,
-                            Some(&k.record),
-                            unix_now,
-                            self.cfg.max_ttl,
-                        ));
-                    }
                     let child = Arc::new(child);
-                    self.links.insert(key, Link::Server(child.clone()), expires);
+                    self.links.insert(
+                        key,
+                        Link::Server(child.clone(), Arc::from(records)),
+                        expires,
+                    );
                     cur = child.clone();
                     chain.push(child);
                 }
                 None => {
                     // An entity at an inner name: not a zone cut, the same server goes on.
-                    let ttl = records.iter().map(|k| k.ttl).min().unwrap_or(0);
-                    self.links.insert(
-                        key,
-                        Link::NotCut,
-                        now + Duration::from_secs(u64::from(ttl.min(self.cfg.max_ttl))),
-                    );
+                    self.links
+                        .insert(key, Link::NotCut(Arc::from(records)), expires);
                 }
             }
         }

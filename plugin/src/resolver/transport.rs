@@ -15,7 +15,7 @@ use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::tcp::TcpClientStream;
 use hickory_net::udp::UdpClientStream;
 use hickory_net::xfer::{DnsExchange, DnsHandle};
-use hickory_proto::op::{DnsRequest, DnsRequestOptions, Message, Query};
+use hickory_proto::op::{DnsRequest, DnsRequestOptions, Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 
 /// EDNS payload size asked for (the DNS Flag Day 2020 value).
@@ -24,7 +24,7 @@ pub const EDNS_PAYLOAD: u16 = 1232;
 /// Counters of what was sent and received (the transport's own, and per resolution).
 #[derive(Debug, Default)]
 pub struct TransportStats {
-    /// Queries sent (each UDP attempt and each TCP query counts once).
+    /// Queries sent (one per question asked of one address over UDP, and per TCP retry).
     pub queries: AtomicU64,
     /// Bytes of DNS messages sent.
     pub bytes_out: AtomicU64,
@@ -79,7 +79,8 @@ impl Transport {
         let per_try = self.timeout / u32::from(self.attempts);
         UdpClientStream::builder(addr, self.provider.clone())
             .with_timeout(Some(self.timeout))
-            .with_max_retries(self.attempts - 1)
+            // hickory counts every send here, the first included.
+            .with_max_retries(self.attempts)
             .with_retry_interval_floor(per_try.as_millis().max(50) as u64)
             .exchange()
     }
@@ -155,8 +156,25 @@ impl Transport {
         let now = Instant::now();
         let mut order: Vec<SocketAddr> = addrs.to_vec();
         order.sort_by_key(|a| self.down.get(a).is_some_and(|until| *until > now));
+        let mut last_rcode = None;
         for addr in order {
             match self.query_one(addr, name, rtype, false, tally).await {
+                // A server that cannot or will not answer: its secondaries may.
+                Ok(message)
+                    if matches!(
+                        message.metadata.response_code,
+                        ResponseCode::ServFail | ResponseCode::Refused | ResponseCode::NotImp
+                    ) =>
+                {
+                    errors.push(format!(
+                        "{addr}: answered {}",
+                        message.metadata.response_code
+                    ));
+                    last_rcode = Some(Reply {
+                        message,
+                        from: addr,
+                    });
+                }
                 Ok(message) => {
                     self.down.remove(&addr);
                     return Ok(Reply {
@@ -170,6 +188,7 @@ impl Transport {
                 }
             }
         }
-        Err(errors.join("; "))
+        // Every address refused or failed: the last refusal speaks (its RCODE is reported).
+        last_rcode.ok_or_else(|| errors.join("; "))
     }
 }

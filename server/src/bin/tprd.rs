@@ -23,7 +23,10 @@ use twinpeaks::time;
 
 /// The TwinPeaks key-resolver daemon.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(
+    version,
+    about = "tprd: the local TwinPeaks key resolver (verified TYPE65300 with AD, A/AAAA)"
+)]
 struct Args {
     /// The resolver's config file (see docs/operator.md, "Key resolver daemon").
     #[arg(short, long)]

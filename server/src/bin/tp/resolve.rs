@@ -88,6 +88,7 @@ fn report_json(r: &Report) -> serde_json::Value {
         "bytes_out": r.bytes_out,
         "bytes_in": r.bytes_in,
         "elapsed_us": r.elapsed.as_micros() as u64,
+        "elapsed_ns": r.elapsed.as_nanos() as u64,
     })
 }
 
