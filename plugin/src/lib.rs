@@ -14,5 +14,6 @@ pub mod resolver;
 pub mod server;
 pub mod store;
 pub mod time;
+pub mod tls;
 pub mod zone;
 pub mod zonefile;

@@ -45,6 +45,8 @@ macro_rules! sayln {
 mod demo;
 #[path = "tp/resolve.rs"]
 mod resolve;
+#[path = "tp/tls.rs"]
+mod tls;
 
 #[derive(Parser)]
 #[command(version, about = "TwinPeaks operator and client tool")]
@@ -207,6 +209,94 @@ enum Cmd {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Connect to NAME[:PORT] over TLS 1.3 with no certificate: the server must present the
+    /// raw public key the key hierarchy publishes for NAME at the IP DNS gives.
+    Connect {
+        /// NAME or NAME:PORT (default port 4433).
+        target: String,
+        /// Resolver settings (tprd.toml); or give --anchors and --dns.
+        #[arg(long, conflicts_with = "anchors")]
+        config: Option<PathBuf>,
+        /// Trust-anchor file (repeatable).
+        #[arg(long)]
+        anchors: Vec<PathBuf>,
+        /// DNS server for the address (ADDR:PORT, repeatable).
+        #[arg(long)]
+        dns: Vec<SocketAddr>,
+        /// Present this entity key (mutual authentication).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Line to send; the echo is printed.
+        #[arg(long, default_value = "hello over TwinPeaks TLS")]
+        message: String,
+    },
+    /// Serve an echo service over TLS 1.3 with an entity's key as a raw public key.
+    Serve {
+        /// The entity's key file (from tp finalize).
+        #[arg(long)]
+        key: PathBuf,
+        /// Address to listen on (the key's own IP).
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Require a client key: one of these names, at the client's own IP (repeatable).
+        #[arg(long)]
+        client: Vec<String>,
+        /// Resolver settings for client keys; or give --anchors and --dns.
+        #[arg(long, conflicts_with = "anchors")]
+        config: Option<PathBuf>,
+        /// Trust-anchor file (repeatable).
+        #[arg(long)]
+        anchors: Vec<PathBuf>,
+        /// DNS server (ADDR:PORT, repeatable).
+        #[arg(long)]
+        dns: Vec<SocketAddr>,
+    },
+    /// Encrypt to an entity's verified key (ECIES bound to its name and IP).
+    Seal {
+        /// The entity's name.
+        #[arg(long)]
+        to: String,
+        /// Its IP, when it has several keys.
+        #[arg(long)]
+        ip: Option<IpAddr>,
+        /// Resolver settings; or give --anchors.
+        #[arg(long, conflicts_with = "anchors")]
+        config: Option<PathBuf>,
+        /// Trust-anchor file (repeatable).
+        #[arg(long)]
+        anchors: Vec<PathBuf>,
+        /// Input (default stdin).
+        #[arg(long = "in")]
+        input: Option<PathBuf>,
+        /// Output (default stdout).
+        #[arg(long = "out")]
+        output: Option<PathBuf>,
+    },
+    /// Decrypt what tp seal made for this entity.
+    Open {
+        /// The entity's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Input (default stdin).
+        #[arg(long = "in")]
+        input: Option<PathBuf>,
+        /// Output (default stdout).
+        #[arg(long = "out")]
+        output: Option<PathBuf>,
+    },
+    /// Write an entity key as PKCS#8 PEM (0600) and its public key as SPKI PEM, for stock TLS
+    /// stacks with raw public keys (gnutls-serv --rawpkkeyfile/--rawpkfile).
+    ExportKey {
+        /// The entity's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Where to write the private key (PKCS#8 PEM, created 0600).
+        #[arg(long)]
+        pkcs8: PathBuf,
+        /// Where to write the public key (SPKI PEM).
+        #[arg(long)]
+        spki: Option<PathBuf>,
     },
     /// Make a throwaway key server and a zone of COUNT members (benchmarks).
     GenZone {
@@ -386,6 +476,65 @@ fn run(cmd: Cmd) -> Result<()> {
             repeat,
             json,
         ),
+        Cmd::Connect {
+            target,
+            config,
+            anchors,
+            dns,
+            key,
+            message,
+        } => tls::connect(
+            &resolve::Source {
+                config,
+                anchors,
+                dns,
+                quorum: None,
+            },
+            &target,
+            key.as_deref(),
+            &message,
+        ),
+        Cmd::Serve {
+            key,
+            listen,
+            client,
+            config,
+            anchors,
+            dns,
+        } => {
+            let cfg = if config.is_some() || !anchors.is_empty() {
+                Some(resolve::config(&resolve::Source {
+                    config,
+                    anchors,
+                    dns,
+                    quorum: None,
+                })?)
+            } else {
+                None
+            };
+            tls::serve(&key, listen, &client, cfg)
+        }
+        Cmd::Seal {
+            to,
+            ip,
+            config,
+            anchors,
+            input,
+            output,
+        } => tls::seal(
+            &resolve::Source {
+                config,
+                anchors,
+                dns: Vec::new(),
+                quorum: None,
+            },
+            &to,
+            ip,
+            input.as_deref(),
+            output.as_deref(),
+        ),
+        Cmd::Open { key, input, output } => tls::open(&key, input.as_deref(), output.as_deref()),
+        Cmd::ExportKey { key, pkcs8, spki } => tls::export_key(&key, &pkcs8, spki.as_ref()),
         Cmd::GenZone { count, out, origin } => gen_zone(count, &out, &origin),
         Cmd::Demo {
             zones,

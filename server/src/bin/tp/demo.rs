@@ -18,6 +18,8 @@ use super::{Target, finalize, issue_to, keygen, kgc_setup, self_issue_root};
 const DNS_ADDR: &str = "127.0.0.1:5353";
 /// The local key resolver (tprd).
 const RESOLVER_ADDR: &str = "127.0.0.1:5301";
+/// www.example.com's TLS echo service (tp serve), at www's own address.
+const TLS_ADDR: &str = "127.0.0.10:4433";
 const PORT: u16 = 5300;
 
 /// (name, state subdirectory, address, key zone file, parent subdirectory)
@@ -195,6 +197,22 @@ fn wait_until_up(children: &mut Children, addr: SocketAddr, zone: &str) -> Resul
     }
 }
 
+fn wait_until_listening(children: &mut Children, addr: SocketAddr) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_err() {
+        for (what, c) in &mut children.0 {
+            if let Ok(Some(status)) = c.try_wait() {
+                bail!("{what} exited ({status}); see its log above");
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("nothing listens on {addr}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
 /// Run the demo.
 pub fn run(zones: &Path, state: &Path, check: bool) -> Result<()> {
     if !zones.join("keys").is_dir() || !zones.join("dns").is_dir() {
@@ -249,9 +267,23 @@ pub fn run(zones: &Path, state: &Path, check: bool) -> Result<()> {
         .context("starting tprd")?;
     children.0.push(("tprd".into(), child));
     wait_until_up(&mut children, RESOLVER_ADDR.parse()?, "www.example.com.")?;
+    // www's TLS service: its TwinPeaks key as a raw public key, at its own address.
+    let www_key = state
+        .join("entities")
+        .join("www.example.com.127.0.0.10.key");
+    let child = Command::new(std::env::current_exe()?)
+        .arg("serve")
+        .arg("--key")
+        .arg(&www_key)
+        .args(["--listen", TLS_ADDR])
+        .stdin(Stdio::null())
+        .spawn()
+        .context("starting tp serve")?;
+    children.0.push(("tp serve".into(), child));
+    wait_until_listening(&mut children, TLS_ADDR.parse()?)?;
     let tp = std::env::current_exe()?;
     sayln!(
-        "\nThe demo is up: DNS at {DNS_ADDR}; key servers . at 127.0.0.2:{PORT}, com. at 127.0.0.3:{PORT}, example.com. at 127.0.0.4:{PORT}; the local key resolver at {RESOLVER_ADDR}.\nTry:\n"
+        "\nThe demo is up: DNS at {DNS_ADDR}; key servers . at 127.0.0.2:{PORT}, com. at 127.0.0.3:{PORT}, example.com. at 127.0.0.4:{PORT}; the local key resolver at {RESOLVER_ADDR}; www's TLS echo service at {TLS_ADDR}.\nTry:\n"
     );
     sayln!("  dig -p 5353 @127.0.0.1 www.example.com A               # the address, from DNS");
     sayln!(
@@ -272,6 +304,11 @@ pub fn run(zones: &Path, state: &Path, check: bool) -> Result<()> {
     );
     sayln!(
         "  {} resolve --config {} --repeat 2 www.example.com   # IP from DNS + its verified key: chain, cold then cached",
+        tp.display(),
+        resolver_cfg.display()
+    );
+    sayln!(
+        "  {} connect --config {} www.example.com:4433   # TLS 1.3, no certificate: www's key as resolved",
         tp.display(),
         resolver_cfg.display()
     );
