@@ -102,6 +102,22 @@ fn the_demo_comes_up_and_its_dig_commands_work() {
             && r.contains("cache hit: 0 queries"),
         "{r}"
     );
+    // TLS with no certificate: www's key, as resolved, is the one its service presents.
+    let connect = out.lines().find(|l| l.contains(" connect --config")).unwrap();
+    let args: Vec<&str> = connect
+        .split('#')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .collect();
+    let c = common::ok(Command::new(bin("tp")).args(&args));
+    assert!(
+        c.contains("with TLSv1_3")
+            && c.contains("= the key published for www.example.com. at 127.0.0.10")
+            && c.contains("hello over TwinPeaks TLS"),
+        "{c}"
+    );
     let d = out
         .lines()
         .find(|l| l.trim_start().starts_with("dig -p 5301"))
