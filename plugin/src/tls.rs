@@ -345,6 +345,26 @@ fn presented_hex(spki_der: &[u8]) -> String {
         .unwrap_or_else(|_| format!("(not P-256) {}", hex::encode(spki_der)))
 }
 
+// A client presenting its own key connects from the address that key is bound to: the server
+// looks the key up for the connection's source address.
+async fn tcp_connect(addr: SocketAddr, from: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(ip) = from else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if ip.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(ip, 0)).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot send from {ip}, the address of the client's key: {e}"),
+        )
+    })?;
+    socket.connect(addr).await
+}
+
 enum Attempt {
     Ok(Box<TlsStream<TcpStream>>),
     Mismatch(Vec<u8>),
@@ -366,7 +386,7 @@ async fn attempt(
             });
         }
     };
-    let tcp = match TcpStream::connect(addr).await {
+    let tcp = match tcp_connect(addr, own.map(|k| k.identity().ip)).await {
         Ok(t) => t,
         Err(e) => {
             return Attempt::Failed(ConnectError::Io {
