@@ -103,7 +103,10 @@ fn the_demo_comes_up_and_its_dig_commands_work() {
         "{r}"
     );
     // TLS with no certificate: www's key, as resolved, is the one its service presents.
-    let connect = out.lines().find(|l| l.contains(" connect --config")).unwrap();
+    let connect = out
+        .lines()
+        .find(|l| l.contains(" connect --config"))
+        .unwrap();
     let args: Vec<&str> = connect
         .split('#')
         .next()
