@@ -269,7 +269,7 @@ pub fn client_config(
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The name's (IP, key) pairs could not be resolved.
-    #[error("{0}")]
+    #[error(transparent)]
     Resolve(#[from] ResolveError),
     /// No TCP connection.
     #[error("{addr}: {reason}")]
@@ -307,7 +307,7 @@ pub enum ConnectError {
     /// The cached key was refused by the server and the hierarchy publishes no key for this
     /// name and IP any more.
     #[error(
-        "outdated key: {addr} did not accept the cached key {cached} of {name} at {ip}, and a fresh resolution gives none: {reason}"
+        "outdated key: {addr} does not present the cached key {cached} of {name} at {ip}, and a fresh resolution gives none: {reason}"
     )]
     OutdatedKey {
         /// The name.
