@@ -764,7 +764,9 @@ fn a_dns_address_without_a_key_is_refused_while_keys_without_dns_still_resolve()
             name,
             ip,
             published,
+            from_dns,
         }) => {
+            assert!(from_dns);
             assert_eq!(name, WWW);
             assert_eq!(ip.to_string(), "192.0.2.66");
             assert_eq!(published, WWW_IP);

@@ -21,10 +21,10 @@ pub struct IssueOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum IssueError {
     /// The request or the keys are not acceptable.
-    #[error("{0}")]
+    #[error(transparent)]
     Crypto(#[from] CryptoError),
     /// The record could not be made.
-    #[error("{0}")]
+    #[error(transparent)]
     Record(#[from] RecordError),
     /// The request does not belong in this key server's zone.
     #[error("{0}")]

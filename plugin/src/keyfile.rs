@@ -10,17 +10,18 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::clpkc::{self, EntityKey, Identity, KeyRequest, Kgc, KgcParams, SecretValue};
+use crate::record::KeyRecord;
 
 /// A key file problem, naming the file.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
     /// I/O on the file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
+        /// The cause (not a `source`: the message already says it once).
+        error: std::io::Error,
     },
     /// The file's content is wrong.
     #[error("{path}: {reason}")]
@@ -40,9 +41,9 @@ fn bad(path: &Path, reason: impl Into<String>) -> KeyFileError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError + '_ {
-    move |source| KeyFileError::Io {
+    move |error| KeyFileError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
@@ -247,4 +248,55 @@ pub fn read_request(path: &Path) -> Result<KeyRequest, KeyFileError> {
     req.verify_pop()
         .map_err(|e| bad(path, format!("proof of possession: {e}")))?;
     Ok(req)
+}
+
+/// The response to a key request (public): the record as issued and the partial key `(W, d)`
+/// sealed to the requester's `X` (ECIES, identity bound, [`clpkc::seal`]), so it may travel
+/// over any channel; only the holder of `x` can open it.
+pub fn response_to_text(
+    req: &KeyRequest,
+    issuer: &KgcParams,
+    sealed_partial_key: &[u8],
+    record: &KeyRecord,
+) -> String {
+    let (name, ip) = (&req.identity.name, req.identity.ip);
+    format!(
+        "# TwinPeaks response to the key request of {name} at {ip}; the partial key is sealed to\n# the requester's X: finish with `tp finalize`\nname = \"{name}\"\nip = \"{ip}\"\nissuer_params = \"{}\"\nsealed_partial_key = \"{}\"\nrecord = \"{record}\"\n",
+        hex::encode(issuer.encode()),
+        hex::encode(sealed_partial_key)
+    )
+}
+
+#[derive(Deserialize)]
+struct ResponseFile {
+    name: String,
+    ip: IpAddr,
+    issuer_params: String,
+    sealed_partial_key: String,
+}
+
+/// A response file's fields, as [`parse_response`] reads them.
+pub struct Response {
+    /// The requester's name, as written.
+    pub name: String,
+    /// Its IP.
+    pub ip: IpAddr,
+    /// The issuer's params, encoded ([`KgcParams::decode`]).
+    pub issuer_params: Vec<u8>,
+    /// The partial key sealed to the requester ([`SecretValue::open`]).
+    pub sealed_partial_key: Vec<u8>,
+}
+
+/// Parse the text of the response file `path` (made by [`response_to_text`]).
+pub fn parse_response(path: &Path, text: &str) -> Result<Response, KeyFileError> {
+    let f: ResponseFile = parse_toml(path, text)?;
+    let issuer_params = hex::decode(&f.issuer_params).map_err(|_| bad(path, "issuer_params"))?;
+    let sealed_partial_key = hex::decode(&f.sealed_partial_key)
+        .map_err(|_| bad(path, "sealed_partial_key is not hex"))?;
+    Ok(Response {
+        name: f.name,
+        ip: f.ip,
+        issuer_params,
+        sealed_partial_key,
+    })
 }

@@ -130,17 +130,20 @@ pub enum ResolveError {
         /// The key server that said so.
         server: String,
     },
-    /// DNS gave an address that has no verified key: a poisoned or stale DNS answer.
+    /// An address without a verified key: from DNS, a poisoned or stale DNS answer.
     #[error(
-        "{name}: DNS gives {ip}, which has no verified key (keys are published for {published})"
+        "{name}: {} {ip}, which has no verified key (keys are published for {published})",
+        if *from_dns { "DNS gives" } else { "asked for" }
     )]
     NoKeyForIp {
         /// The name.
         name: String,
-        /// The address DNS gave.
+        /// The address.
         ip: IpAddr,
         /// Addresses that have keys.
         published: String,
+        /// Whether the address came from DNS (else the caller asked for it).
+        from_dns: bool,
     },
     /// DNS has no address for the name.
     #[error("{name}: DNS has no address ({})", if *nxdomain { "NXDOMAIN" } else { "no A or AAAA records" })]
@@ -549,6 +552,7 @@ impl Resolver {
                 name: set.name.clone(),
                 ip,
                 published: published(&set.keys),
+                from_dns: false,
             })
     }
 
@@ -660,6 +664,7 @@ impl Resolver {
                     name: name.to_string(),
                     ip,
                     published: published(&keys.keys),
+                    from_dns: true,
                 })?;
             pairs.push((ip, k.clone()));
         }

@@ -103,7 +103,7 @@ pub fn serve(
     resolver_cfg: Option<ResolverConfig>,
 ) -> Result<()> {
     let (own, _) = keyfile::read_entity(key)?;
-    if own.identity().ip != listen.ip() {
+    if own.identity().ip != listen.ip() && !listen.ip().is_unspecified() {
         eprintln!(
             "tp serve: warning: the key is bound to {}, the service listens on {}: clients will refuse it",
             own.identity().ip,
@@ -111,10 +111,14 @@ pub fn serve(
         );
     }
     runtime()?.block_on(async move {
-        let resolver = resolver_cfg.map(Resolver::new).transpose()?.map(Arc::new);
-        if !clients.is_empty() && resolver.is_none() {
-            bail!("--client needs a resolver (--config or --anchors with --dns) to resolve client keys");
-        }
+        // Client keys are asked for only when clients are named.
+        let resolver = match (clients.is_empty(), resolver_cfg) {
+            (true, _) => None,
+            (false, Some(cfg)) => Some(Arc::new(Resolver::new(cfg)?)),
+            (false, None) => bail!(
+                "--client needs trust anchors to resolve client keys (--config or --anchors)"
+            ),
+        };
         let plain = Arc::new(tls::server_config(&own, None)?);
         let listener = TcpListener::bind(listen)
             .await
