@@ -1,7 +1,7 @@
 //! NOTIFY (RFC 1996): tell secondaries a key zone changed, so they transfer it now rather
 //! than at their next refresh.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
@@ -10,8 +10,10 @@ use hickory_proto::serialize::binary::{BinDecodable, BinEncodable};
 use tokio::net::UdpSocket;
 use tracing::{info, warn};
 
-/// Send NOTIFY for `zone` to `target`, retrying a few times; returns whether it was acknowledged.
-pub async fn notify(zone: Name, serial: u32, target: SocketAddr) -> bool {
+/// Send NOTIFY for `zone` to `target` from `source` (the key server's own listen address: a
+/// secondary's allow-notify matches the source), retrying a few times; returns whether it was
+/// acknowledged.
+pub async fn notify(zone: Name, serial: u32, target: SocketAddr, source: Option<IpAddr>) -> bool {
     let mut msg = Message::query();
     msg.metadata.id = rand_core::RngCore::next_u32(&mut rand_core::OsRng) as u16;
     msg.metadata.op_code = OpCode::Notify;
@@ -21,13 +23,17 @@ pub async fn notify(zone: Name, serial: u32, target: SocketAddr) -> bool {
     let Ok(bytes) = msg.to_bytes() else {
         return false;
     };
-    let bind: SocketAddr = if target.is_ipv4() {
-        SocketAddr::from(([0, 0, 0, 0], 0))
-    } else {
-        SocketAddr::from(([0u16; 8], 0))
+    let bind: SocketAddr = match source {
+        Some(ip) if ip.is_ipv4() == target.is_ipv4() => SocketAddr::new(ip, 0),
+        _ if target.is_ipv4() => SocketAddr::from(([0, 0, 0, 0], 0)),
+        _ => SocketAddr::from(([0u16; 8], 0)),
     };
-    let Ok(sock) = UdpSocket::bind(bind).await else {
-        return false;
+    let sock = match UdpSocket::bind(bind).await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(zone = %zone, serial, peer = %target, source = %bind, error = %e, "NOTIFY not sent: cannot bind its source");
+            return false;
+        }
     };
     let mut buf = [0u8; 512];
     for attempt in 0..3u32 {

@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use sled::Transactional;
+
 use crate::record::KeyRecord;
 
 /// A store problem.
@@ -11,7 +13,7 @@ use crate::record::KeyRecord;
 pub enum StoreError {
     /// sled failed.
     #[error("store: {0}")]
-    Sled(#[from] sled::Error),
+    Sled(sled::Error),
     /// A stored value does not decode.
     #[error("store: member {key} is corrupt: {reason}")]
     Corrupt {
@@ -22,11 +24,19 @@ pub enum StoreError {
     },
 }
 
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Sled(e)
+    }
+}
+
 /// Enrolled members, per zone.
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
     members: sled::Tree,
+    // Zone-file members re-signed by the server, same keys as `members`.
+    resigned: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -40,11 +50,18 @@ impl Store {
         // Every write is flushed by `put`/`remove` themselves; no periodic flusher thread.
         let db = sled::Config::new().path(path).flush_every_ms(None).open()?;
         let members = db.open_tree("members")?;
+        let resigned = db.open_tree("resigned")?;
         let meta = db.open_tree("meta")?;
-        Ok(Self { db, members, meta })
+        Ok(Self {
+            db,
+            members,
+            resigned,
+            meta,
+        })
     }
 
-    /// Add or replace a member of `zone`; durable when this returns.
+    /// Add or replace a member of `zone`; durable when this returns. The member and the
+    /// zone's generation are written in one transaction.
     pub fn put(
         &self,
         zone: &str,
@@ -52,15 +69,48 @@ impl Store {
         ttl: u32,
         record: &KeyRecord,
     ) -> Result<(), StoreError> {
-        let wire = record.to_wire().map_err(|e| StoreError::Corrupt {
-            key: format!("{owner} {}", record.ip),
-            reason: e.to_string(),
-        })?;
-        let mut value = ttl.to_be_bytes().to_vec();
-        value.extend_from_slice(&wire);
-        self.members
-            .insert(member_key(zone, owner, record.ip), value)?;
-        self.bump(zone)?;
+        self.put_many(zone, &[(owner.to_string(), ttl, record.clone())], &[])
+    }
+
+    /// Add or replace several members, and the re-signed copies of zone-file members, with
+    /// one generation step, in one transaction; durable when this returns.
+    pub fn put_many(
+        &self,
+        zone: &str,
+        members: &[(String, u32, KeyRecord)],
+        resigned: &[(String, KeyRecord)],
+    ) -> Result<(), StoreError> {
+        let encode = |owner: &str, record: &KeyRecord| {
+            record.to_wire().map_err(|e| StoreError::Corrupt {
+                key: format!("{owner} {}", record.ip),
+                reason: e.to_string(),
+            })
+        };
+        let mut rows = Vec::with_capacity(members.len());
+        for (owner, ttl, record) in members {
+            let mut value = ttl.to_be_bytes().to_vec();
+            value.extend_from_slice(&encode(owner, record)?);
+            rows.push((member_key(zone, owner, record.ip), value));
+        }
+        let mut overlay = Vec::with_capacity(resigned.len());
+        for (owner, record) in resigned {
+            overlay.push((member_key(zone, owner, record.ip), encode(owner, record)?));
+        }
+        if rows.is_empty() && overlay.is_empty() {
+            return Ok(());
+        }
+        (&self.members, &self.resigned, &self.meta)
+            .transaction(|(m, r, meta)| {
+                for (k, v) in &rows {
+                    m.insert(k.as_slice(), v.as_slice())?;
+                }
+                for (k, v) in &overlay {
+                    r.insert(k.as_slice(), v.as_slice())?;
+                }
+                bump_in(meta, zone)?;
+                Ok(())
+            })
+            .map_err(tx_error)?;
         self.db.flush()?;
         Ok(())
     }
@@ -83,30 +133,51 @@ impl Store {
             })
     }
 
-    /// Remove a member; returns whether it existed.
+    /// Remove a member (and any re-signed copy); returns whether it existed.
     pub fn remove(
         &self,
         zone: &str,
         owner: &str,
         ip: std::net::IpAddr,
     ) -> Result<bool, StoreError> {
-        let existed = self.members.remove(member_key(zone, owner, ip))?.is_some();
-        if existed {
-            self.bump(zone)?;
-            self.db.flush()?;
-        }
+        let key = member_key(zone, owner, ip);
+        let existed = (&self.members, &self.resigned, &self.meta)
+            .transaction(|(m, r, meta)| {
+                let a = m.remove(key.as_slice())?.is_some();
+                let b = r.remove(key.as_slice())?.is_some();
+                if a || b {
+                    bump_in(meta, zone)?;
+                }
+                Ok(a)
+            })
+            .map_err(tx_error)?;
+        self.db.flush()?;
         Ok(existed)
     }
 
-    fn bump(&self, zone: &str) -> Result<(), StoreError> {
-        self.meta.update_and_fetch(format!("gen\0{zone}"), |old| {
-            let n = old
-                .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                .map(u32::from_be_bytes)
-                .unwrap_or(0);
-            Some(n.wrapping_add(1).to_be_bytes().to_vec())
-        })?;
-        Ok(())
+    /// Re-signed copies of zone-file members of `zone`: (owner, record). The server takes one
+    /// in place of the file's line while the line is otherwise unchanged.
+    pub fn resigned(&self, zone: &str) -> Result<Vec<(String, KeyRecord)>, StoreError> {
+        let prefix = format!("{zone}\0").into_bytes();
+        let mut out = Vec::new();
+        for item in self.resigned.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            let key = String::from_utf8_lossy(&k).replace('\0', " ");
+            let owner = std::str::from_utf8(&k[prefix.len()..])
+                .ok()
+                .and_then(|s| s.split('\0').next())
+                .ok_or_else(|| StoreError::Corrupt {
+                    key: key.clone(),
+                    reason: "bad key".into(),
+                })?
+                .to_string();
+            let record = KeyRecord::from_wire(&v).map_err(|e| StoreError::Corrupt {
+                key,
+                reason: e.to_string(),
+            })?;
+            out.push((owner, record));
+        }
+        Ok(out)
     }
 
     /// How many times `zone`'s members changed (added to its SOA serial).
@@ -139,6 +210,27 @@ impl Store {
             out.push((owner, ttl, record));
         }
         Ok(out)
+    }
+}
+
+fn bump_in(
+    meta: &sled::transaction::TransactionalTree,
+    zone: &str,
+) -> Result<(), sled::transaction::UnabortableTransactionError> {
+    let key = format!("gen\0{zone}");
+    let n = meta
+        .get(key.as_bytes())?
+        .and_then(|b| <[u8; 4]>::try_from(b.as_ref()).ok())
+        .map(u32::from_be_bytes)
+        .unwrap_or(0);
+    meta.insert(key.as_bytes(), n.wrapping_add(1).to_be_bytes().to_vec())?;
+    Ok(())
+}
+
+fn tx_error(e: sled::transaction::TransactionError) -> StoreError {
+    match e {
+        sled::transaction::TransactionError::Storage(e)
+        | sled::transaction::TransactionError::Abort(e) => StoreError::Sled(e),
     }
 }
 

@@ -77,6 +77,7 @@ pub struct KeyZone {
     names: HashSet<LowerName>,
     delegations: HashSet<LowerName>,
     members: Vec<Member>,
+    withdrawn: Vec<Member>,
 }
 
 impl KeyZone {
@@ -220,11 +221,13 @@ impl KeyZone {
         let mut seen: HashMap<(String, std::net::IpAddr), String> = HashMap::new();
         let mut delegations = HashSet::new();
         // Owner names parsed once; a bad one is reported below and refuses the zone.
-        let owners: Vec<Option<Name>> = members
+        let mut owners: Vec<Option<Name>> = members
             .iter()
             .map(|m| Name::from_ascii(&m.owner).ok())
             .collect();
-        for (m, owner_name) in members.iter_mut().zip(&owners) {
+        // Members past their window: withdrawn (not served, the zone still loads).
+        let mut expired = HashSet::new();
+        for (i, (m, owner_name)) in members.iter_mut().zip(&owners).enumerate() {
             let (line, whence) = match &m.source {
                 Source::File(_, l) => (*l, format!("line {l}")),
                 Source::Store => (0, format!("enrolled member {} {}", m.owner, m.record.ip)),
@@ -294,13 +297,7 @@ impl KeyZone {
                 continue;
             }
             if now > u64::from(m.record.not_after) {
-                err(
-                    line,
-                    format!(
-                        "{prefix}expired on {}",
-                        crate::time::format(m.record.not_after)
-                    ),
-                );
+                expired.insert(i);
                 continue;
             }
             if let Some(first) = seen.insert((m.owner.clone(), m.record.ip), whence.clone()) {
@@ -316,6 +313,24 @@ impl KeyZone {
             if m.record.key_server.is_some() && owner_l != origin {
                 delegations.insert(owner_l);
             }
+        }
+        let mut withdrawn = Vec::new();
+        if !expired.is_empty() {
+            let mut i = 0;
+            let mut keep_owner = owners.into_iter();
+            let mut kept_owners = Vec::new();
+            members.retain(|m| {
+                let o = keep_owner.next().flatten();
+                let gone = expired.contains(&i);
+                i += 1;
+                if gone {
+                    withdrawn.push(m.clone());
+                } else {
+                    kept_owners.push(o);
+                }
+                !gone
+            });
+            owners = kept_owners;
         }
         // Entities may not sit below a delegation: the child key server owns them.
         if !delegations.is_empty() {
@@ -405,7 +420,13 @@ impl KeyZone {
             names,
             delegations,
             members,
+            withdrawn,
         })
+    }
+
+    /// Members left out because their validity window has ended (see `tp ctl renew`).
+    pub fn withdrawn(&self) -> &[Member] {
+        &self.withdrawn
     }
 
     /// The zone's apex.

@@ -43,6 +43,31 @@ pub struct Config {
     /// TTL of members enrolled online, seconds.
     #[serde(default = "default_ttl")]
     pub enroll_ttl: u32,
+    /// Re-sign a member when less than this much of its validity window is left, seconds.
+    #[serde(default = "default_resign_margin")]
+    pub resign_margin_secs: u64,
+    /// Length of the validity window a re-signed member gets, seconds.
+    #[serde(default = "default_resign_validity")]
+    pub resign_validity_secs: u64,
+    /// How far in the past a new window starts (against clients' clock skew), seconds.
+    #[serde(default = "default_backdate")]
+    pub inception_backdate_secs: u64,
+    /// How often tpkd looks for members due for re-signing, seconds.
+    #[serde(default = "default_resign_check")]
+    pub resign_check_secs: u64,
+}
+
+fn default_resign_margin() -> u64 {
+    30 * 86_400
+}
+fn default_resign_validity() -> u64 {
+    365 * 86_400
+}
+fn default_backdate() -> u64 {
+    3600
+}
+fn default_resign_check() -> u64 {
+    3600
 }
 
 fn default_log() -> String {
@@ -92,6 +117,12 @@ impl Config {
         if cfg.tcp_timeout_secs == 0 || cfg.enroll_validity_days == 0 {
             bail!(
                 "{}: tcp_timeout_secs and enroll_validity_days must be positive",
+                path.display()
+            );
+        }
+        if cfg.resign_check_secs == 0 || cfg.resign_validity_secs <= cfg.resign_margin_secs {
+            bail!(
+                "{}: resign_check_secs must be positive and resign_validity_secs longer than resign_margin_secs (a re-signed member would be due again at once)",
                 path.display()
             );
         }

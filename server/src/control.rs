@@ -10,6 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{info, warn};
 use twinpeaks::clpkc::{self, KeyRequest, KgcParams, PartialKey};
+use twinpeaks::keyfile;
 use twinpeaks::record::KeyRecord;
 
 use crate::keyserver::KeyServer;
@@ -19,23 +20,23 @@ const MAX_LINE: u64 = 64 * 1024;
 /// Time a client has to send its request line.
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The response to a key request: the record as issued and the partial key `(W, d)` sealed
-/// to the requester's `X` (ECIES, identity bound), so it may travel over any channel; only
-/// the holder of `x` can open it.
+/// The partial key could not be sealed to the requester.
+#[derive(Debug, thiserror::Error)]
+#[error("sealing the partial key: {0}")]
+pub struct SealError(pub clpkc::CryptoError);
+
+/// The response to a key request ([`keyfile::response_to_text`]): the record as issued and
+/// the partial key `(W, d)` sealed to the requester's `X`, so only the holder of `x` can
+/// open it.
 pub fn response_text(
     req: &KeyRequest,
     issuer: &KgcParams,
     partial: &PartialKey,
     record: &KeyRecord,
-) -> Result<String> {
-    let sealed = clpkc::seal(&req.x, &req.identity, &partial.encode(), &mut OsRng)
-        .map_err(|e| anyhow!("sealing the partial key: {e}"))?;
-    let (name, ip) = (&req.identity.name, req.identity.ip);
-    Ok(format!(
-        "# TwinPeaks response to the key request of {name} at {ip}; the partial key is sealed to\n# the requester's X: finish with `tp finalize`\nname = \"{name}\"\nip = \"{ip}\"\nissuer_params = \"{}\"\nsealed_partial_key = \"{}\"\nrecord = \"{record}\"\n",
-        hex::encode(issuer.encode()),
-        hex::encode(sealed)
-    ))
+) -> Result<String, SealError> {
+    let sealed =
+        clpkc::seal(&req.x, &req.identity, &partial.encode(), &mut OsRng).map_err(SealError)?;
+    Ok(keyfile::response_to_text(req, issuer, &sealed, record))
 }
 
 /// Serve the control socket until the task is dropped.
@@ -157,10 +158,40 @@ async fn answer(line: &str, ks: &Arc<KeyServer>) -> Result<String> {
             })
             .await??;
             info!(zone = %ks.cfg.name, member = %req.identity.name, ip = %record.ip, "member enrolled");
-            response_text(&req, ks.params(), &partial, &record)
+            Ok(response_text(&req, ks.params(), &partial, &record)?)
+        }
+        Some(op @ ("renew" | "remove")) => {
+            let (Some(name), Some(ip)) = (words.next(), words.next()) else {
+                return Err(anyhow!("{op}: expected `{op} NAME IP`"));
+            };
+            let ip: std::net::IpAddr = ip
+                .parse()
+                .map_err(|_| anyhow!("{op}: `{ip}` is not an IP address"))?;
+            let (ks2, name2) = (ks.clone(), name.to_string());
+            if op == "renew" {
+                let rec = tokio::task::spawn_blocking(move || ks2.renew(&name2, ip))
+                    .await?
+                    .map_err(|e| anyhow!("renew: {e}"))?;
+                info!(zone = %ks.cfg.name, member = %name, %ip, not_after = %twinpeaks::time::format(rec.not_after), "member renewed");
+                Ok(format!(
+                    "renewed = \"{name} {ip}\"\nnot_before = \"{}\"\nnot_after = \"{}\"\nserial = {}\n",
+                    twinpeaks::time::format(rec.not_before),
+                    twinpeaks::time::format(rec.not_after),
+                    ks.status().0
+                ))
+            } else {
+                tokio::task::spawn_blocking(move || ks2.remove(&name2, ip))
+                    .await?
+                    .map_err(|e| anyhow!("remove: {e}"))?;
+                info!(zone = %ks.cfg.name, member = %name, %ip, "member removed");
+                Ok(format!(
+                    "removed = \"{name} {ip}\"\nserial = {}\n",
+                    ks.status().0
+                ))
+            }
         }
         Some(other) => Err(anyhow!(
-            "unknown command `{other}` (reload, status, enroll)"
+            "unknown command `{other}` (reload, status, enroll, renew, remove)"
         )),
         None => Err(anyhow!("empty request")),
     }

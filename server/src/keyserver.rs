@@ -12,9 +12,11 @@ use twinpeaks::issue::{self, IssueOptions};
 use twinpeaks::keyfile;
 use twinpeaks::record::KeyRecord;
 use twinpeaks::store::Store;
-use twinpeaks::zone::{KeyZone, ZoneSigner};
-use twinpeaks::zonefile::ParsedZone;
+use twinpeaks::zone::{KeyZone, Source, ZoneSigner};
+use twinpeaks::zonefile::{Entry, ParsedZone};
 use twinpeaks::{time, zonefile};
+
+use tracing::warn;
 
 use crate::config::Config;
 
@@ -72,21 +74,61 @@ pub fn read_zone_file(cfg: &Config) -> Result<ParsedZone, String> {
 }
 
 /// Build the zone from a parsed file and the stored members (`signer.verified`: the zone being
-/// served, whose unchanged members are taken without signing or verifying again).
+/// served, whose unchanged members are taken without signing or verifying again). A zone-file
+/// member that the server re-signed is taken in its re-signed form while its line is otherwise
+/// unchanged and the copy's window ends later.
 pub fn build_zone(
     cfg: &Config,
-    parsed: ParsedZone,
+    mut parsed: ParsedZone,
     signer: &ZoneSigner<'_>,
     store: Option<&Store>,
 ) -> Result<KeyZone, String> {
-    let (stored, generation) = match store {
+    let (stored, generation, resigned) = match store {
         Some(s) => (
             s.members(&cfg.name).map_err(|e| e.to_string())?,
             s.generation(&cfg.name).map_err(|e| e.to_string())?,
+            s.resigned(&cfg.name).map_err(|e| e.to_string())?,
         ),
-        None => (Vec::new(), 0),
+        None => (Vec::new(), 0, Vec::new()),
     };
-    KeyZone::build(parsed, stored, generation, signer, time::now()).map_err(|e| e.to_string())
+    if !resigned.is_empty() {
+        let copies: std::collections::HashMap<(String, std::net::IpAddr), KeyRecord> =
+            resigned.into_iter().map(|(o, r)| ((o, r.ip), r)).collect();
+        for line in &mut parsed.lines {
+            let Entry::Key(rec) = &mut line.entry else {
+                continue;
+            };
+            let owner = line.owner.to_ascii().to_ascii_lowercase();
+            if let Some(copy) = copies.get(&(owner, rec.ip))
+                && same_key(rec, copy)
+                && copy.not_after > rec.not_after
+            {
+                *rec = copy.clone();
+            }
+        }
+    }
+    let zone = KeyZone::build(parsed, stored, generation, signer, time::now())
+        .map_err(|e| e.to_string())?;
+    for m in zone.withdrawn() {
+        warn!(
+            zone = %cfg.name,
+            member = %m.owner,
+            ip = %m.record.ip,
+            expired = %time::format(m.record.not_after),
+            "member withdrawn: its validity window has ended (tp ctl renew brings it back)"
+        );
+    }
+    Ok(zone)
+}
+
+/// The same key and fields, whatever the window and the signature.
+fn same_key(a: &KeyRecord, b: &KeyRecord) -> bool {
+    KeyRecord {
+        not_before: b.not_before,
+        not_after: b.not_after,
+        signature: b.signature,
+        ..a.clone()
+    } == *b
 }
 
 impl KeyServer {
@@ -158,12 +200,13 @@ impl KeyServer {
         req: &KeyRequest,
         key_server: Option<(u16, KgcParams)>,
     ) -> Result<(KeyRecord, PartialKey)> {
-        let now = time::now();
-        let not_before = u32::try_from(now).unwrap_or(u32::MAX);
+        let (not_before, not_after) = self.window(
+            time::now(),
+            u64::from(self.cfg.enroll_validity_days) * 86_400,
+        );
         let opts = IssueOptions {
             not_before,
-            not_after: not_before
-                .saturating_add(self.cfg.enroll_validity_days.saturating_mul(86_400)),
+            not_after,
             key_server,
         };
         // The proof of possession is checked by the extraction inside `issue`.
@@ -186,6 +229,115 @@ impl KeyServer {
             return Err(anyhow!("enrollment refused, zone unchanged: {e}"));
         }
         Ok((record, partial))
+    }
+
+    /// Re-sign every served member whose window ends within the refresh margin: a fresh
+    /// window starting `inception_backdate_secs` ago, signed with this server's key, stored
+    /// (with one generation step) and served. Members already expired stay withdrawn.
+    /// Returns how many were re-signed.
+    pub fn resign_due(&self) -> Result<usize, String> {
+        let file = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let now = time::now();
+        let served = self.zone.load_full();
+        let window = self.window(now, self.cfg.resign_validity_secs);
+        let mut members = Vec::new();
+        let mut copies = Vec::new();
+        for m in served.members() {
+            let end = u64::from(m.record.not_after);
+            if end <= now || end > now.saturating_add(self.cfg.resign_margin_secs) {
+                continue;
+            }
+            let mut rec = KeyRecord {
+                not_before: window.0,
+                not_after: window.1,
+                signature: None,
+                ..m.record.clone()
+            };
+            rec.sign(&m.owner, &self.own).map_err(|e| e.to_string())?;
+            match m.source {
+                Source::Store => members.push((m.owner.clone(), m.ttl, rec)),
+                Source::File(..) => copies.push((m.owner.clone(), rec)),
+            }
+        }
+        let n = members.len() + copies.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        self.store
+            .put_many(&self.cfg.name, &members, &copies)
+            .map_err(|e| e.to_string())?;
+        self.rebuild(file.clone())?;
+        Ok(n)
+    }
+
+    /// Renew a member: the same key with a fresh window (resign_validity_secs), served at once;
+    /// this also brings back a member withdrawn because its window had ended.
+    pub fn renew(&self, owner: &str, ip: std::net::IpAddr) -> Result<KeyRecord, String> {
+        let owner = twinpeaks::clpkc::canonical_name(owner).map_err(|e| e.to_string())?;
+        let file = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let served = self.zone.load_full();
+        let m = served
+            .members()
+            .iter()
+            .chain(served.withdrawn())
+            .find(|m| m.owner == owner && m.record.ip == ip)
+            .ok_or_else(|| format!("{owner} {ip} is not a member of {}", self.cfg.name))?;
+        let window = self.window(time::now(), self.cfg.resign_validity_secs);
+        let mut rec = KeyRecord {
+            not_before: window.0,
+            not_after: window.1,
+            signature: None,
+            ..m.record.clone()
+        };
+        rec.sign(&owner, &self.own).map_err(|e| e.to_string())?;
+        let (members, copies) = match m.source {
+            Source::Store => (vec![(owner.clone(), m.ttl, rec.clone())], Vec::new()),
+            Source::File(..) => (Vec::new(), vec![(owner.clone(), rec.clone())]),
+        };
+        self.store
+            .put_many(&self.cfg.name, &members, &copies)
+            .map_err(|e| e.to_string())?;
+        self.rebuild(file.clone())?;
+        Ok(rec)
+    }
+
+    /// Remove a member enrolled online (a zone-file member is removed by deleting its line and
+    /// reloading). Its record is no longer served; secondaries follow by NOTIFY.
+    pub fn remove(&self, owner: &str, ip: std::net::IpAddr) -> Result<(), String> {
+        let owner = twinpeaks::clpkc::canonical_name(owner).map_err(|e| e.to_string())?;
+        let file = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let served = self.zone.load_full();
+        if let Some(m) = served
+            .members()
+            .iter()
+            .chain(served.withdrawn())
+            .find(|m| m.owner == owner && m.record.ip == ip)
+            && let Source::File(path, line) = &m.source
+        {
+            return Err(format!(
+                "{owner} {ip} is a zone-file member ({}:{line}): delete the line and reload",
+                path.display()
+            ));
+        }
+        let removed = self
+            .store
+            .remove(&self.cfg.name, &owner, ip)
+            .map_err(|e| e.to_string())?;
+        if !removed {
+            return Err(format!(
+                "{owner} {ip} is not an enrolled member of {}",
+                self.cfg.name
+            ));
+        }
+        self.rebuild(file.clone())?;
+        Ok(())
+    }
+
+    /// A validity window of `len` seconds from now, starting `inception_backdate_secs` ago.
+    fn window(&self, now: u64, len: u64) -> (u32, u32) {
+        let start = now.saturating_sub(self.cfg.inception_backdate_secs);
+        let clamp = |t: u64| u32::try_from(t).unwrap_or(u32::MAX);
+        (clamp(start), clamp(now.saturating_add(len)))
     }
 
     /// Serial and member count of the served zone.

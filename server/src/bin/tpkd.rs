@@ -82,12 +82,41 @@ async fn serve(cfg: Config) -> Result<()> {
     if !cfg.notify.is_empty() {
         let mut changes = ks.serial_changes();
         let targets = cfg.notify.clone();
+        let listen = cfg.listen.clone();
         let zone = ks.zone().load().origin_name().clone();
         tokio::spawn(async move {
             while changes.changed().await.is_ok() {
                 let serial = *changes.borrow_and_update();
                 for t in &targets {
-                    tokio::spawn(twinpeaks::notify::notify(zone.clone(), serial, *t));
+                    // From the listen address of the target's family: allow-notify matches it.
+                    let source = listen
+                        .iter()
+                        .find(|a| a.is_ipv4() == t.is_ipv4() && !a.ip().is_unspecified())
+                        .map(|a| a.ip());
+                    tokio::spawn(twinpeaks::notify::notify(zone.clone(), serial, *t, source));
+                }
+            }
+        });
+    }
+    // Records never age out of a running server: re-sign members before their window ends.
+    {
+        let ks = ks.clone();
+        let every = Duration::from_secs(cfg.resign_check_secs);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let ks2 = ks.clone();
+                match tokio::task::spawn_blocking(move || ks2.resign_due()).await {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => {
+                        let (serial, members) = ks.status();
+                        info!(zone = %ks.cfg.name, resigned = n, serial, members, "members re-signed before their windows end");
+                    }
+                    Ok(Err(e)) => {
+                        warn!(zone = %ks.cfg.name, error = %e, "re-signing failed, the served zone is unchanged")
+                    }
+                    Err(e) => warn!(zone = %ks.cfg.name, error = %e, "re-signing task failed"),
                 }
             }
         });
