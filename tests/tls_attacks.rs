@@ -198,6 +198,14 @@ impl Hierarchy {
             KeyServer::child(&dir.join("example"), &com, "example.com.", &ip(EXAMPLE));
         let www_key = issue(&example, WWW, &ip(WWW_AT), "www", www_args);
         let mail_key = issue(&example, MAIL, &ip(MAIL_AT), "mail", &[]);
+        if !www_args.is_empty() {
+            // tpkd re-signs members whose window ends within its margin (30 days by default):
+            // a short-lived www would get a fresh window at once. Narrow the margin so that a
+            // record is left to expire, as on a key server that is not running.
+            let mut cfg = std::fs::read_to_string(&example.config).unwrap();
+            cfg.push_str("resign_margin_secs = 60\nresign_validity_secs = 3600\n");
+            std::fs::write(&example.config, cfg).unwrap();
+        }
         root.start();
         com.start();
         example.start();

@@ -1,27 +1,22 @@
 //! tp: the TwinPeaks operator and client tool — KGC setup, key requests, issuance,
 //! finalization, zone checks, control of a running tpkd, a dig-like verified view, and the
-//! demo hierarchy.
+//! demo hierarchy. Arguments and printing; the operations are `twinpeaks_server::ops`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use hickory_proto::rr::Name;
-use rand_core::OsRng;
-use twinpeaks::clpkc::{
-    self, EntityKey, Identity, KeyRequest, Kgc, KgcParams, PartialKey, SecretValue,
-};
-use twinpeaks::issue::{self, IssueOptions};
+use twinpeaks::clpkc;
 use twinpeaks::keyfile;
-use twinpeaks::record::{self, KeyRecord, KeyServerInfo, TPKEY_MNEMONIC};
+use twinpeaks::record::{self, KeyRecord, TPKEY_MNEMONIC};
 use twinpeaks::resolver::{blocking, walk};
-use twinpeaks::store::Store;
 use twinpeaks::time;
 use twinpeaks_server::config::Config;
-use twinpeaks_server::control::response_text;
-use twinpeaks_server::keyserver::{self, KEY_FILE, KGC_FILE, PARAMS_FILE};
+use twinpeaks_server::keyserver::PARAMS_FILE;
+use twinpeaks_server::ops::{self, Target};
 
 /// Print to stdout; a closed pipe (`tp dig … | head`) ends the program quietly, as for any
 /// Unix filter, instead of panicking.
@@ -367,19 +362,26 @@ fn run(cmd: Cmd) -> Result<()> {
             port,
             validity_days,
         } => {
-            let kgc = kgc_setup(&state, &name)?;
+            let kgc = ops::kgc_setup(&state, &name)?;
             sayln!(
                 "KGC of {} created in {}",
                 kgc.params().name,
                 state.display()
             );
             if let (Some(ip), Some(port)) = (root_ip, port) {
-                let line = self_issue_root(&state, &kgc, ip, port, validity_days)?;
+                let root = ops::self_issue_root(
+                    &state,
+                    &state.join("store"),
+                    &kgc,
+                    ip,
+                    port,
+                    validity_days,
+                )?;
                 sayln!(
                     "root key written; trust anchor in {}:",
-                    state.join("anchor").display()
+                    root.anchor_file.display()
                 );
-                sayln!("{line}");
+                sayln!("{}", root.line);
             }
             Ok(())
         }
@@ -390,12 +392,12 @@ fn run(cmd: Cmd) -> Result<()> {
             out,
         } => {
             let params = keyfile::read_params(&issuer_params)?;
-            let (_, req) = keygen(&name, ip, &params, &out)?;
+            let made = ops::keygen(&name, ip, &params, &out)?;
             sayln!(
                 "request for {} at {} written to {}",
-                req.identity.name,
-                req.identity.ip,
-                with_ext(&out, "req").display()
+                made.request.identity.name,
+                made.request.identity.ip,
+                made.request_file.display()
             );
             Ok(())
         }
@@ -420,7 +422,8 @@ fn run(cmd: Cmd) -> Result<()> {
                 (None, Some(s)) => Target::Store(s),
                 _ => bail!("give --zone-file or --store"),
             };
-            let record = issue_to(&state, &req, child, validity_days, ttl, &target, &response)?;
+            let record =
+                ops::issue_to(&state, &req, child, validity_days, ttl, &target, &response)?;
             sayln!("{} {ttl} IN {TPKEY_MNEMONIC} {record}", req.identity.name);
             Ok(())
         }
@@ -429,7 +432,7 @@ fn run(cmd: Cmd) -> Result<()> {
             response,
             out,
         } => {
-            let key = finalize(&secret, &response, &out)?;
+            let key = ops::finalize(&secret, &response, &out)?;
             sayln!(
                 "private key of {} at {} written to {}\npublic key Q = {}",
                 key.identity().name,
@@ -444,8 +447,30 @@ fn run(cmd: Cmd) -> Result<()> {
             say!("{}", keyfile::params_to_text(&p));
             Ok(())
         }
-        Cmd::Island { config } => island(&config),
-        Cmd::ZoneCheck { config, no_store } => zone_check(&config, no_store),
+        Cmd::Island { config } => {
+            let island = ops::island(&config)?;
+            sayln!("# island anchor of {} (tp island)", island.name);
+            sayln!("[[islands]]");
+            sayln!("name = \"{}\"", island.name);
+            sayln!("address = \"{}\"", island.address);
+            sayln!("params = \"{}\"", hex::encode(island.params.encode()));
+            sayln!(
+                "key = \"{}\"",
+                hex::encode(clpkc::point_to_bytes(&island.key))
+            );
+            Ok(())
+        }
+        Cmd::ZoneCheck { config, no_store } => {
+            let zone = ops::zone_check(&config, no_store)?;
+            sayln!(
+                "{}: zone {} OK, serial {}, {} key records",
+                zone.zone_file.display(),
+                zone.name,
+                zone.serial,
+                zone.members
+            );
+            Ok(())
+        }
         Cmd::Ctl { config, op } => ctl(&config, op),
         Cmd::Dig {
             name,
@@ -535,7 +560,11 @@ fn run(cmd: Cmd) -> Result<()> {
         ),
         Cmd::Open { key, input, output } => tls::open(&key, input.as_deref(), output.as_deref()),
         Cmd::ExportKey { key, pkcs8, spki } => tls::export_key(&key, &pkcs8, spki.as_ref()),
-        Cmd::GenZone { count, out, origin } => gen_zone(count, &out, &origin),
+        Cmd::GenZone { count, out, origin } => {
+            let origin = ops::gen_zone(count, &out, &origin)?;
+            sayln!("{count} members of {origin} written to {}", out.display());
+            Ok(())
+        }
         Cmd::Demo {
             zones,
             state,
@@ -544,268 +573,11 @@ fn run(cmd: Cmd) -> Result<()> {
     }
 }
 
-fn with_ext(prefix: &Path, ext: &str) -> PathBuf {
-    let mut s = prefix.as_os_str().to_owned();
-    s.push(".");
-    s.push(ext);
-    PathBuf::from(s)
-}
-
-/// Create the KGC of a key server.
-pub fn kgc_setup(state: &Path, name: &str) -> Result<Kgc> {
-    std::fs::create_dir_all(state).with_context(|| format!("{}", state.display()))?;
-    let kgc = Kgc::setup(name, &mut OsRng).map_err(|e| anyhow!("name {name}: {e}"))?;
-    keyfile::write_kgc(&state.join(KGC_FILE), &kgc)?;
-    keyfile::write_public(
-        &state.join(PARAMS_FILE),
-        &keyfile::params_to_text(kgc.params()),
-    )?;
-    Ok(kgc)
-}
-
-/// Self-issue a root key server's key; writes server.key, the anchor file, and puts the
-/// apex record in the root's store. Returns the anchor line.
-pub fn self_issue_root(
-    state: &Path,
-    kgc: &Kgc,
-    ip: IpAddr,
-    port: u16,
-    validity_days: u32,
-) -> Result<String> {
-    let name = kgc.params().name.clone();
-    let id = Identity::new(&name, ip, kgc.params())?;
-    let x = SecretValue::generate(&mut OsRng);
-    let req = KeyRequest::new(id.clone(), &x);
-    let partial = kgc.extract(&req, &mut OsRng)?;
-    let own = EntityKey::combine(&id, &x, &partial, kgc.params())?;
-    keyfile::write_entity(&state.join(KEY_FILE), &own, kgc.params())?;
-    let nb = u32::try_from(time::now()).unwrap_or(u32::MAX);
-    let mut rec = KeyRecord {
-        ip,
-        w: *own.w(),
-        issuer: kgc.params().digest(),
-        not_before: nb,
-        not_after: nb.saturating_add(validity_days.saturating_mul(86_400)),
-        key_server: Some(KeyServerInfo {
-            port,
-            p_pub: kgc.params().p_pub,
-        }),
-        signature: None,
-    };
-    rec.sign(&name, &own)?;
-    let store = Store::open(&state.join("store"))?;
-    store.put(&name, &name, 86_400, &rec)?;
-    let line = format!("{name} 86400 IN {TPKEY_MNEMONIC} {rec}\n");
-    let anchor = format!("; trust anchor: the self-issued key-server record of {name}\n{line}");
-    keyfile::write_public(&state.join("anchor"), &anchor)?;
-    Ok(line)
-}
-
-/// Make a secret value and a request; writes PREFIX.secret and PREFIX.req.
-pub fn keygen(
-    name: &str,
-    ip: IpAddr,
-    issuer: &KgcParams,
-    out: &Path,
-) -> Result<(SecretValue, KeyRequest)> {
-    let id = Identity::new(name, ip, issuer).map_err(|e| anyhow!("{name} {ip}: {e}"))?;
-    let x = SecretValue::generate(&mut OsRng);
-    let req = KeyRequest::new(id.clone(), &x);
-    keyfile::write_secret_value(&with_ext(out, "secret"), &id, &x)?;
-    keyfile::write_public(&with_ext(out, "req"), &keyfile::request_to_text(&req))?;
-    Ok((x, req))
-}
-
-/// Where an issued record goes.
-pub enum Target {
-    /// Appended to a key zone file.
-    File(PathBuf),
-    /// Put in a store.
-    Store(PathBuf),
-}
-
-/// Issue offline: record to the target, response (partial key sealed to X) to `response`.
-pub fn issue_to(
-    state: &Path,
-    req: &KeyRequest,
-    child: Option<(u16, KgcParams)>,
-    validity_days: u32,
-    ttl: u32,
-    target: &Target,
-    response: &Path,
-) -> Result<KeyRecord> {
-    let kgc = keyfile::read_kgc(&state.join(KGC_FILE))?;
-    let (own, _) = keyfile::read_entity(&state.join(KEY_FILE))?;
-    let nb = u32::try_from(time::now()).unwrap_or(u32::MAX);
-    let opts = IssueOptions {
-        not_before: nb,
-        not_after: nb.saturating_add(validity_days.saturating_mul(86_400)),
-        key_server: child,
-    };
-    let name = &req.identity.name;
-    if let Target::File(f) = target {
-        // A second line for the same (name, IP) would make the zone refuse to load.
-        let origin = hickory_proto::rr::Name::from_ascii(&kgc.params().name)?;
-        let parsed = twinpeaks::zonefile::read(f, &origin).map_err(|e| anyhow!("{e}"))?;
-        let same = |l: &twinpeaks::zonefile::Line| {
-            matches!(&l.entry, twinpeaks::zonefile::Entry::Key(k) if k.ip == req.identity.ip)
-                && l.owner.to_ascii().eq_ignore_ascii_case(name)
-        };
-        if let Some(l) = parsed.lines.iter().find(|l| same(l)) {
-            bail!(
-                "{}:{}: already holds a key for {name} {}; remove that line to re-issue",
-                f.display(),
-                l.line,
-                req.identity.ip
-            );
-        }
-    }
-    let (record, partial) = issue::issue(&kgc, &own, req, &opts, &mut OsRng)?;
-    // The response first: if recording the member then fails, nothing is half-applied.
-    let text = response_text(req, kgc.params(), &partial, &record)?;
-    keyfile::write_public(response, &text)?;
-    match target {
-        Target::File(f) => {
-            use std::io::Write;
-            let mut file = std::fs::OpenOptions::new()
-                .append(true)
-                .open(f)
-                .with_context(|| format!("{}: cannot append", f.display()))?;
-            writeln!(file, "{name} {ttl} IN {TPKEY_MNEMONIC} {record}")
-                .with_context(|| format!("{}", f.display()))?;
-        }
-        Target::Store(s) => {
-            let store = Store::open(s).with_context(|| {
-                format!(
-                    "{}: cannot open store (is tpkd running? use `tp ctl enroll`)",
-                    s.display()
-                )
-            })?;
-            store.put(&kgc.params().name, name, ttl, &record)?;
-        }
-    }
-    Ok(record)
-}
-
-#[derive(serde::Deserialize)]
-struct ResponseFile {
-    name: String,
-    ip: IpAddr,
-    issuer_params: String,
-    sealed_partial_key: String,
-}
-
-/// Combine the secret value with the issuer's response; writes the private key (0600).
-pub fn finalize(secret: &Path, response: &Path, out: &Path) -> Result<EntityKey> {
-    let x = keyfile::read_secret_value(secret)?;
-    let text = std::fs::read_to_string(response)
-        .with_context(|| format!("{}: cannot read", response.display()))?;
-    let r: ResponseFile =
-        toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", response.display()))?;
-    let issuer = KgcParams::decode(
-        &hex::decode(&r.issuer_params)
-            .map_err(|_| anyhow!("{}: issuer_params", response.display()))?,
-    )?;
-    let id = Identity::new(&r.name, r.ip, &issuer)?;
-    let sealed = hex::decode(&r.sealed_partial_key)
-        .map_err(|_| anyhow!("{}: sealed_partial_key is not hex", response.display()))?;
-    let partial_bytes = zeroize::Zeroizing::new(x.open(&id, &sealed).map_err(|_| {
-        anyhow!(
-            "{}: the partial key cannot be opened with this secret value (a response to another request?)",
-            response.display()
-        )
-    })?);
-    let partial = PartialKey::decode(&partial_bytes)?;
-    let key = EntityKey::combine(&id, &x, &partial, &issuer).map_err(|e| {
-        anyhow!(
-            "{}: the partial key does not match this secret value and identity: {e}",
-            response.display()
-        )
-    })?;
-    keyfile::write_entity(out, &key, &issuer)?;
-    Ok(key)
-}
-
-fn island(config: &Path) -> Result<()> {
-    let cfg = Config::load(config)?;
-    let params = keyfile::read_params(&cfg.state_dir.join(PARAMS_FILE))?;
-    let (own, _) = keyfile::read_entity(&cfg.state_dir.join(KEY_FILE))?;
-    let ip = own.identity().ip;
-    let addr = cfg.listen.iter().find(|a| a.ip() == ip).ok_or_else(|| {
-        anyhow!(
-            "{}: no listen address on {ip}, the address of the key server's own key",
-            config.display()
-        )
-    })?;
-    sayln!("# island anchor of {} (tp island)", cfg.name);
-    sayln!("[[islands]]");
-    sayln!("name = \"{}\"", cfg.name);
-    sayln!("address = \"{addr}\"");
-    sayln!("params = \"{}\"", hex::encode(params.encode()));
-    sayln!(
-        "key = \"{}\"",
-        hex::encode(clpkc::point_to_bytes(own.public()))
-    );
-    Ok(())
-}
-
-fn zone_check(config: &Path, no_store: bool) -> Result<()> {
-    let cfg = Config::load(config)?;
-    let (kgc, own) = keyserver::read_keys(&cfg)?;
-    let store = if no_store {
-        None
-    } else {
-        match Store::open(cfg.store_path()) {
-            Ok(s) => Some(s),
-            Err(e) => bail!(
-                "{}: {e} (is tpkd running? check the file alone with --no-store)",
-                cfg.store_path().display()
-            ),
-        }
-    };
-    let signer = twinpeaks::zone::ZoneSigner {
-        params: kgc.params(),
-        key: &own,
-        verified: None,
-    };
-    let parsed = keyserver::read_zone_file(&cfg).map_err(|e| anyhow!("{e}"))?;
-    match keyserver::build_zone(&cfg, parsed, &signer, store.as_ref()) {
-        Ok(zone) => {
-            sayln!(
-                "{}: zone {} OK, serial {}, {} key records",
-                cfg.zone_file.display(),
-                cfg.name,
-                zone.serial(),
-                zone.members().len()
-            );
-            Ok(())
-        }
-        Err(e) => bail!("zone {} refused:\n{e}", cfg.name),
-    }
-}
-
-fn ctl_request(cfg: &Config, line: &str) -> Result<String> {
-    use std::io::{Read, Write};
-    let path = cfg.control_path();
-    let mut s = std::os::unix::net::UnixStream::connect(path)
-        .with_context(|| format!("{}: is tpkd running?", path.display()))?;
-    s.write_all(line.as_bytes())?;
-    s.write_all(b"\n")?;
-    s.shutdown(std::net::Shutdown::Write)?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    match out.split_once('\n') {
-        Some(("ok", rest)) => Ok(rest.to_string()),
-        Some(("error", rest)) => bail!("{}", rest.trim_end()),
-        _ => bail!("unexpected reply from tpkd: {out}"),
-    }
-}
-
 fn ctl(config: &Path, op: CtlOp) -> Result<()> {
     let cfg = Config::load(config)?;
     match op {
-        CtlOp::Reload => say!("{}", ctl_request(&cfg, "reload")?),
-        CtlOp::Status => say!("{}", ctl_request(&cfg, "status")?),
+        CtlOp::Reload => say!("{}", ops::ctl_request(&cfg, "reload")?),
+        CtlOp::Status => say!("{}", ops::ctl_request(&cfg, "status")?),
         CtlOp::Enroll {
             request,
             response,
@@ -813,13 +585,11 @@ fn ctl(config: &Path, op: CtlOp) -> Result<()> {
             child_params,
         } => {
             let req = keyfile::read_request(&request)?;
-            let mut line = format!("enroll {}", hex::encode(req.encode()));
-            if let (Some(port), Some(p)) = (key_server_port, child_params) {
-                let params = keyfile::read_params(&p)?;
-                line.push_str(&format!(" ks={port}:{}", hex::encode(params.encode())));
-            }
-            let text = ctl_request(&cfg, &line)?;
-            keyfile::write_public(&response, &text)?;
+            let child = match (key_server_port, child_params) {
+                (Some(port), Some(p)) => Some((port, keyfile::read_params(&p)?)),
+                _ => None,
+            };
+            ops::ctl_enroll(&cfg, &req, child, &response)?;
             sayln!(
                 "{} at {} enrolled; response in {}",
                 req.identity.name,
@@ -914,51 +684,4 @@ pub(crate) fn print_record(owner: &str, ttl: u32, rec: &KeyRecord) {
     if let Ok(w) = rec.to_wire() {
         sayln!(";;   RFC 3597: {}", record::generic_rdata(&w));
     }
-}
-
-fn gen_zone(count: usize, out: &Path, origin: &str) -> Result<()> {
-    let origin = clpkc::canonical_name(origin)?;
-    std::fs::create_dir_all(out)?;
-    let state = out.join("state");
-    let kgc = kgc_setup(&state, &origin)?;
-    let ip: IpAddr = "127.0.0.1".parse()?;
-    self_issue_root(&state, &kgc, ip, 5300, 3650)?;
-    let (own, _) = keyfile::read_entity(&state.join(KEY_FILE))?;
-    let nb = u32::try_from(time::now()).unwrap_or(u32::MAX);
-    let soa = format!(
-        "$ORIGIN {origin}\n$TTL 3600\n@ IN SOA ns.{origin} hostmaster.{origin} 1 7200 3600 1209600 300\n@ IN NS ns.{origin}\nns IN A 127.0.0.1\n"
-    );
-    let mut ours = soa.clone();
-    let mut generic = soa;
-    let mut queries = String::new();
-    for i in 0..count {
-        let name = format!("www{i}.{origin}");
-        let ip = IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
-        let id = Identity::new(&name, ip, kgc.params())?;
-        let x = SecretValue::generate(&mut OsRng);
-        let opts = IssueOptions {
-            not_before: nb,
-            not_after: nb.saturating_add(365 * 86_400),
-            key_server: None,
-        };
-        let (rec, _) = issue::issue(&kgc, &own, &KeyRequest::new(id, &x), &opts, &mut OsRng)?;
-        ours.push_str(&format!("{name} 3600 IN {TPKEY_MNEMONIC} {rec}\n"));
-        generic.push_str(&format!(
-            "{name} 3600 IN TYPE{} {}\n",
-            record::TPKEY,
-            record::generic_rdata(&rec.to_wire()?)
-        ));
-        queries.push_str(&format!("{name} TYPE{}\n", record::TPKEY));
-    }
-    std::fs::write(out.join("bench.keys"), ours)?;
-    std::fs::write(out.join("bench.rfc3597.zone"), generic)?;
-    std::fs::write(out.join("queries.txt"), queries)?;
-    std::fs::write(
-        out.join("tpkd.toml"),
-        format!(
-            "name = \"{origin}\"\nlisten = [\"127.0.0.1:5300\"]\nstate_dir = \"state\"\nzone_file = \"bench.keys\"\naxfr_allow = [\"127.0.0.0/8\"]\nlog = \"warn\"\n"
-        ),
-    )?;
-    sayln!("{count} members of {origin} written to {}", out.display());
-    Ok(())
 }

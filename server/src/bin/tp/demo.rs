@@ -12,8 +12,7 @@ use hickory_proto::rr::{Name, RecordType};
 use twinpeaks::resolver::blocking::{self, BlockingResolver};
 use twinpeaks::resolver::settings::Settings;
 use twinpeaks::{keyfile, time};
-
-use super::{Target, finalize, issue_to, keygen, kgc_setup, self_issue_root};
+use twinpeaks_server::ops::{self, Target};
 
 const DNS_ADDR: &str = "127.0.0.1:5353";
 /// The local key resolver (tprd).
@@ -70,11 +69,11 @@ fn setup(zones: &Path, state: &Path) -> Result<()> {
     sayln!("first run: making the demo's keys in {}", state.display());
     for (name, dir, ip, zone_file, parent) in SERVERS {
         let st = state.join(dir);
-        let kgc = kgc_setup(&st, name)?;
+        let kgc = ops::kgc_setup(&st, name)?;
         let ip: IpAddr = ip.parse()?;
         match parent {
             None => {
-                self_issue_root(&st, &kgc, ip, PORT, 3650)?;
+                ops::self_issue_root(&st, &st.join("store"), &kgc, ip, PORT, 3650)?;
                 std::fs::copy(st.join("anchor"), state.join("anchors"))?;
             }
             Some(parent) => {
@@ -82,18 +81,18 @@ fn setup(zones: &Path, state: &Path) -> Result<()> {
                 let pst = state.join(parent);
                 let parent_params = keyfile::read_params(&pst.join("params"))?;
                 let prefix = st.join("server");
-                let (_, req) = keygen(name, ip, &parent_params, &prefix)?;
+                let made = ops::keygen(name, ip, &parent_params, &prefix)?;
                 let resp = st.join("server.resp");
-                issue_to(
+                ops::issue_to(
                     &pst,
-                    &req,
+                    &made.request,
                     Some((PORT, kgc.params().clone())),
                     3650,
                     86_400,
                     &Target::Store(pst.join("store")),
                     &resp,
                 )?;
-                finalize(&st.join("server.secret"), &resp, &st.join("server.key"))?;
+                ops::finalize(&made.secret_file, &resp, &st.join("server.key"))?;
             }
         }
         let zone_path = abs(&zones.join("keys").join(zone_file))?;
@@ -109,19 +108,19 @@ fn setup(zones: &Path, state: &Path) -> Result<()> {
     let params = keyfile::read_params(&ks.join("params"))?;
     for (name, ip) in ENTITIES {
         let prefix = ents.join(format!("{}{ip}", name));
-        let (_, req) = keygen(name, ip.parse()?, &params, &prefix)?;
+        let made = ops::keygen(name, ip.parse()?, &params, &prefix)?;
         let resp = ents.join(format!("{name}{ip}.resp"));
-        issue_to(
+        ops::issue_to(
             &ks,
-            &req,
+            &made.request,
             None,
             365,
             3600,
             &Target::Store(ks.join("store")),
             &resp,
         )?;
-        finalize(
-            &ents.join(format!("{name}{ip}.secret")),
+        ops::finalize(
+            &made.secret_file,
             &resp,
             &ents.join(format!("{name}{ip}.key")),
         )?;

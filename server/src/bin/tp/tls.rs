@@ -115,9 +115,9 @@ pub fn serve(
         let resolver = match (clients.is_empty(), resolver_cfg) {
             (true, _) => None,
             (false, Some(cfg)) => Some(Arc::new(Resolver::new(cfg)?)),
-            (false, None) => bail!(
-                "--client needs trust anchors to resolve client keys (--config or --anchors)"
-            ),
+            (false, None) => {
+                bail!("--client needs trust anchors to resolve client keys (--config or --anchors)")
+            }
         };
         let plain = Arc::new(tls::server_config(&own, None)?);
         let listener = TcpListener::bind(listen)
@@ -134,8 +134,7 @@ pub fn serve(
         );
         let own = Arc::new(own);
         let clients = Arc::new(clients.to_vec());
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
             let (tcp, peer) = tokio::select! {
                 r = listener.accept() => match r {
@@ -145,8 +144,12 @@ pub fn serve(
                 _ = term.recv() => return Ok(()),
                 _ = tokio::signal::ctrl_c() => return Ok(()),
             };
-            let (plain, own, clients, resolver) =
-                (plain.clone(), own.clone(), clients.clone(), resolver.clone());
+            let (plain, own, clients, resolver) = (
+                plain.clone(),
+                own.clone(),
+                clients.clone(),
+                resolver.clone(),
+            );
             tokio::spawn(async move {
                 let cfg = match &resolver {
                     None => plain,

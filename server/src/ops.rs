@@ -1,0 +1,578 @@
+//! The operator operations behind `tp`: KGC setup, key requests, offline issuance,
+//! finalization, zone checks, island anchors, the control-socket client and benchmark zones.
+//! Each returns what it made (keys, records, paths) or an [`OpsError`] that names the file,
+//! the line and the reason; printing is the binary's.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use rand_core::OsRng;
+use twinpeaks::clpkc::{
+    self, CryptoError, EntityKey, Identity, KeyRequest, Kgc, KgcParams, PartialKey, PublicKey,
+    SecretValue,
+};
+use twinpeaks::issue::{self, IssueError, IssueOptions};
+use twinpeaks::keyfile::{self, KeyFileError};
+use twinpeaks::record::{self, KeyRecord, KeyServerInfo, RecordError, TPKEY_MNEMONIC};
+use twinpeaks::store::{Store, StoreError};
+use twinpeaks::time;
+use twinpeaks::zone::ZoneSigner;
+use twinpeaks::zonefile::{self, ZoneErrors};
+
+use crate::config::Config;
+use crate::control::{self, SealError};
+use crate::keyserver::{self, KEY_FILE, KGC_FILE, PARAMS_FILE};
+
+/// Why an operation failed. Each variant's message is the one `tp` prints.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    /// A key file is missing, unreadable or wrong (the file and the reason).
+    #[error(transparent)]
+    KeyFile(#[from] KeyFileError),
+    /// A key server's config cannot be used (it names the file).
+    #[error(transparent)]
+    Config(anyhow::Error),
+    /// A key server's own keys are missing or are for another name than its config's.
+    #[error(transparent)]
+    Keys(anyhow::Error),
+    /// A CL-PKC step failed: a bad name, identity, request or encoding.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// A record could not be made.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// The issuing key server refused the request.
+    #[error(transparent)]
+    Issue(#[from] IssueError),
+    /// The store of enrolled members failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The partial key could not be sealed to the requester.
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    /// A key server's name is not a DNS name.
+    #[error(transparent)]
+    DnsName(#[from] hickory_proto::ProtoError),
+    /// I/O that names no file.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// I/O on this file or directory.
+    #[error("{}", path.display())]
+    Path {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// This file cannot be read.
+    #[error("{}: cannot read", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// This key zone file cannot be appended to.
+    #[error("{}: cannot append", path.display())]
+    Append {
+        /// The zone file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A KGC cannot be made for this name.
+    #[error("name {name}: {reason}")]
+    KgcName {
+        /// The key server's name as given.
+        name: String,
+        /// Why.
+        reason: CryptoError,
+    },
+    /// An identity cannot be made for this name and IP.
+    #[error("{name} {ip}: {reason}")]
+    Identity {
+        /// The entity's name as given.
+        name: String,
+        /// Its IP.
+        ip: IpAddr,
+        /// Why.
+        reason: CryptoError,
+    },
+    /// The key zone file does not parse: every problem, one a line, with its file and line.
+    #[error("{0}")]
+    ZoneFile(ZoneErrors),
+    /// The key zone file already holds a key for this name and IP.
+    #[error("{}:{line}: already holds a key for {name} {ip}; remove that line to re-issue", file.display())]
+    AlreadyIssued {
+        /// The zone file.
+        file: PathBuf,
+        /// The line of the existing key.
+        line: usize,
+        /// The member's name.
+        name: String,
+        /// Its IP.
+        ip: IpAddr,
+    },
+    /// The store cannot be opened for an offline issue (tpkd holds it while it runs).
+    #[error("{}: cannot open store (is tpkd running? use `tp ctl enroll`)", path.display())]
+    StoreInUse {
+        /// The store.
+        path: PathBuf,
+        /// The cause.
+        source: StoreError,
+    },
+    /// The store cannot be opened for a zone check.
+    #[error("{}: {reason} (is tpkd running? check the file alone with --no-store)", path.display())]
+    StoreUnavailable {
+        /// The store.
+        path: PathBuf,
+        /// Why.
+        reason: StoreError,
+    },
+    /// The response's partial key was not sealed to this secret value.
+    #[error(
+        "{}: the partial key cannot be opened with this secret value (a response to another request?)",
+        response.display()
+    )]
+    NotForThisSecret {
+        /// The response file.
+        response: PathBuf,
+    },
+    /// The response's partial key does not complete this secret value and identity.
+    #[error(
+        "{}: the partial key does not match this secret value and identity: {reason}",
+        response.display()
+    )]
+    PartialKeyMismatch {
+        /// The response file.
+        response: PathBuf,
+        /// Why.
+        reason: CryptoError,
+    },
+    /// The key server listens on no address of its own key's IP.
+    #[error(
+        "{}: no listen address on {ip}, the address of the key server's own key",
+        config.display()
+    )]
+    NoListenAddress {
+        /// The config file.
+        config: PathBuf,
+        /// The IP of the key server's own key.
+        ip: IpAddr,
+    },
+    /// The key zone file cannot be read as tpkd would read it (every problem, one a line).
+    #[error("{0}")]
+    ZoneLoad(String),
+    /// The zone would not load: tpkd would refuse it.
+    #[error("zone {zone} refused:\n{errors}")]
+    ZoneRefused {
+        /// The zone.
+        zone: String,
+        /// Every problem, one a line, each with its file and line.
+        errors: String,
+    },
+    /// tpkd's control socket does not answer.
+    #[error("{}: is tpkd running?", socket.display())]
+    Connect {
+        /// The control socket.
+        socket: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// tpkd refused the request; its reason.
+    #[error("{0}")]
+    Daemon(String),
+    /// tpkd answered something that is not a reply.
+    #[error("unexpected reply from tpkd: {0}")]
+    UnexpectedReply(String),
+}
+
+fn with_ext(prefix: &Path, ext: &str) -> PathBuf {
+    let mut s = prefix.as_os_str().to_owned();
+    s.push(".");
+    s.push(ext);
+    PathBuf::from(s)
+}
+
+/// Start of a validity window: now.
+fn not_before_now() -> u32 {
+    u32::try_from(time::now()).unwrap_or(u32::MAX)
+}
+
+/// Create the KGC of a key server: `state` (created), its master secret (0600) and params.
+pub fn kgc_setup(state: &Path, name: &str) -> Result<Kgc, OpsError> {
+    std::fs::create_dir_all(state).map_err(|source| OpsError::Path {
+        path: state.to_path_buf(),
+        source,
+    })?;
+    let kgc = Kgc::setup(name, &mut OsRng).map_err(|reason| OpsError::KgcName {
+        name: name.to_string(),
+        reason,
+    })?;
+    keyfile::write_kgc(&state.join(KGC_FILE), &kgc)?;
+    keyfile::write_public(
+        &state.join(PARAMS_FILE),
+        &keyfile::params_to_text(kgc.params()),
+    )?;
+    Ok(kgc)
+}
+
+/// A root key server's self-issued key, as [`self_issue_root`] wrote it.
+pub struct RootKey {
+    /// The apex record, signed with the root's own key.
+    pub record: KeyRecord,
+    /// The trust-anchor file written in the state directory.
+    pub anchor_file: PathBuf,
+    /// The anchor's record line (newline-terminated), for a resolver's anchor file.
+    pub line: String,
+}
+
+/// Self-issue a root key server's key: writes `server.key` and the `anchor` file in `state`,
+/// and puts the apex record in the store at `store` (the root's `<state>/store`).
+pub fn self_issue_root(
+    state: &Path,
+    store: &Path,
+    kgc: &Kgc,
+    ip: IpAddr,
+    port: u16,
+    validity_days: u32,
+) -> Result<RootKey, OpsError> {
+    let name = kgc.params().name.clone();
+    let id = Identity::new(&name, ip, kgc.params())?;
+    let x = SecretValue::generate(&mut OsRng);
+    let req = KeyRequest::new(id.clone(), &x);
+    let partial = kgc.extract(&req, &mut OsRng)?;
+    let own = EntityKey::combine(&id, &x, &partial, kgc.params())?;
+    keyfile::write_entity(&state.join(KEY_FILE), &own, kgc.params())?;
+    let nb = not_before_now();
+    let mut rec = KeyRecord {
+        ip,
+        w: *own.w(),
+        issuer: kgc.params().digest(),
+        not_before: nb,
+        not_after: nb.saturating_add(validity_days.saturating_mul(86_400)),
+        key_server: Some(KeyServerInfo {
+            port,
+            p_pub: kgc.params().p_pub,
+        }),
+        signature: None,
+    };
+    rec.sign(&name, &own)?;
+    let store = Store::open(store)?;
+    store.put(&name, &name, 86_400, &rec)?;
+    let line = format!("{name} 86400 IN {TPKEY_MNEMONIC} {rec}\n");
+    let anchor = format!("; trust anchor: the self-issued key-server record of {name}\n{line}");
+    let anchor_file = state.join("anchor");
+    keyfile::write_public(&anchor_file, &anchor)?;
+    Ok(RootKey {
+        record: rec,
+        anchor_file,
+        line,
+    })
+}
+
+/// What [`keygen`] made.
+pub struct Keygen {
+    /// The secret value `x`, also in `secret_file`.
+    pub secret: SecretValue,
+    /// The key request, also in `request_file`.
+    pub request: KeyRequest,
+    /// `PREFIX.secret` (0600).
+    pub secret_file: PathBuf,
+    /// `PREFIX.req` (public, like a CSR).
+    pub request_file: PathBuf,
+}
+
+/// Make an entity's secret value and key request for `issuer`; writes `PREFIX.secret` and
+/// `PREFIX.req`.
+pub fn keygen(name: &str, ip: IpAddr, issuer: &KgcParams, out: &Path) -> Result<Keygen, OpsError> {
+    let id = Identity::new(name, ip, issuer).map_err(|reason| OpsError::Identity {
+        name: name.to_string(),
+        ip,
+        reason,
+    })?;
+    let secret = SecretValue::generate(&mut OsRng);
+    let request = KeyRequest::new(id.clone(), &secret);
+    let (secret_file, request_file) = (with_ext(out, "secret"), with_ext(out, "req"));
+    keyfile::write_secret_value(&secret_file, &id, &secret)?;
+    keyfile::write_public(&request_file, &keyfile::request_to_text(&request))?;
+    Ok(Keygen {
+        secret,
+        request,
+        secret_file,
+        request_file,
+    })
+}
+
+/// Where an issued record goes.
+pub enum Target {
+    /// Appended to a key zone file.
+    File(PathBuf),
+    /// Put in a store.
+    Store(PathBuf),
+}
+
+/// Issue offline from the key server in `state`: the record goes to `target`, the response
+/// (the partial key sealed to the requester's X) to `response`. `child`: the member is a key
+/// server on this port with these params.
+pub fn issue_to(
+    state: &Path,
+    req: &KeyRequest,
+    child: Option<(u16, KgcParams)>,
+    validity_days: u32,
+    ttl: u32,
+    target: &Target,
+    response: &Path,
+) -> Result<KeyRecord, OpsError> {
+    let kgc = keyfile::read_kgc(&state.join(KGC_FILE))?;
+    let (own, _) = keyfile::read_entity(&state.join(KEY_FILE))?;
+    let nb = not_before_now();
+    let opts = IssueOptions {
+        not_before: nb,
+        not_after: nb.saturating_add(validity_days.saturating_mul(86_400)),
+        key_server: child,
+    };
+    let name = &req.identity.name;
+    if let Target::File(f) = target {
+        // A second line for the same (name, IP) would make the zone refuse to load.
+        let origin = hickory_proto::rr::Name::from_ascii(&kgc.params().name)?;
+        let parsed = zonefile::read(f, &origin).map_err(OpsError::ZoneFile)?;
+        let same = |l: &zonefile::Line| {
+            matches!(&l.entry, zonefile::Entry::Key(k) if k.ip == req.identity.ip)
+                && l.owner.to_ascii().eq_ignore_ascii_case(name)
+        };
+        if let Some(l) = parsed.lines.iter().find(|l| same(l)) {
+            return Err(OpsError::AlreadyIssued {
+                file: f.clone(),
+                line: l.line,
+                name: name.clone(),
+                ip: req.identity.ip,
+            });
+        }
+    }
+    let (record, partial) = issue::issue(&kgc, &own, req, &opts, &mut OsRng)?;
+    // The response first: if recording the member then fails, nothing is half-applied.
+    let text = control::response_text(req, kgc.params(), &partial, &record)?;
+    keyfile::write_public(response, &text)?;
+    match target {
+        Target::File(f) => {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(f)
+                .map_err(|source| OpsError::Append {
+                    path: f.clone(),
+                    source,
+                })?;
+            writeln!(file, "{name} {ttl} IN {TPKEY_MNEMONIC} {record}").map_err(|source| {
+                OpsError::Path {
+                    path: f.clone(),
+                    source,
+                }
+            })?;
+        }
+        Target::Store(s) => {
+            let store = Store::open(s).map_err(|source| OpsError::StoreInUse {
+                path: s.clone(),
+                source,
+            })?;
+            store.put(&kgc.params().name, name, ttl, &record)?;
+        }
+    }
+    Ok(record)
+}
+
+/// Combine the secret value in `secret` with the issuer's response in `response`; writes the
+/// private key to `out` (0600).
+pub fn finalize(secret: &Path, response: &Path, out: &Path) -> Result<EntityKey, OpsError> {
+    let x = keyfile::read_secret_value(secret)?;
+    let text = std::fs::read_to_string(response).map_err(|source| OpsError::Read {
+        path: response.to_path_buf(),
+        source,
+    })?;
+    let r = keyfile::parse_response(response, &text)?;
+    let issuer = KgcParams::decode(&r.issuer_params)?;
+    let id = Identity::new(&r.name, r.ip, &issuer)?;
+    let partial_bytes =
+        zeroize::Zeroizing::new(x.open(&id, &r.sealed_partial_key).map_err(|_| {
+            OpsError::NotForThisSecret {
+                response: response.to_path_buf(),
+            }
+        })?);
+    let partial = PartialKey::decode(&partial_bytes)?;
+    let key = EntityKey::combine(&id, &x, &partial, &issuer).map_err(|reason| {
+        OpsError::PartialKeyMismatch {
+            response: response.to_path_buf(),
+            reason,
+        }
+    })?;
+    keyfile::write_entity(out, &key, &issuer)?;
+    Ok(key)
+}
+
+/// A key server's identity as an island anchor (`[[islands]]` in a resolver's settings).
+pub struct Island {
+    /// The key server's name.
+    pub name: String,
+    /// Its listen address on the IP of its own key.
+    pub address: SocketAddr,
+    /// Its public params.
+    pub params: KgcParams,
+    /// Its own public key.
+    pub key: PublicKey,
+}
+
+/// The island anchor of the key server configured in `config`.
+pub fn island(config: &Path) -> Result<Island, OpsError> {
+    let cfg = Config::load(config).map_err(OpsError::Config)?;
+    let params = keyfile::read_params(&cfg.state_dir.join(PARAMS_FILE))?;
+    let (own, _) = keyfile::read_entity(&cfg.state_dir.join(KEY_FILE))?;
+    let ip = own.identity().ip;
+    let address =
+        *cfg.listen
+            .iter()
+            .find(|a| a.ip() == ip)
+            .ok_or_else(|| OpsError::NoListenAddress {
+                config: config.to_path_buf(),
+                ip,
+            })?;
+    Ok(Island {
+        name: cfg.name,
+        address,
+        params,
+        key: *own.public(),
+    })
+}
+
+/// A zone that loads, as [`zone_check`] found it.
+pub struct ZoneCheck {
+    /// The key zone file.
+    pub zone_file: PathBuf,
+    /// The zone's name.
+    pub name: String,
+    /// The serial it would be served with.
+    pub serial: u32,
+    /// Its key records.
+    pub members: usize,
+}
+
+/// Check the zone of the key server configured in `config` exactly as tpkd would load it;
+/// `no_store`: the zone file alone, without the store of enrolled members.
+pub fn zone_check(config: &Path, no_store: bool) -> Result<ZoneCheck, OpsError> {
+    let cfg = Config::load(config).map_err(OpsError::Config)?;
+    let (kgc, own) = keyserver::read_keys(&cfg).map_err(OpsError::Keys)?;
+    let store = if no_store {
+        None
+    } else {
+        let s = Store::open(cfg.store_path()).map_err(|reason| OpsError::StoreUnavailable {
+            path: cfg.store_path().to_path_buf(),
+            reason,
+        })?;
+        Some(s)
+    };
+    let signer = ZoneSigner {
+        params: kgc.params(),
+        key: &own,
+        verified: None,
+    };
+    let parsed = keyserver::read_zone_file(&cfg).map_err(OpsError::ZoneLoad)?;
+    let zone = keyserver::build_zone(&cfg, parsed, &signer, store.as_ref()).map_err(|errors| {
+        OpsError::ZoneRefused {
+            zone: cfg.name.clone(),
+            errors,
+        }
+    })?;
+    Ok(ZoneCheck {
+        zone_file: cfg.zone_file.clone(),
+        name: cfg.name.clone(),
+        serial: zone.serial(),
+        members: zone.members().len(),
+    })
+}
+
+/// Send one request line to the running tpkd of `cfg` over its control socket; the reply.
+pub fn ctl_request(cfg: &Config, line: &str) -> Result<String, OpsError> {
+    use std::io::{Read, Write};
+    let path = cfg.control_path();
+    let mut s =
+        std::os::unix::net::UnixStream::connect(path).map_err(|source| OpsError::Connect {
+            socket: path.to_path_buf(),
+            source,
+        })?;
+    s.write_all(line.as_bytes())?;
+    s.write_all(b"\n")?;
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    match out.split_once('\n') {
+        Some(("ok", rest)) => Ok(rest.to_string()),
+        Some(("error", rest)) => Err(OpsError::Daemon(rest.trim_end().to_string())),
+        _ => Err(OpsError::UnexpectedReply(out)),
+    }
+}
+
+/// Enroll a member online through the running tpkd of `cfg` (`child`: the member is a key
+/// server on this port with these params); writes tpkd's response to `response`.
+pub fn ctl_enroll(
+    cfg: &Config,
+    req: &KeyRequest,
+    child: Option<(u16, KgcParams)>,
+    response: &Path,
+) -> Result<(), OpsError> {
+    let mut line = format!("enroll {}", hex::encode(req.encode()));
+    if let Some((port, params)) = child {
+        line.push_str(&format!(" ks={port}:{}", hex::encode(params.encode())));
+    }
+    let text = ctl_request(cfg, &line)?;
+    keyfile::write_public(response, &text)?;
+    Ok(())
+}
+
+/// Make a throwaway key server and a zone of `count` members under `origin` in `out`
+/// (benchmarks): its state, the zone in our syntax and in RFC 3597 form, the queries and a
+/// tpkd.toml. Returns the origin, canonical.
+pub fn gen_zone(count: usize, out: &Path, origin: &str) -> Result<String, OpsError> {
+    let origin = clpkc::canonical_name(origin)?;
+    std::fs::create_dir_all(out)?;
+    let state = out.join("state");
+    let kgc = kgc_setup(&state, &origin)?;
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    self_issue_root(&state, &state.join("store"), &kgc, ip, 5300, 3650)?;
+    let (own, _) = keyfile::read_entity(&state.join(KEY_FILE))?;
+    let nb = not_before_now();
+    let soa = format!(
+        "$ORIGIN {origin}\n$TTL 3600\n@ IN SOA ns.{origin} hostmaster.{origin} 1 7200 3600 1209600 300\n@ IN NS ns.{origin}\nns IN A 127.0.0.1\n"
+    );
+    let mut ours = soa.clone();
+    let mut generic = soa;
+    let mut queries = String::new();
+    for i in 0..count {
+        let name = format!("www{i}.{origin}");
+        let ip = IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+        let id = Identity::new(&name, ip, kgc.params())?;
+        let x = SecretValue::generate(&mut OsRng);
+        let opts = IssueOptions {
+            not_before: nb,
+            not_after: nb.saturating_add(365 * 86_400),
+            key_server: None,
+        };
+        let (rec, _) = issue::issue(&kgc, &own, &KeyRequest::new(id, &x), &opts, &mut OsRng)?;
+        ours.push_str(&format!("{name} 3600 IN {TPKEY_MNEMONIC} {rec}\n"));
+        generic.push_str(&format!(
+            "{name} 3600 IN TYPE{} {}\n",
+            record::TPKEY,
+            record::generic_rdata(&rec.to_wire()?)
+        ));
+        queries.push_str(&format!("{name} TYPE{}\n", record::TPKEY));
+    }
+    std::fs::write(out.join("bench.keys"), ours)?;
+    std::fs::write(out.join("bench.rfc3597.zone"), generic)?;
+    std::fs::write(out.join("queries.txt"), queries)?;
+    std::fs::write(
+        out.join("tpkd.toml"),
+        format!(
+            "name = \"{origin}\"\nlisten = [\"127.0.0.1:5300\"]\nstate_dir = \"state\"\nzone_file = \"bench.keys\"\naxfr_allow = [\"127.0.0.0/8\"]\nlog = \"warn\"\n"
+        ),
+    )?;
+    Ok(origin)
+}
