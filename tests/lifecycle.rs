@@ -601,3 +601,85 @@ fn members_not_due_are_left_alone() {
         "{log}"
     );
 }
+
+fn ctl_at(ks: &KeyServer, fake: &str, args: &[&str]) -> std::process::Output {
+    run(Command::new(require_tool("faketime"))
+        .args(["-f", fake])
+        .arg(bin("tp"))
+        .arg("ctl")
+        .arg("--config")
+        .arg(&ks.config)
+        .args(args))
+}
+
+/// Renew and remove: `tp ctl renew` brings a withdrawn member back with the same key and a
+/// fresh window; `tp ctl remove` takes an enrolled member out; a zone-file member cannot be
+/// removed over the control socket (its line is the operator's).
+#[test]
+fn renew_brings_a_withdrawn_member_back_and_remove_takes_an_enrolled_one_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = KeyServer::new(dir.path(), ZONE, "127.0.2.16", "", "");
+    let (real, ..) = with_members(&ks, &dir.path().join("tpkd-real.log"));
+    let before = decode(&one_rdata(&ks.ip, ks.port, WWW));
+    drop(real);
+    let mut t = Tpkd::start(&ks, Some("+400d"), &dir.path().join("tpkd.log"));
+    assert!(ask(&ks.ip, ks.port, WWW).contains("ANSWER: 0"));
+
+    let out = ctl_at(&ks, "+400d", &["renew", WWW, "192.0.2.10"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("renewed = ") && text.contains("not_after = "),
+        "{text}"
+    );
+    let renewed = decode(&one_rdata(&ks.ip, ks.port, WWW));
+    assert!(same_but_window(&before, &renewed), "renew changed the key");
+    assert!(renewed.not_after > before.not_after + 300 * DAY as u32);
+    let (params, q) = anchor(&ks);
+    let now = u64::from(renewed.not_before) + BACKDATE;
+    renewed
+        .verify(WWW, &params, &q, now)
+        .expect("the renewed record verifies at the faked time");
+
+    // Remove: the enrolled member goes; the zone-file member is refused with its line.
+    let out = ctl_at(&ks, "+400d", &["renew", DEV, "192.0.2.50"]);
+    assert!(out.status.success());
+    assert!(ask(&ks.ip, ks.port, DEV).contains("ANSWER: 1"));
+    let out = ctl_at(&ks, "+400d", &["remove", DEV, "192.0.2.50"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(ask(&ks.ip, ks.port, DEV).contains("ANSWER: 0"));
+    let out = ctl_at(&ks, "+400d", &["remove", WWW, "192.0.2.10"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("zone-file member") && err.contains("zone.keys:"),
+        "{err}"
+    );
+    let out = ctl_at(
+        &ks,
+        "+400d",
+        &["remove", "nobody.example.test.", "192.0.2.99"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not an enrolled member"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ctl_at(&ks, "+400d", &["renew", WWW, "not-an-ip"]);
+    assert!(!out.status.success());
+    // After a restart the renewed record is still the one served; the removed one stays out.
+    assert!(t.stop().success());
+    let t2 = Tpkd::start(&ks, Some("+400d"), &dir.path().join("tpkd2.log"));
+    assert_eq!(decode(&one_rdata(&ks.ip, ks.port, WWW)), renewed);
+    assert!(ask(&ks.ip, ks.port, DEV).contains("ANSWER: 0"));
+    drop(t2);
+}

@@ -22,15 +22,26 @@ pub fn bin(name: &str) -> PathBuf {
     // to test a binary older than the sources it is built from.
     let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let sources: &[&str] = if name.starts_with("d2tls") {
-        &["agent/src"]
+    // A binary's sources: its library crates and its own file under src/bin (another binary's
+    // edit does not relink it).
+    let sources: Vec<PathBuf> = if name.starts_with("d2tls") {
+        vec![root.join("agent/src")]
     } else {
-        &["plugin/src", "server/src"]
+        let mut v = vec![root.join("plugin/src")];
+        for entry in std::fs::read_dir(root.join("server/src"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if entry.file_name() != "bin" {
+                v.push(entry.path());
+            }
+        }
+        v.push(root.join(format!("server/src/bin/{name}.rs")));
+        v.push(root.join(format!("server/src/bin/{name}")));
+        v
     };
-    let newest = sources
-        .iter()
-        .filter_map(|d| newest_mtime(&root.join(d)))
-        .max();
+    let newest = sources.iter().filter_map(|d| newest_mtime(d)).max();
     if let (Some(built), Some(newest)) = (built, newest) {
         assert!(
             built >= newest,
@@ -42,6 +53,9 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 fn newest_mtime(dir: &std::path::Path) -> Option<std::time::SystemTime> {
+    if dir.is_file() {
+        return std::fs::metadata(dir).and_then(|m| m.modified()).ok();
+    }
     let mut newest = None;
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
         let p = entry.path();

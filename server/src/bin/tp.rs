@@ -340,6 +340,21 @@ enum CtlOp {
         #[arg(long)]
         child_params: Option<PathBuf>,
     },
+    /// Renew a member: the same key with a fresh validity window, served at once (also brings
+    /// back a member withdrawn because its window had ended).
+    Renew {
+        /// The member's name.
+        name: String,
+        /// The member's IP (a name has one record per IP).
+        ip: IpAddr,
+    },
+    /// Remove a member enrolled online (a zone-file member: delete its line and reload).
+    Remove {
+        /// The member's name.
+        name: String,
+        /// The member's IP.
+        ip: IpAddr,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -596,6 +611,15 @@ fn ctl(config: &Path, op: CtlOp) -> Result<()> {
                 req.identity.ip,
                 response.display()
             );
+        }
+        CtlOp::Renew { name, ip } => {
+            say!("{}", ops::ctl_request(&cfg, &format!("renew {name} {ip}"))?)
+        }
+        CtlOp::Remove { name, ip } => {
+            say!(
+                "{}",
+                ops::ctl_request(&cfg, &format!("remove {name} {ip}"))?
+            )
         }
     }
     Ok(())
