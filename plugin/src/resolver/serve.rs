@@ -27,6 +27,8 @@ const EDE_OTHER: u16 = 0;
 const EDE_DNSSEC_BOGUS: u16 = 6;
 const EDE_NOT_SUPPORTED: u16 = 21;
 const EDE_NO_REACHABLE_AUTHORITY: u16 = 22;
+/// UDP queries waiting for the slow path (walks, DNS lookups) at most, per listen address.
+const MAX_SLOW_IN_FLIGHT: usize = 4096;
 
 /// Serves key and address queries from a resolver. Clones share the resolver and the cache.
 #[derive(Clone)]
@@ -342,6 +344,7 @@ pub fn serve_udp(
     let socket = Arc::new(socket);
     let mut buf = vec![0u8; 65_535];
     let mut out = vec![0u8; 65_535];
+    let inflight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         let (n, peer) = match socket.recv_from(&mut buf) {
             Ok(x) => x,
@@ -366,14 +369,21 @@ pub fn serve_udp(
             }
             continue;
         }
+        // Misses wait for walks: bound them, so a flood of misses cannot grow without end.
+        if inflight.load(std::sync::atomic::Ordering::Relaxed) >= MAX_SLOW_IN_FLIGHT {
+            debug!(%peer, "UDP query dropped: too many unanswered queries in flight");
+            continue;
+        }
+        inflight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pkt = pkt.to_vec();
-        let (h, s) = (handler.clone(), socket.clone());
+        let (h, s, n) = (handler.clone(), socket.clone(), inflight.clone());
         rt.spawn(async move {
             if let Some(resp) = h.udp_slow(&pkt).await
                 && let Err(e) = s.send_to(&resp, peer)
             {
                 debug!(error = %e, %peer, "UDP send");
             }
+            n.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         });
     }
     Ok(())
