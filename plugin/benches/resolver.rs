@@ -219,6 +219,7 @@ async fn hierarchy() -> Hierarchy {
         origin.clone(),
         ZoneType::Primary,
         AxfrPolicy::Deny,
+        None,
     );
     let soa = hickory_proto::rr::rdata::SOA::new(
         Name::from_ascii("ns.dns.test.").unwrap(),

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{LowerName, RecordType, TSigResponseContext};
+use hickory_server::dnssec::NxProofKind;
 use hickory_server::server::{Request, RequestInfo};
 use hickory_server::zone_handler::{
     AuthLookup, AxfrPolicy, LookupControlFlow, LookupError, LookupOptions, LookupRecords,
-    ZoneHandler, ZoneType,
+    Nsec3QueryInfo, ZoneHandler, ZoneType,
 };
 
 use crate::zone::{Answer, KeyZone};
@@ -115,5 +116,19 @@ impl ZoneHandler for KeyZoneHandler {
     ) -> LookupControlFlow<AuthLookup> {
         // Key zones are not DNSSEC-signed: each record carries its key server's signature.
         LookupControlFlow::Continue(Ok(AuthLookup::default()))
+    }
+
+    // hickory-server's `dnssec-ring` feature (on for TSIG) asks for these too; key zones have
+    // neither NSEC3 chains nor a proof kind.
+    async fn nsec3_records(
+        &self,
+        _info: Nsec3QueryInfo<'_>,
+        _lookup_options: LookupOptions,
+    ) -> LookupControlFlow<AuthLookup> {
+        LookupControlFlow::Continue(Ok(AuthLookup::default()))
+    }
+
+    fn nx_proof_kind(&self) -> Option<&NxProofKind> {
+        None
     }
 }

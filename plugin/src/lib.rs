@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod clpkc;
+pub mod enroll;
 pub mod handler;
 pub mod issue;
 pub mod keyfile;
@@ -15,5 +16,6 @@ pub mod server;
 pub mod store;
 pub mod time;
 pub mod tls;
+mod update;
 pub mod zone;
 pub mod zonefile;

@@ -15,6 +15,7 @@ use hickory_server::zone_handler::{Catalog, MessageResponseBuilder};
 use ipnet::IpNet;
 use tracing::{debug, info, warn};
 
+use crate::enroll::UpdateEnrollment;
 use crate::handler::{KeyZoneHandler, ZoneCell};
 
 /// Target size of one AXFR message; well below the 64 KiB limit of a DNS message over TCP.
@@ -50,6 +51,7 @@ pub struct KeyServerHandler {
     zones: Vec<(LowerName, ZoneCell)>,
     acl: TransferAcl,
     counters: Arc<QueryCounters>,
+    enrollment: Option<UpdateEnrollment>,
 }
 
 impl KeyServerHandler {
@@ -72,7 +74,14 @@ impl KeyServerHandler {
             zones: list,
             acl,
             counters: Arc::default(),
+            enrollment: None,
         }
+    }
+
+    /// Answer enrollments sent as TSIG-signed UPDATE (docs/enrollment.md).
+    pub fn with_enrollment(mut self, enrollment: UpdateEnrollment) -> Self {
+        self.enrollment = Some(enrollment);
+        self
     }
 
     /// Count requests into `counters`.
@@ -81,12 +90,22 @@ impl KeyServerHandler {
         self
     }
 
+    /// The enrollment settings, if any.
+    pub(crate) fn enrollment(&self) -> Option<&UpdateEnrollment> {
+        self.enrollment.as_ref()
+    }
+
+    /// The served zone whose apex is `origin`.
+    pub(crate) fn zone_at(&self, origin: &LowerName) -> Option<&ZoneCell> {
+        self.zones.iter().find(|(o, _)| o == origin).map(|(_, c)| c)
+    }
+
     fn zone_for(&self, name: &LowerName) -> Option<&(LowerName, ZoneCell)> {
         self.zones.iter().find(|(o, _)| o.zone_of(name))
     }
 }
 
-fn response_edns(request: &Request) -> Option<Edns> {
+pub(crate) fn response_edns(request: &Request) -> Option<Edns> {
     request.edns.as_ref().map(|req| {
         let mut e = Edns::new();
         e.set_max_payload(req.max_payload().max(512));
@@ -95,7 +114,7 @@ fn response_edns(request: &Request) -> Option<Edns> {
     })
 }
 
-async fn send_rcode<R: ResponseHandler>(
+pub(crate) async fn send_rcode<R: ResponseHandler>(
     request: &Request,
     rcode: ResponseCode,
     mut handle: R,
@@ -112,7 +131,7 @@ async fn send_rcode<R: ResponseHandler>(
     }
 }
 
-fn failed(request: &Request) -> ResponseInfo {
+pub(crate) fn failed(request: &Request) -> ResponseInfo {
     let mut meta = Metadata::response_from_request(&request.metadata);
     meta.response_code = ResponseCode::ServFail;
     hickory_proto::op::Header {
@@ -142,6 +161,11 @@ impl RequestHandler for KeyServerHandler {
             _ => &self.counters.tcp,
         }
         .fetch_add(1, Ordering::Relaxed);
+        if request.metadata.message_type == MessageType::Query
+            && request.metadata.op_code == OpCode::Update
+        {
+            return crate::update::handle(self, request, response_handle).await;
+        }
         if request.metadata.message_type == MessageType::Query
             && request.metadata.op_code == OpCode::Query
             && let Ok(info) = request.request_info()

@@ -55,6 +55,51 @@ pub struct Config {
     /// How often tpkd looks for members due for re-signing, seconds.
     #[serde(default = "default_resign_check")]
     pub resign_check_secs: u64,
+    /// TSIG keys accepted for enrollment over DNS UPDATE (docs/enrollment.md); none = off.
+    #[serde(default)]
+    pub tsig: Vec<TsigConfig>,
+}
+
+/// One `[[tsig]]` key: who may enroll which names over UPDATE.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TsigConfig {
+    /// The key's name, as the requester's TSIG record carries it.
+    pub name: String,
+    /// `hmac-sha256` (default), `hmac-sha384` or `hmac-sha512`.
+    #[serde(default = "default_tsig_algorithm")]
+    pub algorithm: String,
+    /// The secret, base64, in a file readable by the owner only (preferred)…
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// …or inline, base64.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Names this key may enroll: `www.example.com.` or `*.example.com.` (any name below).
+    pub allow: Vec<String>,
+    /// Allowed clock difference, seconds (RFC 8945 recommends 300).
+    #[serde(default = "default_fudge")]
+    pub fudge: u16,
+}
+
+impl std::fmt::Debug for TsigConfig {
+    // The secret never appears in a log or an error.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TsigConfig")
+            .field("name", &self.name)
+            .field("algorithm", &self.algorithm)
+            .field("secret_file", &self.secret_file)
+            .field("allow", &self.allow)
+            .field("fudge", &self.fudge)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_tsig_algorithm() -> String {
+    "hmac-sha256".into()
+}
+fn default_fudge() -> u16 {
+    300
 }
 
 fn default_resign_margin() -> u64 {
@@ -109,6 +154,11 @@ impl Config {
             Some(p) => abs(p),
             None => cfg.state_dir.join("tpkd.sock"),
         });
+        for k in &mut cfg.tsig {
+            if let Some(f) = k.secret_file.as_deref() {
+                k.secret_file = Some(abs(f));
+            }
+        }
         cfg.name = twinpeaks::clpkc::canonical_name(&cfg.name)
             .map_err(|e| anyhow::anyhow!("{}: name: {e}", path.display()))?;
         if cfg.listen.is_empty() {
@@ -126,7 +176,49 @@ impl Config {
                 path.display()
             );
         }
+        let mut seen = std::collections::HashSet::new();
+        for k in &cfg.tsig {
+            let what = format!("{}: [[tsig]] {}", path.display(), k.name);
+            if k.secret.is_some() == k.secret_file.is_some() {
+                bail!("{what}: give exactly one of secret_file and secret");
+            }
+            twinpeaks::enroll::tsig_algorithm(&k.algorithm)
+                .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+            if k.allow.is_empty() {
+                bail!("{what}: allow: give at least one name pattern");
+            }
+            if !seen.insert(k.name.trim_end_matches('.').to_ascii_lowercase()) {
+                bail!("{what}: a key of this name is already configured");
+            }
+        }
         Ok(cfg)
+    }
+
+    /// The `[[tsig]]` keys, their secrets read (a secret file must be private).
+    pub fn tsig_keys(&self) -> Result<Vec<twinpeaks::enroll::TsigKey>> {
+        use base64::Engine as _;
+        let mut keys = Vec::new();
+        for k in &self.tsig {
+            let text = match (&k.secret_file, &k.secret) {
+                (Some(f), _) => twinpeaks::keyfile::read_secret(f)?,
+                (None, Some(s)) => zeroize::Zeroizing::new(s.clone()),
+                (None, None) => bail!("[[tsig]] {}: no secret", k.name),
+            };
+            let secret = base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .map_err(|_| anyhow::anyhow!("[[tsig]] {}: the secret is not base64", k.name))?;
+            let alg =
+                twinpeaks::enroll::tsig_algorithm(&k.algorithm).map_err(|e| anyhow::anyhow!(e))?;
+            let name = hickory_proto::rr::Name::from_ascii(&k.name)
+                .map_err(|e| anyhow::anyhow!("[[tsig]] {}: name: {e}", k.name))?;
+            let signer = hickory_proto::rr::TSigner::new(secret, alg, name, k.fudge)
+                .map_err(|e| anyhow::anyhow!("[[tsig]] {}: {e}", k.name))?;
+            keys.push(twinpeaks::enroll::TsigKey {
+                signer,
+                allow: k.allow.clone(),
+            });
+        }
+        Ok(keys)
     }
 
     /// The store path.

@@ -27,6 +27,46 @@ pub const KEY_FILE: &str = "server.key";
 /// The public params.
 pub const PARAMS_FILE: &str = "params";
 
+/// A second key for a name and IP that already have one (enrollment over the network).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{name} already has a key for {ip}; the operator renews or removes it (tp ctl renew/remove)"
+)]
+pub struct AlreadyEnrolled {
+    /// The member's name.
+    pub name: String,
+    /// Its IP.
+    pub ip: std::net::IpAddr,
+}
+
+/// The key server as the enroller of the UPDATE path (twinpeaks::enroll::Enroller).
+pub struct UpdateEnroller(pub Arc<KeyServer>);
+
+impl twinpeaks::enroll::Enroller for UpdateEnroller {
+    fn enroll_new(
+        &self,
+        req: &twinpeaks::enroll::EnrollRequest,
+    ) -> Result<String, twinpeaks::enroll::EnrollError> {
+        use twinpeaks::enroll::EnrollError;
+        let ks = &self.0;
+        let (record, partial) = ks
+            .enroll_new(&req.request, req.key_server.clone())
+            .map_err(|e| {
+                if e.downcast_ref::<AlreadyEnrolled>().is_some() {
+                    EnrollError::Duplicate(e.to_string())
+                } else if e.downcast_ref::<issue::IssueError>().is_some()
+                    || e.to_string().starts_with("enrollment refused")
+                {
+                    EnrollError::Refused(format!("{e:#}"))
+                } else {
+                    EnrollError::Failed(format!("{e:#}"))
+                }
+            })?;
+        crate::control::response_text(&req.request, ks.params(), &partial, &record)
+            .map_err(|e| EnrollError::Failed(e.to_string()))
+    }
+}
+
 /// A running key server's state.
 pub struct KeyServer {
     /// Its configuration.
@@ -194,11 +234,31 @@ impl KeyServer {
     }
 
     /// Enroll a member online: issue, store, serve. If the new zone would not load, the
-    /// member is taken out again and nothing changes.
+    /// member is taken out again and nothing changes. A member enrolled before for the same
+    /// name and IP is replaced.
     pub fn enroll(
         &self,
         req: &KeyRequest,
         key_server: Option<(u16, KgcParams)>,
+    ) -> Result<(KeyRecord, PartialKey)> {
+        self.enroll_inner(req, key_server, true)
+    }
+
+    /// As [`KeyServer::enroll`], but a name that already has a key for this IP (enrolled or in
+    /// the zone file) is refused with [`AlreadyEnrolled`]: enrollment over the network.
+    pub fn enroll_new(
+        &self,
+        req: &KeyRequest,
+        key_server: Option<(u16, KgcParams)>,
+    ) -> Result<(KeyRecord, PartialKey)> {
+        self.enroll_inner(req, key_server, false)
+    }
+
+    fn enroll_inner(
+        &self,
+        req: &KeyRequest,
+        key_server: Option<(u16, KgcParams)>,
+        replace: bool,
     ) -> Result<(KeyRecord, PartialKey)> {
         let (not_before, not_after) = self.window(
             time::now(),
@@ -211,8 +271,24 @@ impl KeyServer {
         };
         // The proof of possession is checked by the extraction inside `issue`.
         let file = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        let (record, partial) = issue::issue(&self.kgc, &self.own, req, &opts, &mut OsRng)?;
         let name = &req.identity.name;
+        if !replace {
+            let served = self.zone.load_full();
+            let ip = req.identity.ip;
+            let in_zone = served
+                .members()
+                .iter()
+                .chain(served.withdrawn())
+                .any(|m| &m.owner == name && m.record.ip == ip);
+            if in_zone || self.store.get(&self.cfg.name, name, ip)?.is_some() {
+                return Err(AlreadyEnrolled {
+                    name: name.clone(),
+                    ip,
+                }
+                .into());
+            }
+        }
+        let (record, partial) = issue::issue(&self.kgc, &self.own, req, &opts, &mut OsRng)?;
         let replaced = self.store.get(&self.cfg.name, name, record.ip)?;
         self.store
             .put(&self.cfg.name, name, self.cfg.enroll_ttl, &record)?;

@@ -185,6 +185,17 @@ pub enum OpsError {
     /// tpkd answered something that is not a reply.
     #[error("unexpected reply from tpkd: {0}")]
     UnexpectedReply(String),
+    /// An enrollment over UPDATE could not be sent or its answer not verified.
+    #[error("{0}")]
+    Enroll(String),
+    /// The key server refused an enrollment over UPDATE (its log says why).
+    #[error("{server}: enrollment refused: {} (the key server's log says why)", twinpeaks::enroll::rcode_mnemonic(*rcode))]
+    EnrollRefused {
+        /// The key server.
+        server: SocketAddr,
+        /// Its RCODE.
+        rcode: hickory_proto::op::ResponseCode,
+    },
 }
 
 fn with_ext(prefix: &Path, ext: &str) -> PathBuf {
@@ -575,4 +586,86 @@ pub fn gen_zone(count: usize, out: &Path, origin: &str) -> Result<String, OpsErr
         ),
     )?;
     Ok(origin)
+}
+
+/// An enrollment sent over the network as a TSIG-signed DNS UPDATE ([`net_enroll`]).
+pub struct NetEnroll<'a> {
+    /// The parent key server's DNS address.
+    pub server: SocketAddr,
+    /// Its key zone (the UPDATE's zone).
+    pub zone: &'a str,
+    /// The TSIG key's name.
+    pub key_name: &'a str,
+    /// The file holding the TSIG secret, base64 (0600).
+    pub secret_file: &'a Path,
+    /// `hmac-sha256`, `hmac-sha384` or `hmac-sha512`.
+    pub algorithm: &'a str,
+    /// How long to wait for the answer.
+    pub timeout: std::time::Duration,
+}
+
+/// Enroll `req` with the key server at `net.server` over DNS UPDATE signed with TSIG
+/// (docs/enrollment.md); writes its response to `response`, as `tp ctl enroll` does.
+pub fn net_enroll(
+    net: &NetEnroll<'_>,
+    req: &KeyRequest,
+    child: Option<(u16, KgcParams)>,
+    response: &Path,
+) -> Result<(), OpsError> {
+    use base64::Engine as _;
+    use twinpeaks::enroll::{self, EnrollRequest, Submitted};
+    let bad = |e: String| OpsError::Enroll(e);
+    let text = keyfile::read_secret(net.secret_file)?;
+    let secret = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|_| {
+            bad(format!(
+                "{}: the TSIG secret is not base64",
+                net.secret_file.display()
+            ))
+        })?;
+    let alg = enroll::tsig_algorithm(net.algorithm).map_err(bad)?;
+    let key = hickory_proto::rr::Name::from_ascii(net.key_name)?;
+    let signer = hickory_proto::rr::TSigner::new(secret, alg, key, 300)
+        .map_err(|e| bad(format!("TSIG key {}: {e}", net.key_name)))?;
+    let mut zone = hickory_proto::rr::Name::from_ascii(net.zone)?;
+    zone.set_fqdn(true);
+    let owner = hickory_proto::rr::Name::from_ascii(&req.identity.name)?;
+    let ereq = EnrollRequest {
+        request: req.clone(),
+        key_server: child,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let answer = rt
+        .block_on(enroll::submit(
+            net.server,
+            &zone,
+            &owner,
+            &ereq,
+            signer,
+            net.timeout,
+        ))
+        .map_err(bad)?;
+    let text = match answer {
+        Submitted::Enrolled(text) => text,
+        Submitted::Refused(rcode) => {
+            return Err(OpsError::EnrollRefused {
+                server: net.server,
+                rcode,
+            });
+        }
+    };
+    let r = keyfile::parse_response(response, &text)?;
+    if r.ip != req.identity.ip
+        || clpkc::canonical_name(&r.name).ok().as_deref() != Some(req.identity.name.as_str())
+    {
+        return Err(bad(format!(
+            "{}: the answer is for {} {}, not for the request's {} {}",
+            net.server, r.name, r.ip, req.identity.name, req.identity.ip
+        )));
+    }
+    keyfile::write_public(response, &text)?;
+    Ok(())
 }

@@ -198,9 +198,14 @@ fn load_dns_zone(origin: &Name, path: &Path) -> Result<(InMemoryZoneHandler, usi
         .values()
         .map(|rrset| rrset.records_without_rrsigs().count())
         .sum();
-    let handler =
-        InMemoryZoneHandler::new(origin.clone(), records, ZoneType::Primary, AxfrPolicy::Deny)
-            .map_err(|e| anyhow!("{e}"))?;
+    let handler = InMemoryZoneHandler::new(
+        origin.clone(),
+        records,
+        ZoneType::Primary,
+        AxfrPolicy::Deny,
+        None,
+    )
+    .map_err(|e| anyhow!("{e}"))?;
     Ok((handler, count))
 }
 
@@ -220,7 +225,7 @@ fn load_opaque_keyzone(origin: &Name, path: &Path) -> Result<(InMemoryZoneHandle
         .ok_or_else(|| anyhow!("no SOA record at the origin {origin}"))?;
 
     let mut handler =
-        InMemoryZoneHandler::empty(origin.clone(), ZoneType::Primary, AxfrPolicy::Deny);
+        InMemoryZoneHandler::empty(origin.clone(), ZoneType::Primary, AxfrPolicy::Deny, None);
     for line in &parsed.lines {
         let at = || format!("{}:{}", path.display(), line.line);
         if !origin.zone_of(&line.owner) {

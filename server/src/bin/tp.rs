@@ -157,6 +157,40 @@ enum Cmd {
         #[command(subcommand)]
         op: CtlOp,
     },
+    /// Enroll over the network: send the request to the parent key server as a DNS UPDATE
+    /// signed with TSIG and write its response (then `tp finalize`). See docs/enrollment.md.
+    Enroll {
+        /// The parent key server's DNS address, ADDR:PORT.
+        #[arg(long)]
+        server: SocketAddr,
+        /// Its key zone.
+        #[arg(long)]
+        zone: String,
+        /// Name of the TSIG key the parent gave you.
+        #[arg(long)]
+        tsig_key: String,
+        /// File holding the TSIG secret, base64 (mode 0600).
+        #[arg(long)]
+        tsig_secret_file: PathBuf,
+        /// TSIG algorithm.
+        #[arg(long, default_value = "hmac-sha256")]
+        tsig_algorithm: String,
+        /// The request file (from tp keygen).
+        #[arg(long)]
+        request: PathBuf,
+        /// Where to write the response (the partial key in it is sealed to the requester).
+        #[arg(long)]
+        response: PathBuf,
+        /// The member is a key server on this port…
+        #[arg(long, requires = "child_params")]
+        key_server_port: Option<u16>,
+        /// …with these params.
+        #[arg(long, requires = "key_server_port")]
+        child_params: Option<PathBuf>,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
     /// Query a key server and show each TPKEY record decoded; with --anchors, resolve from
     /// the trust anchors down and verify every link.
     Dig {
@@ -487,6 +521,40 @@ fn run(cmd: Cmd) -> Result<()> {
             Ok(())
         }
         Cmd::Ctl { config, op } => ctl(&config, op),
+        Cmd::Enroll {
+            server,
+            zone,
+            tsig_key,
+            tsig_secret_file,
+            tsig_algorithm,
+            request,
+            response,
+            key_server_port,
+            child_params,
+            timeout,
+        } => {
+            let req = keyfile::read_request(&request)?;
+            let child = match (key_server_port, child_params) {
+                (Some(port), Some(p)) => Some((port, keyfile::read_params(&p)?)),
+                _ => None,
+            };
+            let net = ops::NetEnroll {
+                server,
+                zone: &zone,
+                key_name: &tsig_key,
+                secret_file: &tsig_secret_file,
+                algorithm: &tsig_algorithm,
+                timeout: Duration::from_secs(timeout),
+            };
+            ops::net_enroll(&net, &req, child, &response)?;
+            sayln!(
+                "{} at {} enrolled by {server}; response in {}",
+                req.identity.name,
+                req.identity.ip,
+                response.display()
+            );
+            Ok(())
+        }
         Cmd::Dig {
             name,
             server,

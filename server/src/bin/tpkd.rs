@@ -16,7 +16,7 @@ use tracing::{error, info, warn};
 use twinpeaks::server::{KeyServerHandler, TransferAcl};
 use twinpeaks_server::config::Config;
 use twinpeaks_server::control;
-use twinpeaks_server::keyserver::KeyServer;
+use twinpeaks_server::keyserver::{KeyServer, UpdateEnroller};
 
 /// The TwinPeaks key server daemon.
 #[derive(Parser)]
@@ -61,8 +61,16 @@ fn run(args: Args) -> Result<()> {
 
 async fn serve(cfg: Config) -> Result<()> {
     let ks = Arc::new(KeyServer::open(cfg.clone())?);
-    let handler = KeyServerHandler::new(vec![ks.zone()], TransferAcl(cfg.axfr_allow.clone()))
+    let mut handler = KeyServerHandler::new(vec![ks.zone()], TransferAcl(cfg.axfr_allow.clone()))
         .with_counters(ks.counters.clone());
+    let keys = cfg.tsig_keys()?;
+    let tsig_keys = keys.len();
+    if !keys.is_empty() {
+        handler = handler.with_enrollment(twinpeaks::enroll::UpdateEnrollment {
+            enroller: Arc::new(UpdateEnroller(ks.clone())),
+            keys,
+        });
+    }
     let mut server = Server::new(handler);
     for addr in &cfg.listen {
         let udp = UdpSocket::bind(addr)
@@ -128,6 +136,7 @@ async fn serve(cfg: Config) -> Result<()> {
         serial,
         members,
         control = %control_path.display(),
+        tsig_keys,
         "tpkd serving"
     );
 
