@@ -121,6 +121,18 @@ fn the_demo_comes_up_and_its_dig_commands_work() {
             && c.contains("hello over TwinPeaks TLS"),
         "{c}"
     );
+    // Online enrollment over DNS UPDATE + TSIG, as printed: the new entity is served at once.
+    let enroll = out
+        .lines()
+        .find(|l| l.contains(" enroll --server"))
+        .unwrap();
+    let (cmd, comment) = enroll.split_once('#').unwrap();
+    let args: Vec<&str> = cmd.split_whitespace().skip(1).collect();
+    let e = common::ok(Command::new(bin("tp")).args(&args));
+    assert!(e.contains("enrolled"), "{e}");
+    let new_name = comment.split_whitespace().nth(1).unwrap();
+    let served = dig(&["-p", "5300", "@127.0.0.4", new_name, "TYPE65300"]);
+    assert!(served.contains("ANSWER: 1"), "{served}");
     let d = out
         .lines()
         .find(|l| l.trim_start().starts_with("dig -p 5301"))

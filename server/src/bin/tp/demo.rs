@@ -212,6 +212,42 @@ fn wait_until_listening(children: &mut Children, addr: SocketAddr) -> Result<()>
     Ok(())
 }
 
+/// Name of the demo's TSIG key for enrollment at example.com.'s key server.
+const TSIG_KEY: &str = "demo-enroll.";
+
+/// Let example.com.'s key server take enrollments over DNS UPDATE with the demo's TSIG key
+/// (its secret made once, 0600); idempotent, so older demo states get it too.
+fn enable_enrollment(state: &Path) -> Result<()> {
+    let dir = state.join("example.com");
+    let secret = dir.join("enroll.tsig");
+    if !secret.exists() {
+        let mut key = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut key);
+        let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key);
+        keyfile::write_secret(&secret, &format!("{b64}\n"))?;
+    }
+    let cfg_path = dir.join("tpkd.toml");
+    let cfg = std::fs::read_to_string(&cfg_path)?;
+    if !cfg.contains("[[tsig]]") {
+        std::fs::write(
+            &cfg_path,
+            format!(
+                "{cfg}\n[[tsig]]\nname = \"{TSIG_KEY}\"\nsecret_file = \"enroll.tsig\"\nallow = [\"*.example.com.\"]\n"
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+/// A fresh entity's request, for the printed `tp enroll` (a new name each run).
+fn enrollment_request(state: &Path) -> Result<(String, PathBuf)> {
+    let params = keyfile::read_params(&state.join("example.com").join("params"))?;
+    let name = format!("dev{}.example.com.", time::now());
+    let prefix = state.join("entities").join(&name);
+    ops::keygen(&name, "127.0.0.13".parse()?, &params, &prefix)?;
+    Ok((name, prefix))
+}
+
 /// Run the demo.
 pub fn run(zones: &Path, state: &Path, check: bool) -> Result<()> {
     if !zones.join("keys").is_dir() || !zones.join("dns").is_dir() {
@@ -222,6 +258,7 @@ pub fn run(zones: &Path, state: &Path, check: bool) -> Result<()> {
     }
     let state = abs(state)?;
     setup(zones, &state)?;
+    enable_enrollment(&state)?;
     let mut children = Children(Vec::new());
     let mut dns = Command::new(sibling("tp-dnsd")?);
     dns.arg("--listen").arg(DNS_ADDR);
@@ -310,6 +347,14 @@ pub fn run(zones: &Path, state: &Path, check: bool) -> Result<()> {
         "  {} connect --config {} www.example.com:4433   # TLS 1.3, no certificate: www's key as resolved",
         tp.display(),
         resolver_cfg.display()
+    );
+    let (new_name, prefix) = enrollment_request(&state)?;
+    sayln!(
+        "  {} enroll --server 127.0.0.4:{PORT} --zone example.com. --tsig-key {TSIG_KEY} --tsig-secret-file {} --request {}.req --response {}.resp   # enroll {new_name} at 127.0.0.13 online (DNS UPDATE + TSIG)",
+        tp.display(),
+        state.join("example.com").join("enroll.tsig").display(),
+        prefix.display(),
+        prefix.display()
     );
     let cfg = Settings::load(&resolver_cfg)?
         .resolver_config(time::now())
