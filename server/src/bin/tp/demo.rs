@@ -243,7 +243,7 @@ fn enable_enrollment(state: &Path) -> Result<()> {
 fn enrollment_request(state: &Path) -> Result<(String, PathBuf)> {
     let params = keyfile::read_params(&state.join("example.com").join("params"))?;
     let name = format!("dev{}.example.com.", time::now());
-    let prefix = state.join("entities").join(&name);
+    let prefix = state.join("entities").join(name.trim_end_matches('.'));
     ops::keygen(&name, "127.0.0.13".parse()?, &params, &prefix)?;
     Ok((name, prefix))
 }
