@@ -1,5 +1,5 @@
 //! The control socket: a Unix socket (mode 0600) on which `tp ctl` asks a running tpkd to
-//! reload, report status, or enroll a member. One request line, one response, then close.
+//! reload, report status, list, enroll, move (change-ip), renew or remove members. One request line, one response, then close.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -103,6 +103,29 @@ async fn handle(stream: UnixStream, ks: Arc<KeyServer>) -> Result<()> {
     Ok(())
 }
 
+/// A key request in hex, the first argument of `op`.
+fn parse_request(op: &str, arg: Option<&str>) -> Result<KeyRequest> {
+    let req_hex = arg.ok_or_else(|| anyhow!("{op}: missing request"))?;
+    KeyRequest::decode(&hex::decode(req_hex).map_err(|_| anyhow!("{op}: request is not hex"))?)
+        .map_err(|e| anyhow!("{op}: request: {e}"))
+}
+
+/// The optional `ks=<port>:<params-hex>` argument: the member is a key server.
+fn parse_ks(op: &str, arg: Option<&str>) -> Result<Option<(u16, KgcParams)>> {
+    let Some(ks_arg) = arg else {
+        return Ok(None);
+    };
+    let (port, params) = ks_arg
+        .strip_prefix("ks=")
+        .and_then(|s| s.split_once(':'))
+        .ok_or_else(|| anyhow!("{op}: expected ks=<port>:<params-hex>"))?;
+    let port: u16 = port.parse().map_err(|_| anyhow!("{op}: bad port"))?;
+    let params =
+        KgcParams::decode(&hex::decode(params).map_err(|_| anyhow!("{op}: params not hex"))?)
+            .map_err(|e| anyhow!("{op}: params: {e}"))?;
+    Ok(Some((port, params)))
+}
+
 async fn answer(line: &str, ks: &Arc<KeyServer>) -> Result<String> {
     let mut words = line.split_whitespace();
     match words.next() {
@@ -130,28 +153,8 @@ async fn answer(line: &str, ks: &Arc<KeyServer>) -> Result<String> {
             ))
         }
         Some("enroll") => {
-            let req_hex = words
-                .next()
-                .ok_or_else(|| anyhow!("enroll: missing request"))?;
-            let req = KeyRequest::decode(
-                &hex::decode(req_hex).map_err(|_| anyhow!("enroll: request is not hex"))?,
-            )
-            .map_err(|e| anyhow!("enroll: request: {e}"))?;
-            let key_server = match words.next() {
-                None => None,
-                Some(ks_arg) => {
-                    let (port, params) = ks_arg
-                        .strip_prefix("ks=")
-                        .and_then(|s| s.split_once(':'))
-                        .ok_or_else(|| anyhow!("enroll: expected ks=<port>:<params-hex>"))?;
-                    let port: u16 = port.parse().map_err(|_| anyhow!("enroll: bad port"))?;
-                    let params = KgcParams::decode(
-                        &hex::decode(params).map_err(|_| anyhow!("enroll: params not hex"))?,
-                    )
-                    .map_err(|e| anyhow!("enroll: params: {e}"))?;
-                    Some((port, params))
-                }
-            };
+            let req = parse_request("enroll", words.next())?;
+            let key_server = parse_ks("enroll", words.next())?;
             let ks2 = ks.clone();
             let (req, record, partial) = tokio::task::spawn_blocking(move || {
                 ks2.enroll(&req, key_server).map(|(r, p)| (req, r, p))
@@ -159,6 +162,45 @@ async fn answer(line: &str, ks: &Arc<KeyServer>) -> Result<String> {
             .await??;
             info!(zone = %ks.cfg.name, member = %req.identity.name, ip = %record.ip, "member enrolled");
             Ok(response_text(&req, ks.params(), &partial, &record)?)
+        }
+        Some("change-ip") => {
+            let req = parse_request("change-ip", words.next())?;
+            let old_ip: std::net::IpAddr = words
+                .next()
+                .ok_or_else(|| anyhow!("change-ip: expected `change-ip REQUEST-HEX OLD-IP`"))?
+                .parse()
+                .map_err(|_| anyhow!("change-ip: the old IP is not an IP address"))?;
+            let key_server = parse_ks("change-ip", words.next())?;
+            let ks2 = ks.clone();
+            let (req, record, partial) = tokio::task::spawn_blocking(move || {
+                ks2.change_ip(&req, old_ip, key_server)
+                    .map(|(r, p)| (req, r, p))
+            })
+            .await??;
+            info!(zone = %ks.cfg.name, member = %req.identity.name, ip = %record.ip, %old_ip, "member moved to a new IP");
+            Ok(response_text(&req, ks.params(), &partial, &record)?)
+        }
+        Some("members") => {
+            let mut out = String::new();
+            for (m, withdrawn) in ks.members() {
+                let kind = if m.record.key_server.is_some() {
+                    "key-server"
+                } else {
+                    "entity"
+                };
+                let source = match &m.source {
+                    twinpeaks::zone::Source::Store => "enrolled".to_string(),
+                    twinpeaks::zone::Source::File(p, l) => format!("{}:{l}", p.display()),
+                };
+                let state = if withdrawn { " withdrawn" } else { "" };
+                out.push_str(&format!(
+                    "{} {} {kind} {} {source}{state}\n",
+                    m.owner,
+                    m.record.ip,
+                    twinpeaks::time::format(m.record.not_after)
+                ));
+            }
+            Ok(out)
         }
         Some(op @ ("renew" | "remove")) => {
             let (Some(name), Some(ip)) = (words.next(), words.next()) else {
@@ -191,7 +233,7 @@ async fn answer(line: &str, ks: &Arc<KeyServer>) -> Result<String> {
             }
         }
         Some(other) => Err(anyhow!(
-            "unknown command `{other}` (reload, status, enroll, renew, remove)"
+            "unknown command `{other}` (reload, status, members, enroll, change-ip, renew, remove)"
         )),
         None => Err(anyhow!("empty request")),
     }

@@ -409,6 +409,90 @@ impl KeyServer {
         Ok(())
     }
 
+    /// An IP change: enroll `req` (the member's new secret value and request for its new IP)
+    /// and remove the enrolled record of the same name at `old_ip`, in one step. The old record
+    /// must be an enrolled member (a zone-file member is refused naming its line, as
+    /// [`KeyServer::remove`] does); if the new zone would not load, the store is put back and
+    /// nothing changes. A record already enrolled for the new IP is replaced, as by `enroll`.
+    pub fn change_ip(
+        &self,
+        req: &KeyRequest,
+        old_ip: std::net::IpAddr,
+        key_server: Option<(u16, KgcParams)>,
+    ) -> Result<(KeyRecord, PartialKey)> {
+        let name = &req.identity.name;
+        if req.identity.ip == old_ip {
+            return Err(anyhow!(
+                "change-ip: the request is for {old_ip}, the old IP itself (a new key for the same \
+                 name and IP is `tp ctl enroll`)"
+            ));
+        }
+        let (not_before, not_after) = self.window(
+            time::now(),
+            u64::from(self.cfg.enroll_validity_days) * 86_400,
+        );
+        let opts = IssueOptions {
+            not_before,
+            not_after,
+            key_server,
+        };
+        let file = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let served = self.zone.load_full();
+        if let Some(m) = served
+            .members()
+            .iter()
+            .chain(served.withdrawn())
+            .find(|m| &m.owner == name && m.record.ip == old_ip)
+            && let Source::File(path, line) = &m.source
+        {
+            return Err(anyhow!(
+                "change-ip: {name} {old_ip} is a zone-file member ({}:{line}): delete the line \
+                 and reload, and enroll the new IP with `tp ctl enroll`",
+                path.display()
+            ));
+        }
+        let old = self
+            .store
+            .get(&self.cfg.name, name, old_ip)?
+            .ok_or_else(|| {
+                anyhow!(
+                    "change-ip: {name} {old_ip} is not an enrolled member of {}",
+                    self.cfg.name
+                )
+            })?;
+        let (record, partial) = issue::issue(&self.kgc, &self.own, req, &opts, &mut OsRng)?;
+        let replaced = self.store.get(&self.cfg.name, name, record.ip)?;
+        self.store
+            .put(&self.cfg.name, name, self.cfg.enroll_ttl, &record)?;
+        let rollback = |ks: &Self| -> Result<()> {
+            match &replaced {
+                Some((ttl, rec)) => ks.store.put(&ks.cfg.name, name, *ttl, rec)?,
+                None => {
+                    ks.store.remove(&ks.cfg.name, name, record.ip)?;
+                }
+            }
+            ks.store.put(&ks.cfg.name, name, old.0, &old.1)?;
+            Ok(())
+        };
+        if let Err(e) = self.store.remove(&self.cfg.name, name, old_ip) {
+            rollback(self)?;
+            return Err(e.into());
+        }
+        if let Err(e) = self.rebuild(file.clone()) {
+            rollback(self)?;
+            return Err(anyhow!("change-ip refused, zone unchanged: {e}"));
+        }
+        Ok((record, partial))
+    }
+
+    /// Every member, served or withdrawn, in zone order: (member, withdrawn).
+    pub fn members(&self) -> Vec<(twinpeaks::zone::Member, bool)> {
+        let z = self.zone.load_full();
+        let mut v: Vec<_> = z.members().iter().map(|m| (m.clone(), false)).collect();
+        v.extend(z.withdrawn().iter().map(|m| (m.clone(), true)));
+        v
+    }
+
     /// A validity window of `len` seconds from now, starting `inception_backdate_secs` ago.
     fn window(&self, now: u64, len: u64) -> (u32, u32) {
         let start = now.saturating_sub(self.cfg.inception_backdate_secs);

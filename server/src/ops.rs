@@ -539,6 +539,24 @@ pub fn ctl_enroll(
     Ok(())
 }
 
+/// Move a member to a new IP through the running tpkd of `cfg`: enroll `req` (for the new IP)
+/// and remove the enrolled record at `old_ip` in one step; writes the response to `response`.
+pub fn ctl_change_ip(
+    cfg: &Config,
+    req: &KeyRequest,
+    old_ip: IpAddr,
+    child: Option<(u16, KgcParams)>,
+    response: &Path,
+) -> Result<(), OpsError> {
+    let mut line = format!("change-ip {} {old_ip}", hex::encode(req.encode()));
+    if let Some((port, params)) = child {
+        line.push_str(&format!(" ks={port}:{}", hex::encode(params.encode())));
+    }
+    let text = ctl_request(cfg, &line)?;
+    keyfile::write_public(response, &text)?;
+    Ok(())
+}
+
 /// Make a throwaway key server and a zone of `count` members under `origin` in `out`
 /// (benchmarks): its state, the zone in our syntax and in RFC 3597 form, the queries and a
 /// tpkd.toml. Returns the origin, canonical.

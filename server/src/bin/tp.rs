@@ -359,6 +359,28 @@ enum CtlOp {
     Reload,
     /// Serial and member count.
     Status,
+    /// One line per member (served or withdrawn): name, IP, kind (entity or key-server),
+    /// not_after, source (`enrolled` or FILE:LINE), and `withdrawn` for one whose window ended.
+    Members,
+    /// An IP change: enroll the member's new request (its new IP) and remove its enrolled
+    /// record at the old IP in one step; if the enrollment fails nothing changes.
+    ChangeIp {
+        /// The new request (`tp keygen` for the name and the new IP).
+        #[arg(long)]
+        request: PathBuf,
+        /// Where to write the response (then `tp finalize`).
+        #[arg(long)]
+        response: PathBuf,
+        /// The IP the member leaves; its record must be an enrolled one.
+        #[arg(long)]
+        old_ip: IpAddr,
+        /// The member is a key server on this port…
+        #[arg(long, requires = "child_params")]
+        key_server_port: Option<u16>,
+        /// …with these params.
+        #[arg(long)]
+        child_params: Option<PathBuf>,
+    },
     /// Enroll a member online: issue its partial key and serve its record at once.
     Enroll {
         /// The request file.
@@ -675,6 +697,27 @@ fn ctl(config: &Path, op: CtlOp) -> Result<()> {
             ops::ctl_enroll(&cfg, &req, child, &response)?;
             sayln!(
                 "{} at {} enrolled; response in {}",
+                req.identity.name,
+                req.identity.ip,
+                response.display()
+            );
+        }
+        CtlOp::Members => say!("{}", ops::ctl_request(&cfg, "members")?),
+        CtlOp::ChangeIp {
+            request,
+            response,
+            old_ip,
+            key_server_port,
+            child_params,
+        } => {
+            let req = keyfile::read_request(&request)?;
+            let child = match (key_server_port, child_params) {
+                (Some(port), Some(p)) => Some((port, keyfile::read_params(&p)?)),
+                _ => None,
+            };
+            ops::ctl_change_ip(&cfg, &req, old_ip, child, &response)?;
+            sayln!(
+                "{} moved from {old_ip} to {}; response in {}",
                 req.identity.name,
                 req.identity.ip,
                 response.display()
