@@ -3,9 +3,31 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use ipnet::IpNet;
 use serde::Deserialize;
+
+/// Why a config file cannot be used: the file and the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("{}: cannot read config", file.display())]
+    Read {
+        /// The config file.
+        file: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is read but is not a usable config (it names the option).
+    #[error("{}: {reason}", file.display())]
+    Invalid {
+        /// The config file.
+        file: PathBuf,
+        /// What is wrong, naming the option.
+        reason: String,
+    },
+}
 
 /// A key server's configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -130,11 +152,16 @@ fn default_ttl() -> u32 {
 
 impl Config {
     /// Read and check a config file; relative paths are taken from the file's directory.
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("{}: cannot read config", path.display()))?;
-        let mut cfg: Config =
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid {
+            file: path.to_path_buf(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let abs = |p: &Path| {
             if p.is_absolute() {
@@ -160,35 +187,39 @@ impl Config {
             }
         }
         cfg.name = twinpeaks::clpkc::canonical_name(&cfg.name)
-            .map_err(|e| anyhow::anyhow!("{}: name: {e}", path.display()))?;
+            .map_err(|e| invalid(format!("name: {e}")))?;
         if cfg.listen.is_empty() {
-            bail!("{}: listen: give at least one address", path.display());
+            return Err(invalid("listen: give at least one address".into()));
         }
         if cfg.tcp_timeout_secs == 0 || cfg.enroll_validity_days == 0 {
-            bail!(
-                "{}: tcp_timeout_secs and enroll_validity_days must be positive",
-                path.display()
-            );
+            return Err(invalid(
+                "tcp_timeout_secs and enroll_validity_days must be positive".into(),
+            ));
         }
         if cfg.resign_check_secs == 0 || cfg.resign_validity_secs <= cfg.resign_margin_secs {
-            bail!(
-                "{}: resign_check_secs must be positive and resign_validity_secs longer than resign_margin_secs (a re-signed member would be due again at once)",
-                path.display()
-            );
+            return Err(invalid(
+                "resign_check_secs must be positive and resign_validity_secs longer than resign_margin_secs (a re-signed member would be due again at once)".into(),
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for k in &cfg.tsig {
-            let what = format!("{}: [[tsig]] {}", path.display(), k.name);
+            let what = format!("[[tsig]] {}", k.name);
             if k.secret.is_some() == k.secret_file.is_some() {
-                bail!("{what}: give exactly one of secret_file and secret");
+                return Err(invalid(format!(
+                    "{what}: give exactly one of secret_file and secret"
+                )));
             }
             twinpeaks::enroll::tsig_algorithm(&k.algorithm)
-                .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+                .map_err(|e| invalid(format!("{what}: {e}")))?;
             if k.allow.is_empty() {
-                bail!("{what}: allow: give at least one name pattern");
+                return Err(invalid(format!(
+                    "{what}: allow: give at least one name pattern"
+                )));
             }
             if !seen.insert(k.name.trim_end_matches('.').to_ascii_lowercase()) {
-                bail!("{what}: a key of this name is already configured");
+                return Err(invalid(format!(
+                    "{what}: a key of this name is already configured"
+                )));
             }
         }
         Ok(cfg)

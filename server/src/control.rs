@@ -137,7 +137,7 @@ async fn answer(line: &str, ks: &Arc<KeyServer>) -> Result<String> {
                     Ok(format!("serial = {serial}\nmembers = {members}\n"))
                 }
                 Err(e) => {
-                    warn!(errors = %e.replace('\n', "; "), "reload refused, old zone keeps serving");
+                    warn!(errors = %e.to_string().replace('\n', "; "), "reload refused, old zone keeps serving");
                     Err(anyhow!("reload refused, the old zone keeps serving:\n{e}"))
                 }
             }

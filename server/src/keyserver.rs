@@ -6,14 +6,16 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result, anyhow};
 use arc_swap::ArcSwap;
 use rand_core::OsRng;
+use twinpeaks::clpkc::CryptoError;
 use twinpeaks::clpkc::{EntityKey, KeyRequest, Kgc, KgcParams, PartialKey};
 use twinpeaks::handler::ZoneCell;
 use twinpeaks::issue::{self, IssueOptions};
 use twinpeaks::keyfile;
 use twinpeaks::record::KeyRecord;
-use twinpeaks::store::Store;
+use twinpeaks::record::RecordError;
+use twinpeaks::store::{Store, StoreError};
 use twinpeaks::zone::{KeyZone, Source, ZoneSigner};
-use twinpeaks::zonefile::{Entry, ParsedZone};
+use twinpeaks::zonefile::{Entry, ParsedZone, ZoneErrors};
 use twinpeaks::{time, zonefile};
 
 use tracing::warn;
@@ -39,6 +41,105 @@ pub struct AlreadyEnrolled {
     pub ip: std::net::IpAddr,
 }
 
+/// Why a key server operation failed. Each variant's message is the one an operator sees.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyServerError {
+    /// The zone's name is not a DNS name.
+    #[error("{0}")]
+    Origin(hickory_proto::ProtoError),
+    /// The zone file cannot be read or parsed (every problem, one a line).
+    #[error(transparent)]
+    ZoneFile(ZoneErrors),
+    /// The zone would not load (every problem, one a line, each with its file and line).
+    #[error(transparent)]
+    ZoneRefused(ZoneErrors),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A record could not be signed.
+    #[error(transparent)]
+    Sign(#[from] RecordError),
+    /// A member's name is not a valid name.
+    #[error(transparent)]
+    Name(#[from] CryptoError),
+    /// The key server refused to issue the request.
+    #[error(transparent)]
+    Issue(#[from] issue::IssueError),
+    /// The name already has a key for this IP (enrollment over the network).
+    #[error(transparent)]
+    AlreadyEnrolled(#[from] AlreadyEnrolled),
+    /// No member, served or withdrawn, has this name and IP.
+    #[error("{owner} {ip} is not a member of {zone}")]
+    NotMember {
+        /// The member's name.
+        owner: String,
+        /// Its IP.
+        ip: std::net::IpAddr,
+        /// The zone.
+        zone: String,
+    },
+    /// The member is in the zone file, which only the operator edits.
+    #[error("{owner} {ip} is a zone-file member ({}:{line}): delete the line and reload", file.display())]
+    ZoneFileMember {
+        /// The member's name.
+        owner: String,
+        /// Its IP.
+        ip: std::net::IpAddr,
+        /// The zone file.
+        file: std::path::PathBuf,
+        /// The member's line.
+        line: usize,
+    },
+    /// No enrolled member has this name and IP.
+    #[error("{owner} {ip} is not an enrolled member of {zone}")]
+    NotEnrolled {
+        /// The member's name.
+        owner: String,
+        /// Its IP.
+        ip: std::net::IpAddr,
+        /// The zone.
+        zone: String,
+    },
+    /// The enrolled member would not load; the store is put back and the zone is unchanged.
+    #[error("enrollment refused, zone unchanged: {0}")]
+    EnrollRefused(Box<KeyServerError>),
+    /// A change of IP to the IP it already has.
+    #[error(
+        "change-ip: the request is for {0}, the old IP itself (a new key for the same name and IP \
+         is `tp ctl enroll`)"
+    )]
+    ChangeIpSame(std::net::IpAddr),
+    /// A change of IP of a zone-file member.
+    #[error(
+        "change-ip: {owner} {ip} is a zone-file member ({}:{line}): delete the line and reload, \
+         and enroll the new IP with `tp ctl enroll`",
+        file.display()
+    )]
+    ChangeIpZoneFileMember {
+        /// The member's name.
+        owner: String,
+        /// Its old IP.
+        ip: std::net::IpAddr,
+        /// The zone file.
+        file: std::path::PathBuf,
+        /// The member's line.
+        line: usize,
+    },
+    /// A change of IP of a name and IP that is not enrolled.
+    #[error("change-ip: {owner} {ip} is not an enrolled member of {zone}")]
+    ChangeIpNotEnrolled {
+        /// The member's name.
+        owner: String,
+        /// Its old IP.
+        ip: std::net::IpAddr,
+        /// The zone.
+        zone: String,
+    },
+    /// The moved member would not load; the store is put back and the zone is unchanged.
+    #[error("change-ip refused, zone unchanged: {0}")]
+    ChangeIpRefused(Box<KeyServerError>),
+}
+
 /// The key server as the enroller of the UPDATE path (twinpeaks::enroll::Enroller).
 pub struct UpdateEnroller(pub Arc<KeyServer>);
 
@@ -51,16 +152,12 @@ impl twinpeaks::enroll::Enroller for UpdateEnroller {
         let ks = &self.0;
         let (record, partial) = ks
             .enroll_new(&req.request, req.key_server.clone())
-            .map_err(|e| {
-                if e.downcast_ref::<AlreadyEnrolled>().is_some() {
-                    EnrollError::Duplicate(e.to_string())
-                } else if e.downcast_ref::<issue::IssueError>().is_some()
-                    || e.to_string().starts_with("enrollment refused")
-                {
-                    EnrollError::Refused(format!("{e:#}"))
-                } else {
-                    EnrollError::Failed(format!("{e:#}"))
+            .map_err(|e| match e {
+                KeyServerError::AlreadyEnrolled(_) => EnrollError::Duplicate(e.to_string()),
+                KeyServerError::Issue(_) | KeyServerError::EnrollRefused(_) => {
+                    EnrollError::Refused(e.to_string())
                 }
+                _ => EnrollError::Failed(e.to_string()),
             })?;
         crate::control::response_text(&req.request, ks.params(), &partial, &record)
             .map_err(|e| EnrollError::Failed(e.to_string()))
@@ -108,9 +205,9 @@ pub fn read_keys(cfg: &Config) -> Result<(Kgc, EntityKey)> {
 }
 
 /// Read the key zone file.
-pub fn read_zone_file(cfg: &Config) -> Result<ParsedZone, String> {
-    let origin = hickory_proto::rr::Name::from_ascii(&cfg.name).map_err(|e| e.to_string())?;
-    zonefile::read(&cfg.zone_file, &origin).map_err(|e| e.to_string())
+pub fn read_zone_file(cfg: &Config) -> Result<ParsedZone, KeyServerError> {
+    let origin = hickory_proto::rr::Name::from_ascii(&cfg.name).map_err(KeyServerError::Origin)?;
+    zonefile::read(&cfg.zone_file, &origin).map_err(KeyServerError::ZoneFile)
 }
 
 /// Build the zone from a parsed file and the stored members (`signer.verified`: the zone being
@@ -122,12 +219,12 @@ pub fn build_zone(
     mut parsed: ParsedZone,
     signer: &ZoneSigner<'_>,
     store: Option<&Store>,
-) -> Result<KeyZone, String> {
+) -> Result<KeyZone, KeyServerError> {
     let (stored, generation, resigned) = match store {
         Some(s) => (
-            s.members(&cfg.name).map_err(|e| e.to_string())?,
-            s.generation(&cfg.name).map_err(|e| e.to_string())?,
-            s.resigned(&cfg.name).map_err(|e| e.to_string())?,
+            s.members(&cfg.name)?,
+            s.generation(&cfg.name)?,
+            s.resigned(&cfg.name)?,
         ),
         None => (Vec::new(), 0, Vec::new()),
     };
@@ -148,7 +245,7 @@ pub fn build_zone(
         }
     }
     let zone = KeyZone::build(parsed, stored, generation, signer, time::now())
-        .map_err(|e| e.to_string())?;
+        .map_err(KeyServerError::ZoneRefused)?;
     for m in zone.withdrawn() {
         warn!(
             zone = %cfg.name,
@@ -177,14 +274,13 @@ impl KeyServer {
         let (kgc, own) = read_keys(&cfg)?;
         let store = Store::open(cfg.store_path())
             .with_context(|| format!("{}: cannot open store", cfg.store_path().display()))?;
-        let parsed = read_zone_file(&cfg).map_err(|e| anyhow!(e))?;
+        let parsed = read_zone_file(&cfg)?;
         let signer = ZoneSigner {
             params: kgc.params(),
             key: &own,
             verified: None,
         };
-        let zone =
-            build_zone(&cfg, parsed.clone(), &signer, Some(&store)).map_err(|e| anyhow!(e))?;
+        let zone = build_zone(&cfg, parsed.clone(), &signer, Some(&store))?;
         let (serial, _) = tokio::sync::watch::channel(zone.serial());
         Ok(Self {
             serial,
@@ -204,7 +300,7 @@ impl KeyServer {
     }
 
     /// Reload the zone file and the store. On error the old zone keeps serving.
-    pub fn reload(&self) -> Result<(u32, usize), String> {
+    pub fn reload(&self) -> Result<(u32, usize), KeyServerError> {
         let mut file = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let parsed = read_zone_file(&self.cfg)?;
         let stats = self.rebuild(parsed.clone())?;
@@ -213,7 +309,7 @@ impl KeyServer {
     }
 
     /// Build from `parsed` and the store, reusing what the served zone verified, and serve it.
-    fn rebuild(&self, parsed: ParsedZone) -> Result<(u32, usize), String> {
+    fn rebuild(&self, parsed: ParsedZone) -> Result<(u32, usize), KeyServerError> {
         let served = self.zone.load_full();
         let signer = ZoneSigner {
             params: self.kgc.params(),
@@ -240,7 +336,7 @@ impl KeyServer {
         &self,
         req: &KeyRequest,
         key_server: Option<(u16, KgcParams)>,
-    ) -> Result<(KeyRecord, PartialKey)> {
+    ) -> Result<(KeyRecord, PartialKey), KeyServerError> {
         self.enroll_inner(req, key_server, true)
     }
 
@@ -250,7 +346,7 @@ impl KeyServer {
         &self,
         req: &KeyRequest,
         key_server: Option<(u16, KgcParams)>,
-    ) -> Result<(KeyRecord, PartialKey)> {
+    ) -> Result<(KeyRecord, PartialKey), KeyServerError> {
         self.enroll_inner(req, key_server, false)
     }
 
@@ -259,7 +355,7 @@ impl KeyServer {
         req: &KeyRequest,
         key_server: Option<(u16, KgcParams)>,
         replace: bool,
-    ) -> Result<(KeyRecord, PartialKey)> {
+    ) -> Result<(KeyRecord, PartialKey), KeyServerError> {
         let (not_before, not_after) = self.window(
             time::now(),
             u64::from(self.cfg.enroll_validity_days) * 86_400,
@@ -302,7 +398,7 @@ impl KeyServer {
                     self.store.remove(&self.cfg.name, name, record.ip)?;
                 }
             }
-            return Err(anyhow!("enrollment refused, zone unchanged: {e}"));
+            return Err(KeyServerError::EnrollRefused(Box::new(e)));
         }
         Ok((record, partial))
     }
@@ -311,7 +407,7 @@ impl KeyServer {
     /// window starting `inception_backdate_secs` ago, signed with this server's key, stored
     /// (with one generation step) and served. Members already expired stay withdrawn.
     /// Returns how many were re-signed.
-    pub fn resign_due(&self) -> Result<usize, String> {
+    pub fn resign_due(&self) -> Result<usize, KeyServerError> {
         let file = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let now = time::now();
         let served = self.zone.load_full();
@@ -329,7 +425,7 @@ impl KeyServer {
                 signature: None,
                 ..m.record.clone()
             };
-            rec.sign(&m.owner, &self.own).map_err(|e| e.to_string())?;
+            rec.sign(&m.owner, &self.own)?;
             match m.source {
                 Source::Store => members.push((m.owner.clone(), m.ttl, rec)),
                 Source::File(..) => copies.push((m.owner.clone(), rec)),
@@ -339,17 +435,15 @@ impl KeyServer {
         if n == 0 {
             return Ok(0);
         }
-        self.store
-            .put_many(&self.cfg.name, &members, &copies)
-            .map_err(|e| e.to_string())?;
+        self.store.put_many(&self.cfg.name, &members, &copies)?;
         self.rebuild(file.clone())?;
         Ok(n)
     }
 
     /// Renew a member: the same key with a fresh window (resign_validity_secs), served at once;
     /// this also brings back a member withdrawn because its window had ended.
-    pub fn renew(&self, owner: &str, ip: std::net::IpAddr) -> Result<KeyRecord, String> {
-        let owner = twinpeaks::clpkc::canonical_name(owner).map_err(|e| e.to_string())?;
+    pub fn renew(&self, owner: &str, ip: std::net::IpAddr) -> Result<KeyRecord, KeyServerError> {
+        let owner = twinpeaks::clpkc::canonical_name(owner)?;
         let file = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let served = self.zone.load_full();
         let m = served
@@ -357,7 +451,11 @@ impl KeyServer {
             .iter()
             .chain(served.withdrawn())
             .find(|m| m.owner == owner && m.record.ip == ip)
-            .ok_or_else(|| format!("{owner} {ip} is not a member of {}", self.cfg.name))?;
+            .ok_or_else(|| KeyServerError::NotMember {
+                owner: owner.clone(),
+                ip,
+                zone: self.cfg.name.clone(),
+            })?;
         let window = self.window(time::now(), self.cfg.resign_validity_secs);
         let mut rec = KeyRecord {
             not_before: window.0,
@@ -365,22 +463,20 @@ impl KeyServer {
             signature: None,
             ..m.record.clone()
         };
-        rec.sign(&owner, &self.own).map_err(|e| e.to_string())?;
+        rec.sign(&owner, &self.own)?;
         let (members, copies) = match m.source {
             Source::Store => (vec![(owner.clone(), m.ttl, rec.clone())], Vec::new()),
             Source::File(..) => (Vec::new(), vec![(owner.clone(), rec.clone())]),
         };
-        self.store
-            .put_many(&self.cfg.name, &members, &copies)
-            .map_err(|e| e.to_string())?;
+        self.store.put_many(&self.cfg.name, &members, &copies)?;
         self.rebuild(file.clone())?;
         Ok(rec)
     }
 
     /// Remove a member enrolled online (a zone-file member is removed by deleting its line and
     /// reloading). Its record is no longer served; secondaries follow by NOTIFY.
-    pub fn remove(&self, owner: &str, ip: std::net::IpAddr) -> Result<(), String> {
-        let owner = twinpeaks::clpkc::canonical_name(owner).map_err(|e| e.to_string())?;
+    pub fn remove(&self, owner: &str, ip: std::net::IpAddr) -> Result<(), KeyServerError> {
+        let owner = twinpeaks::clpkc::canonical_name(owner)?;
         let file = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let served = self.zone.load_full();
         if let Some(m) = served
@@ -390,20 +486,20 @@ impl KeyServer {
             .find(|m| m.owner == owner && m.record.ip == ip)
             && let Source::File(path, line) = &m.source
         {
-            return Err(format!(
-                "{owner} {ip} is a zone-file member ({}:{line}): delete the line and reload",
-                path.display()
-            ));
+            return Err(KeyServerError::ZoneFileMember {
+                owner,
+                ip,
+                file: path.clone(),
+                line: *line,
+            });
         }
-        let removed = self
-            .store
-            .remove(&self.cfg.name, &owner, ip)
-            .map_err(|e| e.to_string())?;
+        let removed = self.store.remove(&self.cfg.name, &owner, ip)?;
         if !removed {
-            return Err(format!(
-                "{owner} {ip} is not an enrolled member of {}",
-                self.cfg.name
-            ));
+            return Err(KeyServerError::NotEnrolled {
+                owner,
+                ip,
+                zone: self.cfg.name.clone(),
+            });
         }
         self.rebuild(file.clone())?;
         Ok(())
@@ -419,13 +515,10 @@ impl KeyServer {
         req: &KeyRequest,
         old_ip: std::net::IpAddr,
         key_server: Option<(u16, KgcParams)>,
-    ) -> Result<(KeyRecord, PartialKey)> {
+    ) -> Result<(KeyRecord, PartialKey), KeyServerError> {
         let name = &req.identity.name;
         if req.identity.ip == old_ip {
-            return Err(anyhow!(
-                "change-ip: the request is for {old_ip}, the old IP itself (a new key for the same \
-                 name and IP is `tp ctl enroll`)"
-            ));
+            return Err(KeyServerError::ChangeIpSame(old_ip));
         }
         let (not_before, not_after) = self.window(
             time::now(),
@@ -445,26 +538,26 @@ impl KeyServer {
             .find(|m| &m.owner == name && m.record.ip == old_ip)
             && let Source::File(path, line) = &m.source
         {
-            return Err(anyhow!(
-                "change-ip: {name} {old_ip} is a zone-file member ({}:{line}): delete the line \
-                 and reload, and enroll the new IP with `tp ctl enroll`",
-                path.display()
-            ));
+            return Err(KeyServerError::ChangeIpZoneFileMember {
+                owner: name.clone(),
+                ip: old_ip,
+                file: path.clone(),
+                line: *line,
+            });
         }
         let old = self
             .store
             .get(&self.cfg.name, name, old_ip)?
-            .ok_or_else(|| {
-                anyhow!(
-                    "change-ip: {name} {old_ip} is not an enrolled member of {}",
-                    self.cfg.name
-                )
+            .ok_or_else(|| KeyServerError::ChangeIpNotEnrolled {
+                owner: name.clone(),
+                ip: old_ip,
+                zone: self.cfg.name.clone(),
             })?;
         let (record, partial) = issue::issue(&self.kgc, &self.own, req, &opts, &mut OsRng)?;
         let replaced = self.store.get(&self.cfg.name, name, record.ip)?;
         self.store
             .put(&self.cfg.name, name, self.cfg.enroll_ttl, &record)?;
-        let rollback = |ks: &Self| -> Result<()> {
+        let rollback = |ks: &Self| -> Result<(), StoreError> {
             match &replaced {
                 Some((ttl, rec)) => ks.store.put(&ks.cfg.name, name, *ttl, rec)?,
                 None => {
@@ -480,7 +573,7 @@ impl KeyServer {
         }
         if let Err(e) = self.rebuild(file.clone()) {
             rollback(self)?;
-            return Err(anyhow!("change-ip refused, zone unchanged: {e}"));
+            return Err(KeyServerError::ChangeIpRefused(Box::new(e)));
         }
         Ok((record, partial))
     }

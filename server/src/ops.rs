@@ -31,7 +31,7 @@ pub enum OpsError {
     KeyFile(#[from] KeyFileError),
     /// A key server's config cannot be used (it names the file).
     #[error(transparent)]
-    Config(anyhow::Error),
+    Config(crate::config::ConfigError),
     /// A key server's own keys are missing or are for another name than its config's.
     #[error(transparent)]
     Keys(anyhow::Error),
@@ -161,15 +161,15 @@ pub enum OpsError {
         ip: IpAddr,
     },
     /// The key zone file cannot be read as tpkd would read it (every problem, one a line).
-    #[error("{0}")]
-    ZoneLoad(String),
+    #[error(transparent)]
+    ZoneLoad(keyserver::KeyServerError),
     /// The zone would not load: tpkd would refuse it.
     #[error("zone {zone} refused:\n{errors}")]
     ZoneRefused {
         /// The zone.
         zone: String,
         /// Every problem, one a line, each with its file and line.
-        errors: String,
+        errors: keyserver::KeyServerError,
     },
     /// tpkd's control socket does not answer.
     #[error("{}: is tpkd running?", socket.display())]

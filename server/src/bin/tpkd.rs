@@ -150,7 +150,7 @@ async fn serve(cfg: Config) -> Result<()> {
                 let ks = ks.clone();
                 match tokio::task::spawn_blocking(move || ks.reload()).await? {
                     Ok((serial, members)) => info!(zone = %cfg.name, serial, members, "zone reloaded (SIGHUP)"),
-                    Err(e) => warn!(zone = %cfg.name, errors = %e.replace('\n', "; "), "reload refused, old zone keeps serving"),
+                    Err(e) => warn!(zone = %cfg.name, errors = %e.to_string().replace('\n', "; "), "reload refused, old zone keeps serving"),
                 }
             }
             _ = term.recv() => break,
