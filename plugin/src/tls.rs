@@ -87,31 +87,56 @@ fn verify13(
     )
 }
 
-/// A server verifier that accepts exactly one raw key, and remembers what the server showed.
+/// A verifier of raw public keys: accepts a peer presenting one of a set of keys (a server:
+/// the one key resolved for its name and IP; clients: the keys of the allowed names at the
+/// client's address), and remembers what the peer showed.
 #[derive(Debug)]
-pub struct ExpectedServerKey {
-    expected: Vec<u8>,
+pub struct RawKeyVerifier {
+    accepted: Vec<Vec<u8>>,
     presented: Mutex<Option<Vec<u8>>>,
     algs: WebPkiSupportedAlgorithms,
 }
 
-impl ExpectedServerKey {
-    /// Accept the server only if it presents `q`.
-    pub fn new(q: &PublicKey) -> Self {
+impl RawKeyVerifier {
+    /// Accept a peer presenting one of `keys`.
+    pub fn new(keys: &[PublicKey]) -> Self {
         Self {
-            expected: spki(q),
+            accepted: keys.iter().map(spki).collect(),
             presented: Mutex::new(None),
             algs: algs(),
         }
     }
 
-    /// The raw key (SPKI DER) the server presented, once the handshake got that far.
+    /// The raw key (SPKI DER) the peer presented, once the handshake got that far.
     pub fn presented(&self) -> Option<Vec<u8>> {
         self.presented.lock().ok().and_then(|p| p.clone())
     }
+
+    fn check(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+    ) -> Result<(), TlsError> {
+        if let Ok(mut p) = self.presented.lock() {
+            *p = Some(end_entity.as_ref().to_vec());
+        }
+        if intermediates.is_empty() && self.accepted.iter().any(|k| k == end_entity.as_ref()) {
+            Ok(())
+        } else {
+            Err(TlsError::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
 }
 
-impl ServerCertVerifier for ExpectedServerKey {
+fn no_tls12() -> Result<HandshakeSignatureValid, TlsError> {
+    Err(TlsError::PeerIncompatible(
+        PeerIncompatible::Tls12NotOffered,
+    ))
+}
+
+impl ServerCertVerifier for RawKeyVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -120,15 +145,8 @@ impl ServerCertVerifier for ExpectedServerKey {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, TlsError> {
-        if let Ok(mut p) = self.presented.lock() {
-            *p = Some(end_entity.as_ref().to_vec());
-        }
-        if !intermediates.is_empty() || end_entity.as_ref() != self.expected.as_slice() {
-            return Err(TlsError::InvalidCertificate(
-                CertificateError::ApplicationVerificationFailure,
-            ));
-        }
-        Ok(ServerCertVerified::assertion())
+        self.check(end_entity, intermediates)
+            .map(|()| ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -137,9 +155,7 @@ impl ServerCertVerifier for ExpectedServerKey {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, TlsError> {
-        Err(TlsError::PeerIncompatible(
-            PeerIncompatible::Tls12NotOffered,
-        ))
+        no_tls12()
     }
 
     fn verify_tls13_signature(
@@ -160,25 +176,7 @@ impl ServerCertVerifier for ExpectedServerKey {
     }
 }
 
-/// A client verifier that accepts any of a set of raw keys (the keys published for the
-/// allowed client names at the client's address).
-#[derive(Debug)]
-pub struct ExpectedClientKeys {
-    accepted: Vec<Vec<u8>>,
-    algs: WebPkiSupportedAlgorithms,
-}
-
-impl ExpectedClientKeys {
-    /// Accept a client presenting one of `keys`.
-    pub fn new(keys: &[PublicKey]) -> Self {
-        Self {
-            accepted: keys.iter().map(spki).collect(),
-            algs: algs(),
-        }
-    }
-}
-
-impl ClientCertVerifier for ExpectedClientKeys {
+impl ClientCertVerifier for RawKeyVerifier {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         &[]
     }
@@ -189,13 +187,8 @@ impl ClientCertVerifier for ExpectedClientKeys {
         intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, TlsError> {
-        if intermediates.is_empty() && self.accepted.iter().any(|k| k == end_entity.as_ref()) {
-            Ok(ClientCertVerified::assertion())
-        } else {
-            Err(TlsError::InvalidCertificate(
-                CertificateError::ApplicationVerificationFailure,
-            ))
-        }
+        self.check(end_entity, intermediates)
+            .map(|()| ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -204,9 +197,7 @@ impl ClientCertVerifier for ExpectedClientKeys {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, TlsError> {
-        Err(TlsError::PeerIncompatible(
-            PeerIncompatible::Tls12NotOffered,
-        ))
+        no_tls12()
     }
 
     fn verify_tls13_signature(
@@ -236,7 +227,7 @@ pub fn server_config(
         .with_protocol_versions(&[&rustls::version::TLS13])?;
     let b = match clients {
         None => b.with_no_client_auth(),
-        Some(keys) => b.with_client_cert_verifier(Arc::new(ExpectedClientKeys::new(keys))),
+        Some(keys) => b.with_client_cert_verifier(Arc::new(RawKeyVerifier::new(keys))),
     };
     Ok(
         b.with_cert_resolver(Arc::new(AlwaysResolvesServerRawPublicKeys::new(
@@ -250,8 +241,8 @@ pub fn server_config(
 pub fn client_config(
     expected: &PublicKey,
     own: Option<&EntityKey>,
-) -> Result<(ClientConfig, Arc<ExpectedServerKey>), TlsError> {
-    let verifier = Arc::new(ExpectedServerKey::new(expected));
+) -> Result<(ClientConfig, Arc<RawKeyVerifier>), TlsError> {
+    let verifier = Arc::new(RawKeyVerifier::new(std::slice::from_ref(expected)));
     let b = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
