@@ -229,8 +229,23 @@ pub fn canonical_name(name: &str) -> Result<String> {
     if name == "." {
         return Ok(".".to_string());
     }
-    let bad = |why: &str| CryptoError::BadName(format!("{name:?}: {why}"));
     let body = name.strip_suffix('.').unwrap_or(name);
+    check_labels(name, body)?;
+    let mut out = body.to_ascii_lowercase();
+    out.push('.');
+    Ok(out)
+}
+
+/// Whether `name` is already in canonical form (then [`canonical_name`] would return it as is).
+pub fn is_canonical(name: &str) -> bool {
+    name == "."
+        || name.strip_suffix('.').is_some_and(|body| {
+            !body.bytes().any(|b| b.is_ascii_uppercase()) && check_labels(name, body).is_ok()
+        })
+}
+
+fn check_labels(name: &str, body: &str) -> Result<()> {
+    let bad = |why: &str| CryptoError::BadName(format!("{name:?}: {why}"));
     if body.is_empty() {
         return Err(bad("empty name"));
     }
@@ -254,9 +269,7 @@ pub fn canonical_name(name: &str) -> Result<String> {
             return Err(bad("label starts or ends with '-'"));
         }
     }
-    let mut out = body.to_ascii_lowercase();
-    out.push('.');
-    Ok(out)
+    Ok(())
 }
 
 /// Whether canonical `name` equals canonical `zone` or lies below it (`"."` contains all).

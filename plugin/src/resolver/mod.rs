@@ -363,23 +363,8 @@ pub struct Resolver {
 
 /// A name in canonical form, borrowed when it already is.
 fn canonical(name: &str) -> Result<std::borrow::Cow<'_, str>, ResolveError> {
-    let plain = name.ends_with('.')
-        && name.len() > 1
-        && name.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.' || b == b'_'
-        })
-        && !name.contains("..")
-        && !name.starts_with('.');
-    if plain || name == "." {
-        // Fast path still validates label lengths and hyphens through the slow path's rules
-        // when anything looks unusual; plain names need only the length checks.
-        if name.len() <= 254
-            && name
-                .split('.')
-                .all(|l| l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-'))
-        {
-            return Ok(std::borrow::Cow::Borrowed(name));
-        }
+    if clpkc::is_canonical(name) {
+        return Ok(std::borrow::Cow::Borrowed(name));
     }
     clpkc::canonical_name(name)
         .map(std::borrow::Cow::Owned)
