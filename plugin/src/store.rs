@@ -148,11 +148,13 @@ impl Store {
                 if a || b {
                     bump_in(meta, zone)?;
                 }
-                Ok(a)
+                Ok((a, a || b))
             })
             .map_err(tx_error)?;
-        self.db.flush()?;
-        Ok(existed)
+        if existed.1 {
+            self.db.flush()?;
+        }
+        Ok(existed.0)
     }
 
     /// Re-signed copies of zone-file members of `zone`: (owner, record). The server takes one

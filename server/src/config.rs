@@ -201,6 +201,11 @@ impl Config {
                 "resign_check_secs must be positive and resign_validity_secs longer than resign_margin_secs (a re-signed member would be due again at once)".into(),
             ));
         }
+        if u64::from(cfg.enroll_validity_days) * 86_400 <= cfg.resign_margin_secs {
+            return Err(invalid(
+                "enroll_validity_days must be longer than resign_margin_secs (an enrolled member would be re-signed, with resign_validity_secs, at the next check)".into(),
+            ));
+        }
         let mut seen = std::collections::HashSet::new();
         for k in &cfg.tsig {
             let what = format!("[[tsig]] {}", k.name);

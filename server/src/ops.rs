@@ -510,6 +510,9 @@ pub fn ctl_request(cfg: &Config, line: &str) -> Result<String, OpsError> {
             socket: path.to_path_buf(),
             source,
         })?;
+    // tpkd answers after its write lock (a reload, a re-signing pass): long, but not forever.
+    s.set_read_timeout(Some(std::time::Duration::from_secs(300)))?;
+    s.set_write_timeout(Some(std::time::Duration::from_secs(30)))?;
     s.write_all(line.as_bytes())?;
     s.write_all(b"\n")?;
     s.shutdown(std::net::Shutdown::Write)?;
