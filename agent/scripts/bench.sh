@@ -48,6 +48,7 @@ cleanup() {
 }
 trap cleanup EXIT
 cd "$W"
+umask 077   # configs hold pairing keys: the binaries refuse secrets others can read
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_for() { # file pattern

@@ -236,7 +236,7 @@ impl Agent {
                     other => {
                         let reason = format!("unexpected {} message outside a delegation", other.name());
                         warn!(event = "device.bad_message", device = %device_id, reason = %reason);
-                        send(&mut wr, &mut sealer, &Message::Error { delegation_id: 0, code: ErrorCode::BadMessage, reason }).await?;
+                        send(&mut wr, &mut sealer, &Message::error(0, ErrorCode::BadMessage, &reason)).await?;
                     }
                 }
             }
@@ -263,22 +263,18 @@ impl Agent {
                 req.server
             );
             warn!(event = "delegation.refused", device = %device_id, delegation = %format!("{id:#018x}"), reason = %reason);
-            let m = Message::Error {
-                delegation_id: id,
-                code: ErrorCode::NotAllowed,
-                reason,
-            };
-            return send(wr, sealer, &m).await;
+            return send(
+                wr,
+                sealer,
+                &Message::error(id, ErrorCode::NotAllowed, &reason),
+            )
+            .await;
         }
         let (certs, public) = match device_identity(&req.cert_chain) {
             Ok(x) => x,
             Err(e) => {
                 warn!(event = "delegation.failed", device = %device_id, delegation = %format!("{id:#018x}"), reason = %e);
-                let m = Message::Error {
-                    delegation_id: id,
-                    code: e.code(),
-                    reason: e.to_string(),
-                };
+                let m = Message::error(id, e.code(), &e.to_string());
                 return send(wr, sealer, &m).await;
             }
         };
@@ -385,16 +381,7 @@ impl Agent {
             }
             Err(e) => {
                 warn!(event = "delegation.failed", device = %device_id, delegation = %format!("{id:#018x}"), reason = %e, ms);
-                send(
-                    wr,
-                    sealer,
-                    &Message::Error {
-                        delegation_id: id,
-                        code: e.code(),
-                        reason: e.to_string(),
-                    },
-                )
-                .await
+                send(wr, sealer, &Message::error(id, e.code(), &e.to_string())).await
             }
         }
     }
@@ -427,7 +414,8 @@ async fn read_frame(rd: &mut OwnedReadHalf) -> Result<Option<Vec<u8>>, String> {
 }
 
 async fn write_frame(wr: &mut OwnedWriteHalf, body: &[u8]) -> Result<(), String> {
-    wr.write_all(&channel::framed(body))
+    let frame = channel::framed(body).map_err(|e| e.to_string())?;
+    wr.write_all(&frame)
         .await
         .map_err(|e| format!("write: {e}"))
 }

@@ -22,7 +22,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::error::{ChannelError, WireError};
-use crate::wire::{Message, Reader};
+use crate::wire::{Message, Reader, lp8};
 
 /// Frame format version.
 pub const FRAME_VERSION: u8 = 1;
@@ -41,21 +41,25 @@ pub const NONCE_LEN: usize = 32;
 pub struct PairingKey(Zeroizing<[u8; 32]>);
 
 impl PairingKey {
-    /// From 64 hex digits.
+    /// From 64 hex digits (surrounding white space ignored). Decoded in place: no copy of the
+    /// key is left behind unwiped.
     pub fn from_hex(text: &str) -> Result<PairingKey, ChannelError> {
-        let mut raw = Zeroizing::new([0u8; 32]);
-        hex::decode_to_slice(text.trim(), &mut raw[..])
+        let mut key = PairingKey(Zeroizing::new([0u8; 32]));
+        hex::decode_to_slice(text.trim(), &mut key.0[..])
             .map_err(|_| ChannelError::Key("must be 64 hex digits (32 bytes)"))?;
-        PairingKey::from_bytes(*raw)
+        key.checked()
     }
 
     /// From raw bytes.
     pub fn from_bytes(raw: [u8; 32]) -> Result<PairingKey, ChannelError> {
-        let key = PairingKey(Zeroizing::new(raw));
-        if key.0.iter().all(|b| *b == 0) {
+        PairingKey(Zeroizing::new(raw)).checked()
+    }
+
+    fn checked(self) -> Result<PairingKey, ChannelError> {
+        if self.0.iter().all(|b| *b == 0) {
             return Err(ChannelError::Key("all zero"));
         }
-        Ok(key)
+        Ok(self)
     }
 }
 
@@ -74,12 +78,19 @@ pub fn valid_device_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// The device's hello frame body.
-pub fn hello(device_id: &str, nonce_d: &[u8; NONCE_LEN]) -> Vec<u8> {
-    let mut b = vec![FRAME_VERSION, F_HELLO, device_id.len().min(255) as u8];
-    b.extend_from_slice(&device_id.as_bytes()[..device_id.len().min(255)]);
+/// The device's hello frame body; a device ID the agent would refuse is an error here.
+pub fn hello(device_id: &str, nonce_d: &[u8; NONCE_LEN]) -> Result<Vec<u8>, WireError> {
+    if !valid_device_id(device_id) {
+        return Err(WireError::Field {
+            field: "device id",
+            offset: 2,
+            reason: "not 1..=64 of [A-Za-z0-9._-]",
+        });
+    }
+    let mut b = vec![FRAME_VERSION, F_HELLO];
+    lp8(&mut b, "device id", device_id.as_bytes())?;
     b.extend_from_slice(nonce_d);
-    b
+    Ok(b)
 }
 
 fn frame_header(r: &mut Reader<'_>, want: u8) -> Result<(), ChannelError> {
@@ -239,11 +250,22 @@ fn gcm_nonce(seq: u64) -> Nonce<aes_gcm::aead::consts::U12> {
 }
 
 impl Sealer {
-    /// Encrypts `msg` into a record frame body.
+    /// Encrypts `msg` into a record frame body. A message that does not encode, or whose
+    /// record would exceed [`MAX_FRAME`] (the peer would refuse it), is an error and uses no
+    /// sequence number.
     pub fn seal(&mut self, msg: &Message) -> Result<Vec<u8>, ChannelError> {
+        let plain = msg.encode()?;
+        let len = RECORD_HEADER + plain.len() + TAG_LEN;
+        if len > MAX_FRAME {
+            return Err(WireError::TooLong {
+                field: msg.name(),
+                len,
+                max: MAX_FRAME,
+            }
+            .into());
+        }
         let seq = self.seq;
         self.seq = seq.checked_add(1).ok_or(ChannelError::Exhausted)?;
-        let plain = msg.encode();
         // Capacity up front: no reallocation leaves a plaintext copy behind.
         let mut out = Vec::with_capacity(RECORD_HEADER + plain.len() + TAG_LEN);
         out.extend_from_slice(&[FRAME_VERSION, F_RECORD]);
@@ -295,12 +317,29 @@ impl Opener {
     }
 }
 
-/// Puts the 2-byte length in front of a frame body.
-pub fn framed(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len() + 2);
-    out.extend_from_slice(&(body.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
+/// Puts the 2-byte length in front of a frame body into `out` (cleared first); a body
+/// outside 1..=[`MAX_FRAME`] bytes is an error (the peer would refuse it).
+pub fn frame_into(body: &[u8], out: &mut Vec<u8>) -> Result<(), WireError> {
+    let len = u16::try_from(body.len())
+        .ok()
+        .filter(|n| (1..=MAX_FRAME).contains(&usize::from(*n)))
+        .ok_or(WireError::TooLong {
+            field: "frame",
+            len: body.len(),
+            max: MAX_FRAME,
+        })?;
+    out.clear();
+    out.reserve(body.len() + 2);
+    out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(body);
-    out
+    Ok(())
+}
+
+/// [`frame_into`] a new buffer.
+pub fn framed(body: &[u8]) -> Result<Vec<u8>, WireError> {
+    let mut out = Vec::new();
+    frame_into(body, &mut out)?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -408,12 +447,61 @@ mod tests {
     }
 
     #[test]
+    fn encoders_refuse_what_they_would_have_cut() {
+        for id in ["", "bad id!", &"x".repeat(65), &"y".repeat(300)] {
+            assert!(
+                matches!(
+                    hello(id, &[0; 32]),
+                    Err(WireError::Field {
+                        field: "device id",
+                        ..
+                    })
+                ),
+                "{id:?}"
+            );
+        }
+        assert_eq!(
+            hello(&"z".repeat(64), &[0; 32]).unwrap().len(),
+            2 + 1 + 64 + 32
+        );
+        // A record larger than MAX_FRAME: refused, and the sequence number is not used up.
+        let (mut d, mut a) = pair();
+        let big = Message::Delegation(crate::wire::DelegationRequest {
+            delegation_id: 1,
+            transport: crate::wire::Transport::Tls,
+            suite: 0,
+            server: "h:1".into(),
+            server_name: String::new(),
+            cert_chain: vec![vec![0; 9000], vec![0; 9000]],
+        });
+        assert!(matches!(
+            d.sealer.seal(&big),
+            Err(ChannelError::Wire(WireError::TooLong {
+                field: "delegation-request",
+                max: MAX_FRAME,
+                ..
+            }))
+        ));
+        let r = d.sealer.seal(&Message::Ready).unwrap();
+        assert_eq!(a.opener.open(&r).unwrap(), Message::Ready);
+        // Frames: empty and oversized bodies are refused, not cut.
+        assert!(framed(&[]).is_err());
+        assert!(matches!(
+            framed(&vec![0; MAX_FRAME + 1]),
+            Err(WireError::TooLong { field: "frame", .. })
+        ));
+        assert_eq!(framed(&[7; 3]).unwrap(), vec![0, 3, 7, 7, 7]);
+    }
+
+    #[test]
     fn hello_frames_round_trip_and_refuse_junk() {
-        let h = hello("sensor-7", &[9; 32]);
+        let h = hello("sensor-7", &[9; 32]).unwrap();
         assert_eq!(parse_hello(&h).unwrap(), ("sensor-7".to_string(), [9; 32]));
         assert_eq!(parse_hello_reply(&hello_reply(&[4; 32])).unwrap(), [4; 32]);
         assert!(parse_hello(&h[..h.len() - 1]).is_err());
-        assert!(parse_hello(&hello("bad id!", &[0; 32])).is_err());
+        let mut bad = h.clone();
+        bad[3] = b'!';
+        assert!(parse_hello(&bad).is_err());
         assert_eq!(
             parse_hello_reply(&h),
             Err(ChannelError::Unexpected("hello"))

@@ -5,10 +5,12 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use thiserror::Error;
+use zeroize::Zeroizing;
 
 use crate::channel::{PairingKey, valid_device_id};
+use crate::secret::{self, FileText};
 use crate::session::Suite;
 use crate::wire::Transport;
 
@@ -29,12 +31,17 @@ fn err(file: &Path, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-fn read(file: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(file).map_err(|e| err(file, format!("cannot read: {e}")))
+/// Reads and parses a config; its text is wiped afterwards (it may hold a pairing key).
+fn parse<T: for<'de> Deserialize<'de>>(file: &Path) -> Result<(T, FileText), ConfigError> {
+    let text = secret::read_text(file).map_err(|e| err(file, e.reason))?;
+    let raw = toml::from_str(&text.text)
+        .map_err(|e| err(file, e.to_string().trim_end().replace('\n', " ")))?;
+    Ok((raw, text))
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(file: &Path) -> Result<T, ConfigError> {
-    toml::from_str(&read(file)?).map_err(|e| err(file, e.to_string().trim_end().replace('\n', " ")))
+/// An inline pairing key, moved into a wiped buffer as soon as it is parsed.
+fn inline_key<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Zeroizing<String>>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.map(Zeroizing::new))
 }
 
 fn rel(file: &Path, p: &Path) -> PathBuf {
@@ -45,18 +52,26 @@ fn rel(file: &Path, p: &Path) -> PathBuf {
     }
 }
 
+/// The one way a pairing key is read: inline in the config (which must then be private to its
+/// owner) or from `pairing_key_file` (likewise), into buffers wiped when dropped.
 fn pairing_key(
     file: &Path,
+    config: &FileText,
     option: &str,
-    inline: &Option<String>,
+    inline: &Option<Zeroizing<String>>,
     path: &Option<PathBuf>,
 ) -> Result<PairingKey, ConfigError> {
     let text = match (inline, path) {
-        (Some(k), None) => k.clone(),
+        (Some(k), None) => {
+            config
+                .refuse_loose(file, "a pairing key")
+                .map_err(|e| err(file, format!("{option}: {}", e.reason)))?;
+            k.clone()
+        }
         (None, Some(p)) => {
             let p = rel(file, p);
-            std::fs::read_to_string(&p)
-                .map_err(|e| err(file, format!("{option}_file {}: {e}", p.display())))?
+            secret::read_secret(&p, "a pairing key")
+                .map_err(|e| err(file, format!("{option}_file: {e}")))?
         }
         (Some(_), Some(_)) => {
             return Err(err(
@@ -116,7 +131,8 @@ struct RawAgent {
 #[serde(deny_unknown_fields)]
 struct RawAgentDevice {
     id: String,
-    pairing_key: Option<String>,
+    #[serde(default, deserialize_with = "inline_key")]
+    pairing_key: Option<Zeroizing<String>>,
     pairing_key_file: Option<PathBuf>,
 }
 
@@ -168,7 +184,7 @@ pub struct AgentConfig {
 impl AgentConfig {
     /// Loads and checks `file`.
     pub fn load(file: &Path) -> Result<AgentConfig, ConfigError> {
-        let raw: RawAgent = parse(file)?;
+        let (raw, text): (RawAgent, _) = parse(file)?;
         let listen = raw
             .listen
             .parse()
@@ -205,6 +221,7 @@ impl AgentConfig {
             }
             let pairing_key = pairing_key(
                 file,
+                &text,
                 &format!("device[{i}].pairing_key"),
                 &d.pairing_key,
                 &d.pairing_key_file,
@@ -253,7 +270,8 @@ impl AgentConfig {
 struct RawDevice {
     device_id: String,
     agent: Option<String>,
-    pairing_key: Option<String>,
+    #[serde(default, deserialize_with = "inline_key")]
+    pairing_key: Option<Zeroizing<String>>,
     pairing_key_file: Option<PathBuf>,
     certificate: PathBuf,
     private_key: PathBuf,
@@ -312,7 +330,7 @@ pub struct DeviceConfig {
 impl DeviceConfig {
     /// Loads and checks `file`.
     pub fn load(file: &Path) -> Result<DeviceConfig, ConfigError> {
-        let raw: RawDevice = parse(file)?;
+        let (raw, text): (RawDevice, _) = parse(file)?;
         if !valid_device_id(&raw.device_id) {
             return Err(err(
                 file,
@@ -335,6 +353,7 @@ impl DeviceConfig {
         let pairing_key = if raw.pairing_key.is_some() || raw.pairing_key_file.is_some() {
             Some(pairing_key(
                 file,
+                &text,
                 "pairing_key",
                 &raw.pairing_key,
                 &raw.pairing_key_file,
@@ -377,10 +396,59 @@ impl DeviceConfig {
 mod tests {
     use super::*;
 
+    /// Writes a file only its owner may read (configs here hold pairing keys).
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
+        chmod(&p, 0o600);
         p
+    }
+
+    fn chmod(p: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn pairing_keys_in_files_others_can_read_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "ca.pem", "x");
+        let key = "ab".repeat(32);
+        let inline = format!(
+            "listen = \"127.0.0.1:7000\"\nca_file = \"ca.pem\"\n[[device]]\nid = \"s1\"\npairing_key = \"{key}\"\n"
+        );
+        let f = write(dir.path(), "a.toml", &inline);
+        chmod(&f, 0o644);
+        let e = AgentConfig::load(&f).unwrap_err().to_string();
+        assert!(
+            e.contains("device[0].pairing_key")
+                && e.contains("permissions 644")
+                && e.contains("chmod 600"),
+            "{e}"
+        );
+        // In a key file: the key file must be private, the config need not be.
+        let by_file = "listen = \"127.0.0.1:7000\"\nca_file = \"ca.pem\"\n[[device]]\nid = \"s1\"\npairing_key_file = \"s1.key\"\n";
+        let f = write(dir.path(), "b.toml", by_file);
+        chmod(&f, 0o644);
+        let k = write(dir.path(), "s1.key", &format!("{key}\n"));
+        assert_eq!(AgentConfig::load(&f).unwrap().devices.len(), 1);
+        chmod(&k, 0o640);
+        let e = AgentConfig::load(&f).unwrap_err().to_string();
+        assert!(
+            e.contains("device[0].pairing_key_file") && e.contains("s1.key") && e.contains("640"),
+            "{e}"
+        );
+        // The device's config: the same rule.
+        write(dir.path(), "d.pem", "x");
+        write(dir.path(), "d.key", "x");
+        let dev = format!(
+            "device_id = \"s1\"\npairing_key = \"{key}\"\ncertificate = \"d.pem\"\nprivate_key = \"d.key\"\nserver = \"127.0.0.1:4433\"\n"
+        );
+        let f = write(dir.path(), "d.toml", &dev);
+        assert!(DeviceConfig::load(&f).is_ok());
+        chmod(&f, 0o604);
+        let e = DeviceConfig::load(&f).unwrap_err().to_string();
+        assert!(e.contains("pairing_key") && e.contains("604"), "{e}");
     }
 
     #[test]

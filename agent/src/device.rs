@@ -120,27 +120,13 @@ impl Device {
             }
             other => {
                 let reason = format!("the agent sent a {} message", other.name());
-                Step::Refuse(
-                    Message::Error {
-                        delegation_id: 0,
-                        code: ErrorCode::BadMessage,
-                        reason: reason.clone(),
-                    },
-                    reason,
-                )
+                Self::refuse(0, ErrorCode::BadMessage, reason)
             }
         }
     }
 
     fn refuse(delegation_id: u64, code: ErrorCode, reason: String) -> Step {
-        Step::Refuse(
-            Message::Error {
-                delegation_id,
-                code,
-                reason: reason.clone(),
-            },
-            reason,
-        )
+        Step::Refuse(Message::error(delegation_id, code, &reason), reason)
     }
 
     fn sign(&mut self, id: u64, scheme: u16, digest: &[u8]) -> Step {

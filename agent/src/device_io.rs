@@ -93,11 +93,9 @@ pub fn load_credentials(
             "no certificate in the file".into(),
         ));
     }
-    let pem = zeroize::Zeroizing::new(
-        std::fs::read(&cfg.private_key)
-            .map_err(|e| cred("private key", &cfg.private_key, e.to_string()))?,
-    );
-    let key = EcKey::private_key_from_pem(&pem).map_err(|_| {
+    let pem = crate::secret::read_secret(&cfg.private_key, "a private key")
+        .map_err(|e| cred("private key", &cfg.private_key, e.reason))?;
+    let key = EcKey::private_key_from_pem(pem.as_bytes()).map_err(|_| {
         cred(
             "private key",
             &cfg.private_key,
@@ -239,12 +237,8 @@ fn open(
     let mut nonce_d = [0u8; NONCE_LEN];
     openssl::rand::rand_bytes(&mut nonce_d).map_err(|e| fail(e.to_string()))?;
     let mut buf = Vec::new();
-    let sent = write_frame(
-        stream.get_mut(),
-        agent,
-        &channel::hello(device_id, &nonce_d),
-        &mut buf,
-    )?;
+    let hello = channel::hello(device_id, &nonce_d).map_err(ChannelError::from)?;
+    let sent = write_frame(stream.get_mut(), agent, &hello, &mut buf)?;
     let mut received = read_frame(&mut stream, agent, &mut buf)?;
     let nonce_a = channel::parse_hello_reply(&buf)?;
     let (sealer, mut opener) =
@@ -266,9 +260,7 @@ fn write_frame(
     body: &[u8],
     buf: &mut Vec<u8>,
 ) -> Result<u64, DeviceError> {
-    buf.clear();
-    buf.extend_from_slice(&(body.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
-    buf.extend_from_slice(body);
+    channel::frame_into(body, buf).map_err(ChannelError::from)?;
     stream.write_all(buf).map_err(|e| DeviceError::Agent {
         agent: agent.to_owned(),
         reason: format!("write: {e}"),

@@ -39,6 +39,16 @@ pub enum WireError {
         /// Why it is refused.
         reason: &'static str,
     },
+    /// A field too long for its length prefix or limit (encoding refuses, never cuts).
+    #[error("{field} of {len} bytes is longer than the {max} bytes allowed")]
+    TooLong {
+        /// Field being written.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+        /// The most it may have.
+        max: usize,
+    },
     /// Bytes after the last field.
     #[error("{count} trailing bytes after the {what}")]
     Trailing {

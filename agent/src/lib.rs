@@ -15,6 +15,7 @@ pub mod device_io;
 pub mod error;
 pub mod ffi;
 pub mod linkemu;
+pub mod secret;
 pub mod session;
 pub mod tls;
 pub mod wire;

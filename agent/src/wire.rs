@@ -152,8 +152,28 @@ impl Message {
         }
     }
 
+    /// An error message whose reason is shortened to fit the 255 bytes its field holds: at a
+    /// character boundary, ending in "…" so that a reader sees it was cut.
+    pub fn error(delegation_id: u64, code: ErrorCode, reason: &str) -> Message {
+        let reason = if reason.len() <= MAX_REASON {
+            reason.to_owned()
+        } else {
+            let mut end = MAX_REASON - ELLIPSIS.len();
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!("{}{ELLIPSIS}", &reason[..end])
+        };
+        Message::Error {
+            delegation_id,
+            code,
+            reason,
+        }
+    }
+
     /// Encodes into a buffer that is wiped when dropped (it may hold a master secret).
-    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
+    /// A field too long for its length prefix is an error, never cut.
+    pub fn encode(&self) -> Result<Zeroizing<Vec<u8>>, WireError> {
         let mut b = Zeroizing::new(Vec::with_capacity(256));
         b.push(MESSAGE_VERSION);
         match self {
@@ -163,11 +183,16 @@ impl Message {
                 b.extend_from_slice(&r.delegation_id.to_be_bytes());
                 b.push(r.transport.code());
                 b.extend_from_slice(&r.suite.to_be_bytes());
-                lp8(&mut b, r.server.as_bytes());
-                lp8(&mut b, r.server_name.as_bytes());
-                b.push(r.cert_chain.len().min(255) as u8);
-                for cert in r.cert_chain.iter().take(255) {
-                    lp16(&mut b, cert);
+                lp8(&mut b, "server", r.server.as_bytes())?;
+                lp8(&mut b, "server name", r.server_name.as_bytes())?;
+                let count = u8::try_from(r.cert_chain.len()).map_err(|_| WireError::TooLong {
+                    field: "certificate chain (certificates)",
+                    len: r.cert_chain.len(),
+                    max: 255,
+                })?;
+                b.push(count);
+                for cert in &r.cert_chain {
+                    lp16(&mut b, "certificate", cert)?;
                 }
             }
             Message::SignRequest {
@@ -178,7 +203,7 @@ impl Message {
                 b.push(T_SIGN);
                 b.extend_from_slice(&delegation_id.to_be_bytes());
                 b.extend_from_slice(&scheme.to_be_bytes());
-                lp8(&mut b, digest);
+                lp8(&mut b, "digest", digest)?;
             }
             Message::Signature {
                 delegation_id,
@@ -186,7 +211,7 @@ impl Message {
             } => {
                 b.push(T_SIGNATURE);
                 b.extend_from_slice(&delegation_id.to_be_bytes());
-                lp8(&mut b, signature);
+                lp8(&mut b, "signature", signature)?;
             }
             Message::Context {
                 delegation_id,
@@ -196,7 +221,7 @@ impl Message {
                 b.extend_from_slice(&delegation_id.to_be_bytes());
                 b.extend_from_slice(&context.version.to_be_bytes());
                 b.extend_from_slice(&context.suite.to_be_bytes());
-                lp8(&mut b, &context.session_id);
+                lp8(&mut b, "session id", &context.session_id)?;
                 b.extend_from_slice(&context.master_secret[..]);
                 b.push(u8::from(context.extended_master_secret));
                 b.extend_from_slice(&context.lifetime_secs.to_be_bytes());
@@ -209,14 +234,10 @@ impl Message {
                 b.push(T_ERROR);
                 b.extend_from_slice(&delegation_id.to_be_bytes());
                 b.extend_from_slice(&(*code as u16).to_be_bytes());
-                let mut end = reason.len().min(255);
-                while !reason.is_char_boundary(end) {
-                    end -= 1;
-                }
-                lp8(&mut b, &reason.as_bytes()[..end]);
+                lp8(&mut b, "reason", reason.as_bytes())?;
             }
         }
-        b
+        Ok(b)
     }
 
     /// Decodes one message; every field is checked.
@@ -336,16 +357,31 @@ impl Message {
     }
 }
 
-fn lp8(b: &mut Vec<u8>, v: &[u8]) {
-    let v = &v[..v.len().min(255)];
-    b.push(v.len() as u8);
+/// The most bytes an error message's reason holds (its `lp8` field).
+pub const MAX_REASON: usize = 255;
+const ELLIPSIS: &str = "…";
+
+/// Writes `lp8(v)`; longer than 255 bytes is an error naming `field`.
+pub(crate) fn lp8(b: &mut Vec<u8>, field: &'static str, v: &[u8]) -> Result<(), WireError> {
+    let len = u8::try_from(v.len()).map_err(|_| WireError::TooLong {
+        field,
+        len: v.len(),
+        max: usize::from(u8::MAX),
+    })?;
+    b.push(len);
     b.extend_from_slice(v);
+    Ok(())
 }
 
-fn lp16(b: &mut Vec<u8>, v: &[u8]) {
-    let v = &v[..v.len().min(65535)];
-    b.extend_from_slice(&(v.len() as u16).to_be_bytes());
+fn lp16(b: &mut Vec<u8>, field: &'static str, v: &[u8]) -> Result<(), WireError> {
+    let len = u16::try_from(v.len()).map_err(|_| WireError::TooLong {
+        field,
+        len: v.len(),
+        max: usize::from(u16::MAX),
+    })?;
+    b.extend_from_slice(&len.to_be_bytes());
     b.extend_from_slice(v);
+    Ok(())
 }
 
 /// Bounds-checked reader naming the field that failed.
@@ -463,14 +499,19 @@ mod tests {
     #[test]
     fn every_message_round_trips() {
         for m in all() {
-            assert_eq!(Message::decode(&m.encode()).unwrap(), m, "{}", m.name());
+            assert_eq!(
+                Message::decode(&m.encode().unwrap()).unwrap(),
+                m,
+                "{}",
+                m.name()
+            );
         }
     }
 
     #[test]
     fn every_truncation_is_an_error_not_a_panic() {
         for m in all() {
-            let bytes = m.encode();
+            let bytes = m.encode().unwrap();
             for cut in 0..bytes.len() {
                 assert!(
                     Message::decode(&bytes[..cut]).is_err(),
@@ -495,9 +536,109 @@ mod tests {
             digest: vec![0xEE; 2],
         };
         assert_eq!(
-            &m.encode()[..],
+            &m.encode().unwrap()[..],
             &[1, 0x12, 0, 0, 0, 0, 0, 0, 0, 1, 0x04, 0x03, 2, 0xEE, 0xEE]
         );
+    }
+
+    #[test]
+    fn long_fields_are_refused_not_cut() {
+        let Message::Delegation(req) = all()[1].clone() else {
+            unreachable!()
+        };
+        let cases = [
+            (
+                Message::Delegation(DelegationRequest {
+                    server: "s".repeat(256),
+                    ..req.clone()
+                }),
+                "server",
+                256,
+            ),
+            (
+                Message::Delegation(DelegationRequest {
+                    server_name: "n".repeat(300),
+                    ..req.clone()
+                }),
+                "server name",
+                300,
+            ),
+            (
+                Message::Delegation(DelegationRequest {
+                    cert_chain: vec![vec![1]; 256],
+                    ..req.clone()
+                }),
+                "certificate chain (certificates)",
+                256,
+            ),
+            (
+                Message::Delegation(DelegationRequest {
+                    cert_chain: vec![vec![0; 65536]],
+                    ..req
+                }),
+                "certificate",
+                65536,
+            ),
+            (
+                Message::Signature {
+                    delegation_id: 1,
+                    signature: vec![0; 256],
+                },
+                "signature",
+                256,
+            ),
+            (
+                Message::SignRequest {
+                    delegation_id: 1,
+                    scheme: SIG_ECDSA_P256_SHA256,
+                    digest: vec![0; 1000],
+                },
+                "digest",
+                1000,
+            ),
+            (
+                Message::Error {
+                    delegation_id: 1,
+                    code: ErrorCode::Other,
+                    reason: "r".repeat(256),
+                },
+                "reason",
+                256,
+            ),
+        ];
+        for (m, field, len) in cases {
+            match m.encode() {
+                Err(WireError::TooLong {
+                    field: f, len: l, ..
+                }) => {
+                    assert_eq!((f, l), (field, len), "{}", m.name())
+                }
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        // Exactly at the limit is fine.
+        let m = Message::Signature {
+            delegation_id: 1,
+            signature: vec![0; 255],
+        };
+        assert_eq!(Message::decode(&m.encode().unwrap()).unwrap(), m);
+    }
+
+    #[test]
+    fn a_long_reason_is_shortened_visibly() {
+        let long = "é".repeat(200); // 400 bytes, two per character
+        let m = Message::error(3, ErrorCode::HandshakeFailed, &long);
+        let Message::Error { reason, .. } = &m else {
+            unreachable!()
+        };
+        assert!(
+            reason.len() <= MAX_REASON && reason.ends_with('…'),
+            "{reason}"
+        );
+        assert!(long.starts_with(reason.trim_end_matches('…')));
+        assert_eq!(Message::decode(&m.encode().unwrap()).unwrap(), m);
+        let short = Message::error(3, ErrorCode::HandshakeFailed, "short");
+        assert!(matches!(short, Message::Error { ref reason, .. } if reason == "short"));
     }
 
     #[test]
@@ -516,7 +657,7 @@ mod tests {
                 kind: 0x77
             })
         );
-        let mut d = all()[1].encode().to_vec();
+        let mut d = all()[1].encode().unwrap().to_vec();
         d[10] = 9; // transport
         assert!(matches!(
             Message::decode(&d),

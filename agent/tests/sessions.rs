@@ -491,7 +491,8 @@ fn read_frame(s: &mut TcpStream) -> Vec<u8> {
 }
 
 fn write_frame(s: &mut TcpStream, body: &[u8]) {
-    s.write_all(&channel::framed(body)).expect("write");
+    s.write_all(&channel::framed(body).expect("frame"))
+        .expect("write");
 }
 
 #[test]
@@ -594,7 +595,7 @@ fn meddler(agent_port: u16, replay: bool) -> u16 {
 }
 
 fn write_frame_checked(s: &mut TcpStream, body: &[u8]) -> std::io::Result<()> {
-    s.write_all(&channel::framed(body))
+    s.write_all(&channel::framed(body).expect("frame"))
 }
 
 #[test]
@@ -660,7 +661,7 @@ fn many_devices_at_once() {
         agent_toml += &format!("[[device]]\nid = \"sensor-{i}\"\npairing_key = \"{k}\"\n");
     }
     let agent_cfg = pki.dir.join("agent-many.toml");
-    std::fs::write(&agent_cfg, agent_toml).expect("write");
+    write_private(&agent_cfg, agent_toml);
     let agent = start_agent(Path::new(AGENT), &agent_cfg);
     let mut devices: Vec<Proc> = keys
         .iter()
@@ -672,7 +673,7 @@ fn many_devices_at_once() {
                 &format!("device_id = \"sensor-{i}\""),
             );
             let cfg = pki.dir.join(format!("device-{i}.toml"));
-            std::fs::write(&cfg, text).expect("write");
+            write_private(&cfg, text);
             device(&cfg)
         })
         .collect();
@@ -729,7 +730,7 @@ fn bad_configs_and_unknown_devices_get_clear_errors() {
     let text = std::fs::read_to_string(&cfg)
         .expect("read")
         .replace("sensor-1", "stranger");
-    std::fs::write(&cfg, text).expect("write");
+    write_private(&cfg, text);
     let mut dev = device(&cfg);
     assert!(!dev.wait().success());
     assert!(
@@ -744,7 +745,7 @@ fn bad_configs_and_unknown_devices_get_clear_errors() {
         .replace(&format!("{agent_port}"), &format!("{listed_port}"))
         .replace("ca_file", "allowed_servers = [\"127.0.0.1:9\"]\nca_file");
     let listed = pki.dir.join("agent-listed.toml");
-    std::fs::write(&listed, text).expect("write");
+    write_private(&listed, text);
     let _agent2 = start_agent(Path::new(AGENT), &listed);
     let cfg = device_config(&pki, listed_port, &key, "127.0.0.1:10", "tls", "gcm");
     let mut dev = device(&cfg);

@@ -186,12 +186,25 @@ pub fn pairing_key_hex() -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Writes a file only its owner may read: the binaries refuse a pairing key others can read.
+pub fn write_private(path: &Path, text: impl AsRef<[u8]>) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    f.write_all(text.as_ref()).expect("write");
+}
+
 pub fn agent_config(pki: &Pki, port: u16, key_hex: &str) -> PathBuf {
     let path = pki.dir.join("agent.toml");
     let text = format!(
         "listen = \"127.0.0.1:{port}\"\nca_file = \"ca.pem\"\nsession_lifetime_secs = 600\n\n[[device]]\nid = \"sensor-1\"\npairing_key = \"{key_hex}\"\n"
     );
-    std::fs::write(&path, text).expect("write agent.toml");
+    write_private(&path, text);
     path
 }
 
@@ -207,7 +220,7 @@ pub fn device_config(
     let text = format!(
         "device_id = \"sensor-1\"\nagent = \"127.0.0.1:{agent_port}\"\npairing_key = \"{key_hex}\"\ncertificate = \"device.pem\"\nprivate_key = \"device.key\"\nserver = \"{server}\"\nserver_name = \"127.0.0.1\"\ntransport = \"{transport}\"\nsuite = \"{suite}\"\nca_file = \"ca.pem\"\nmax_delegations = 3\ntimeout_secs = 30\n"
     );
-    std::fs::write(&path, text).expect("write device.toml");
+    write_private(&path, text);
     path
 }
 
