@@ -227,22 +227,16 @@ fn acknowledged_enrollments_survive_sigkill_in_a_concurrent_burst() {
         assert_eq!(&rec.public_key(&n, &params).unwrap(), k.public(), "{n}");
     }
 
-    // Each stored member was one generation step in the same transaction as the member.
+    // Each stored member was written in the same transaction as a generation step (one step
+    // per group commit, which may hold several members): the serial moved past the burst's
+    // start, and a secondary asking for it gets every acknowledged member.
     let s = serial(&ks);
-    let n_acked = u32::try_from(acked.len()).unwrap();
     assert!(
-        s >= file_serial + n_acked,
-        "serial {s} < file serial {file_serial} + {n_acked} acknowledged"
+        acked.is_empty() || s > s0,
+        "serial {s} did not move past {s0} for {} acknowledged",
+        acked.len()
     );
-    assert!(
-        s >= s0 + n_acked,
-        "serial {s} < serial before the burst {s0} + {n_acked} acknowledged"
-    );
-    let present = u32::try_from(zone.len()).unwrap();
-    assert!(
-        s >= s0 + present,
-        "serial {s} (was {s0}) does not cover the {present} members served"
-    );
+    let present = zone.len();
     eprintln!(
         "after restart: serial {s}, {present} members served ({} acknowledged)",
         acked.len()

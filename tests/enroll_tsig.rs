@@ -548,7 +548,7 @@ fn bad_updates_are_refused_with_their_rcodes_and_nothing_changes() {
         &[add_line("www.example.com.", &hex::encode(pop))],
         "example.com.",
         "update failed: REFUSED",
-        "proof of possession of www.example.com. does not verify",
+        "proof of possession of the secret value does not verify",
     );
     // A key-server part whose params are another key server's.
     let other = d.join("other");
@@ -732,33 +732,52 @@ fn tsig_keys_are_checked_at_start_and_a_readable_secret_is_refused() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("k.tsig") && err.contains("chmod 600"), "{err}");
-    for (i, (extra, says)) in [
+    // 16 zero bytes: long enough; "AAAA" must never appear in an error.
+    let key = |body: &str| format!("[[tsig]]\nname = \"k.\"\n{body}\n");
+    let good = "secret = \"AAAAAAAAAAAAAAAAAAAAAA==\"";
+    let allow = "allow = [\"*.example.com.\"]";
+    let cases: Vec<(String, &str)> = vec![
         (
-            "[[tsig]]\nname = \"k.\"\nsecret = \"AAAA\"\nsecret_file = \"k.tsig\"\nallow = [\"*.example.com.\"]\n",
+            key(&format!("{good}\nsecret_file = \"k.tsig\"\n{allow}")),
             "give exactly one of secret_file and secret",
         ),
         (
-            "[[tsig]]\nname = \"k.\"\nalgorithm = \"hmac-md5\"\nsecret = \"AAAA\"\nallow = [\"*.example.com.\"]\n",
+            key(&format!("algorithm = \"hmac-md5\"\n{good}\n{allow}")),
             "TSIG algorithm `hmac-md5` is not supported",
         ),
         (
-            "[[tsig]]\nname = \"k.\"\nsecret = \"AAAA\"\nallow = []\n",
+            key(&format!("{good}\nallow = []")),
             "allow: give at least one name pattern",
         ),
         (
-            "[[tsig]]\nname = \"k.\"\nsecret = \"AAAA\"\nallow = [\"*.example.com.\"]\n[[tsig]]\nname = \"K\"\nsecret = \"AAAA\"\nallow = [\"*.example.com.\"]\n",
+            format!(
+                "{}{}",
+                key(&format!("{good}\n{allow}")),
+                key(&format!("{good}\n{allow}")).replace("\"k.\"", "\"K\"")
+            ),
             "a key of this name is already configured",
         ),
         (
-            "[[tsig]]\nname = \"k.\"\nsecret = \"not base64!\"\nallow = [\"*.example.com.\"]\n",
-            "the secret is not base64",
+            key(&format!("secret = \"not base64!\"\n{allow}")),
+            "the TSIG secret is not base64",
         ),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+        (
+            key(&format!("secret = \"AAAA\"\n{allow}")),
+            "the TSIG secret is 3 bytes; give at least 16",
+        ),
+        (
+            key(&format!("{good}\nallow = [\"*.example.org.\"]")),
+            "is outside the zone example.com.",
+        ),
+        (
+            key(&format!("{good}\nallow = [\"www.*.example.com.\"]")),
+            "`*.` may only start a pattern",
+        ),
+        (key(&format!("{good}\n{allow}\nfudge = 0")), "fudge: 0 s"),
+    ];
+    for (i, (extra, says)) in cases.into_iter().enumerate() {
         let sub = d.join(format!("c{i}"));
-        let ks = KeyServer::new(&sub, "example.com.", "127.0.3.6", "", extra);
+        let ks = KeyServer::new(&sub, "example.com.", "127.0.3.6", "", &extra);
         let out = run(Command::new(bin("tpkd")).arg("--config").arg(&ks.config));
         assert!(!out.status.success(), "{extra}");
         let err = String::from_utf8_lossy(&out.stderr);

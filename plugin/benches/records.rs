@@ -100,6 +100,7 @@ fn bench(c: &mut Criterion) {
         params: kgc.params(),
         key: &own,
         verified: None,
+        fresh: &[],
     };
     let mut g = c.benchmark_group("zone");
     g.sample_size(10);

@@ -235,6 +235,7 @@ async fn hierarchy() -> Hierarchy {
             params: l.kgc.params(),
             key: l.own.as_ref().unwrap(),
             verified: None,
+            fresh: &[],
         };
         let zone = KeyZone::build(parsed, l.members, 0, &signer, twinpeaks::time::now())
             .unwrap_or_else(|e| panic!("zone {}: {e}", l.name));

@@ -174,14 +174,14 @@ pub fn tsig_algorithm(s: &str) -> Result<TsigAlgorithm, String> {
 pub struct TsigKey {
     /// The key (name, algorithm, secret, fudge).
     pub signer: TSigner,
-    /// Name patterns: `www.example.com.` (that name) or `*.example.com.` (any name below).
-    pub allow: Vec<String>,
+    /// The names it may enroll.
+    pub allow: Vec<NamePattern>,
 }
 
 impl TsigKey {
     /// Whether this key may enroll `name`.
     pub fn allows(&self, name: &LowerName) -> bool {
-        self.allow.iter().any(|p| pattern_matches(p, name))
+        self.allow.iter().any(|p| p.matches(name))
     }
 }
 
@@ -195,23 +195,76 @@ impl std::fmt::Debug for TsigKey {
     }
 }
 
-/// `www.example.com.` matches that name; `*.example.com.` any name strictly below it.
-pub fn pattern_matches(pattern: &str, name: &LowerName) -> bool {
-    let (wild, base) = match pattern.strip_prefix("*.") {
-        Some(rest) => (true, rest),
-        None => (false, pattern),
-    };
-    let Ok(base) = Name::from_ascii(base) else {
-        return false;
-    };
-    let mut base = base;
-    base.set_fqdn(true);
-    let base = LowerName::new(&base);
-    if wild {
-        base.zone_of(name) && name.num_labels() > base.num_labels()
-    } else {
-        &base == name
+/// A name a TSIG key may enroll: `www.example.com.` (that name) or `*.example.com.` (any name
+/// strictly below it).
+#[derive(Clone, PartialEq, Eq)]
+pub struct NamePattern {
+    wild: bool,
+    base: LowerName,
+    text: String,
+}
+
+impl NamePattern {
+    /// Parse a pattern; it must lie within `zone` (a wildcard's base may be the zone itself).
+    pub fn parse(pattern: &str, zone: &str) -> Result<Self, String> {
+        let (wild, base) = match pattern.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, pattern),
+        };
+        if base.contains('*') {
+            return Err(format!(
+                "pattern {pattern:?}: `*.` may only start a pattern"
+            ));
+        }
+        let mut name = Name::from_ascii(base)
+            .map_err(|e| format!("pattern {pattern:?} is not a DNS name: {e}"))?;
+        name.set_fqdn(true);
+        let base = LowerName::new(&name);
+        let zone = Name::from_ascii(zone)
+            .map_err(|e| format!("zone {zone:?}: {e}"))
+            .map(|z| LowerName::new(&z))?;
+        if !zone.zone_of(&base) {
+            return Err(format!("pattern {pattern:?} is outside the zone {zone}"));
+        }
+        Ok(Self {
+            wild,
+            base,
+            text: pattern.to_string(),
+        })
     }
+
+    /// Whether `name` matches.
+    pub fn matches(&self, name: &LowerName) -> bool {
+        if self.wild {
+            self.base.zone_of(name) && name.num_labels() > self.base.num_labels()
+        } else {
+            &self.base == name
+        }
+    }
+}
+
+impl std::fmt::Debug for NamePattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// A TSIG secret from its base64 text: refused if not base64 or shorter than 16 bytes (an
+/// HMAC key that short can be guessed; `tsig-keygen` makes 32).
+pub fn decode_tsig_secret(text: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
+    use base64::Engine as _;
+    let secret = zeroize::Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|_| "the TSIG secret is not base64".to_string())?,
+    );
+    if secret.len() < 16 {
+        return Err(format!(
+            "the TSIG secret is {} bytes; give at least 16 (tsig-keygen makes 32)",
+            secret.len()
+        ));
+    }
+    Ok(secret)
 }
 
 /// Why an enrollment was refused by the key server.
@@ -344,27 +397,45 @@ mod tests {
 
     #[test]
     fn patterns() {
-        assert!(pattern_matches(
-            "*.example.com.",
-            &lower("www.example.com.")
-        ));
-        assert!(pattern_matches(
-            "*.example.com.",
-            &lower("a.b.example.com.")
-        ));
-        assert!(!pattern_matches("*.example.com.", &lower("example.com.")));
-        assert!(!pattern_matches(
-            "*.example.com.",
-            &lower("wwwexample.com.")
-        ));
-        assert!(pattern_matches(
-            "www.example.com.",
-            &lower("WWW.example.com.")
-        ));
-        assert!(!pattern_matches(
-            "www.example.com.",
-            &lower("x.www.example.com.")
-        ));
+        let m = |p: &str, n: &str| {
+            NamePattern::parse(p, "example.com.")
+                .unwrap()
+                .matches(&lower(n))
+        };
+        assert!(m("*.example.com.", "www.example.com."));
+        assert!(m("*.example.com.", "a.b.example.com."));
+        assert!(!m("*.example.com.", "example.com."));
+        assert!(!m("*.example.com.", "wwwexample.com."));
+        assert!(m("www.example.com.", "WWW.example.com."));
+        assert!(!m("www.example.com.", "x.www.example.com."));
+        assert!(m("WWW.Example.com", "www.example.com."));
+        for (bad, why) in [
+            ("*.example.org.", "outside the zone"),
+            ("www.*.example.com.", "may only start"),
+            ("**.example.com.", "may only start"),
+            ("a..example.com.", "not a DNS name"),
+            ("com.", "outside the zone"),
+        ] {
+            let e = NamePattern::parse(bad, "example.com.").unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn tsig_secrets() {
+        assert_eq!(
+            decode_tsig_secret(" AAAAAAAAAAAAAAAAAAAAAA== \n")
+                .unwrap()
+                .len(),
+            16
+        );
+        assert!(decode_tsig_secret("").unwrap_err().contains("0 bytes"));
+        assert!(decode_tsig_secret("AAAA").unwrap_err().contains("3 bytes"));
+        assert!(
+            decode_tsig_secret("not base64!")
+                .unwrap_err()
+                .contains("not base64")
+        );
     }
 
     #[test]

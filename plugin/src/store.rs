@@ -30,6 +30,36 @@ impl From<sled::Error> for StoreError {
     }
 }
 
+/// One write to a zone's members: added or replaced, re-signed copies of zone-file members,
+/// and removed (with their copies). [`Store::apply`] makes it one transaction.
+#[derive(Clone, Debug, Default)]
+pub struct Changes {
+    /// Members added or replaced: (owner, ttl, record).
+    pub members: Vec<(String, u32, KeyRecord)>,
+    /// Re-signed copies of zone-file members: (owner, record).
+    pub resigned: Vec<(String, KeyRecord)>,
+    /// Members removed: (owner, IP).
+    pub removed: Vec<(String, std::net::IpAddr)>,
+}
+
+impl Changes {
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty() && self.resigned.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// A zone's stored state: what [`Store::view_after`] returns.
+#[derive(Debug)]
+pub struct View {
+    /// Members: (owner, ttl, record).
+    pub members: Vec<(String, u32, KeyRecord)>,
+    /// The generation (added to the SOA serial).
+    pub generation: u32,
+    /// Re-signed copies of zone-file members: (owner, record).
+    pub resigned: Vec<(String, KeyRecord)>,
+}
+
 /// Enrolled members, per zone.
 #[derive(Clone)]
 pub struct Store {
@@ -47,7 +77,7 @@ fn member_key(zone: &str, owner: &str, ip: std::net::IpAddr) -> Vec<u8> {
 impl Store {
     /// Open (or create) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        // Every write is flushed by `put`/`remove` themselves; no periodic flusher thread.
+        // Every write is flushed by `apply` itself; no periodic flusher thread.
         let db = sled::Config::new().path(path).flush_every_ms(None).open()?;
         let members = db.open_tree("members")?;
         let resigned = db.open_tree("resigned")?;
@@ -69,38 +99,46 @@ impl Store {
         ttl: u32,
         record: &KeyRecord,
     ) -> Result<(), StoreError> {
-        self.put_many(zone, &[(owner.to_string(), ttl, record.clone())], &[])
+        let changes = Changes {
+            members: vec![(owner.to_string(), ttl, record.clone())],
+            ..Changes::default()
+        };
+        self.apply(zone, &changes)
     }
 
-    /// Add or replace several members, and the re-signed copies of zone-file members, with
-    /// one generation step, in one transaction; durable when this returns.
-    pub fn put_many(
-        &self,
-        zone: &str,
-        members: &[(String, u32, KeyRecord)],
-        resigned: &[(String, KeyRecord)],
-    ) -> Result<(), StoreError> {
+    /// Apply `changes` to `zone` with one generation step, in one transaction; durable when
+    /// this returns. Removals come first, so a change may remove and add the same key.
+    pub fn apply(&self, zone: &str, changes: &Changes) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
         let encode = |owner: &str, record: &KeyRecord| {
             record.to_wire().map_err(|e| StoreError::Corrupt {
                 key: format!("{owner} {}", record.ip),
                 reason: e.to_string(),
             })
         };
-        let mut rows = Vec::with_capacity(members.len());
-        for (owner, ttl, record) in members {
+        let mut rows = Vec::with_capacity(changes.members.len());
+        for (owner, ttl, record) in &changes.members {
             let mut value = ttl.to_be_bytes().to_vec();
             value.extend_from_slice(&encode(owner, record)?);
             rows.push((member_key(zone, owner, record.ip), value));
         }
-        let mut overlay = Vec::with_capacity(resigned.len());
-        for (owner, record) in resigned {
+        let mut overlay = Vec::with_capacity(changes.resigned.len());
+        for (owner, record) in &changes.resigned {
             overlay.push((member_key(zone, owner, record.ip), encode(owner, record)?));
         }
-        if rows.is_empty() && overlay.is_empty() {
-            return Ok(());
-        }
+        let gone: Vec<Vec<u8>> = changes
+            .removed
+            .iter()
+            .map(|(owner, ip)| member_key(zone, owner, *ip))
+            .collect();
         (&self.members, &self.resigned, &self.meta)
             .transaction(|(m, r, meta)| {
+                for k in &gone {
+                    m.remove(k.as_slice())?;
+                    r.remove(k.as_slice())?;
+                }
                 for (k, v) in &rows {
                     m.insert(k.as_slice(), v.as_slice())?;
                 }
@@ -113,6 +151,39 @@ impl Store {
             .map_err(tx_error)?;
         self.db.flush()?;
         Ok(())
+    }
+
+    /// `zone` as it would be after [`Store::apply`] of `changes`: its members, generation and
+    /// re-signed copies, in the order a later read returns them.
+    pub fn view_after(&self, zone: &str, changes: &Changes) -> Result<View, StoreError> {
+        use std::collections::BTreeMap;
+        let key = |owner: &str, ip| member_key(zone, owner, ip);
+        let mut members: BTreeMap<Vec<u8>, (String, u32, KeyRecord)> = self
+            .members(zone)?
+            .into_iter()
+            .map(|m| (key(&m.0, m.2.ip), m))
+            .collect();
+        let mut resigned: BTreeMap<Vec<u8>, (String, KeyRecord)> = self
+            .resigned(zone)?
+            .into_iter()
+            .map(|c| (key(&c.0, c.1.ip), c))
+            .collect();
+        for (owner, ip) in &changes.removed {
+            members.remove(&key(owner, *ip));
+            resigned.remove(&key(owner, *ip));
+        }
+        for m in &changes.members {
+            members.insert(key(&m.0, m.2.ip), m.clone());
+        }
+        for c in &changes.resigned {
+            resigned.insert(key(&c.0, c.1.ip), c.clone());
+        }
+        let step = u32::from(!changes.is_empty());
+        Ok(View {
+            members: members.into_values().collect(),
+            generation: self.generation(zone)?.wrapping_add(step),
+            resigned: resigned.into_values().collect(),
+        })
     }
 
     /// One member of `zone`: (ttl, record).
@@ -131,30 +202,6 @@ impl Store {
                 key: format!("{zone} {owner} {ip}"),
                 reason,
             })
-    }
-
-    /// Remove a member (and any re-signed copy); returns whether it existed.
-    pub fn remove(
-        &self,
-        zone: &str,
-        owner: &str,
-        ip: std::net::IpAddr,
-    ) -> Result<bool, StoreError> {
-        let key = member_key(zone, owner, ip);
-        let existed = (&self.members, &self.resigned, &self.meta)
-            .transaction(|(m, r, meta)| {
-                let a = m.remove(key.as_slice())?.is_some();
-                let b = r.remove(key.as_slice())?.is_some();
-                if a || b {
-                    bump_in(meta, zone)?;
-                }
-                Ok((a, a || b))
-            })
-            .map_err(tx_error)?;
-        if existed.1 {
-            self.db.flush()?;
-        }
-        Ok(existed.0)
     }
 
     /// Re-signed copies of zone-file members of `zone`: (owner, record). The server takes one

@@ -220,12 +220,7 @@ fn check(
             id.name
         )));
     }
-    req.request.verify_pop().map_err(|e| {
-        refused(format!(
-            "proof of possession of {} does not verify: {e}",
-            id.name
-        ))
-    })?;
+    // The proof of possession is checked by the issuance, off the I/O threads.
     Ok(Checked { req, owner })
 }
 

@@ -46,6 +46,9 @@ pub struct ZoneSigner<'a> {
     /// A zone built earlier with the same key (the one being served): its members were
     /// signed or verified then, so identical ones are taken as they are, without crypto.
     pub verified: Option<&'a KeyZone>,
+    /// Records this key server has just signed itself (an enrollment, a renewal), taken
+    /// without verifying when a member is identical to one: (owner, record).
+    pub fresh: &'a [(&'a str, &'a KeyRecord)],
 }
 
 /// What a lookup found.
@@ -209,13 +212,11 @@ impl KeyZone {
 
         let known: HashMap<(&str, std::net::IpAddr), &KeyRecord> = signer
             .verified
-            .map(|z| {
-                z.members
-                    .iter()
-                    .map(|m| ((m.owner.as_str(), m.record.ip), &m.record))
-                    .collect()
-            })
-            .unwrap_or_default();
+            .into_iter()
+            .flat_map(|z| z.members.iter().map(|m| (m.owner.as_str(), &m.record)))
+            .chain(signer.fresh.iter().copied())
+            .map(|(owner, record)| ((owner, record.ip), record))
+            .collect();
 
         // Members: issuer, signature, validity, duplicates, placement.
         let mut seen: HashMap<(String, std::net::IpAddr), String> = HashMap::new();

@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
 use ipnet::IpNet;
 use serde::Deserialize;
 
@@ -25,6 +24,14 @@ pub enum ConfigError {
         /// The config file.
         file: PathBuf,
         /// What is wrong, naming the option.
+        reason: String,
+    },
+    /// A `[[tsig]]` key cannot be used (its secret file, secret, algorithm or patterns).
+    #[error("[[tsig]] {key}: {reason}")]
+    Tsig {
+        /// The key's name.
+        key: String,
+        /// What is wrong.
         reason: String,
     },
 }
@@ -221,6 +228,19 @@ impl Config {
                     "{what}: allow: give at least one name pattern"
                 )));
             }
+            for p in &k.allow {
+                twinpeaks::enroll::NamePattern::parse(p, &cfg.name)
+                    .map_err(|e| invalid(format!("{what}: allow: {e}")))?;
+            }
+            if k.fudge == 0 {
+                return Err(invalid(format!(
+                    "{what}: fudge: 0 s would refuse every request whose clock is a second off; the usual value is 300"
+                )));
+            }
+            if let Some(s) = &k.secret {
+                twinpeaks::enroll::decode_tsig_secret(s)
+                    .map_err(|e| invalid(format!("{what}: secret: {e}")))?;
+            }
             if !seen.insert(k.name.trim_end_matches('.').to_ascii_lowercase()) {
                 return Err(invalid(format!(
                     "{what}: a key of this name is already configured"
@@ -231,28 +251,33 @@ impl Config {
     }
 
     /// The `[[tsig]]` keys, their secrets read (a secret file must be private).
-    pub fn tsig_keys(&self) -> Result<Vec<twinpeaks::enroll::TsigKey>> {
-        use base64::Engine as _;
+    pub fn tsig_keys(&self) -> Result<Vec<twinpeaks::enroll::TsigKey>, ConfigError> {
         let mut keys = Vec::new();
         for k in &self.tsig {
-            let text = match (&k.secret_file, &k.secret) {
-                (Some(f), _) => twinpeaks::keyfile::read_secret(f)?,
-                (None, Some(s)) => zeroize::Zeroizing::new(s.clone()),
-                (None, None) => bail!("[[tsig]] {}: no secret", k.name),
+            let what = |e: String| ConfigError::Tsig {
+                key: k.name.clone(),
+                reason: e,
             };
-            let secret = base64::engine::general_purpose::STANDARD
-                .decode(text.trim())
-                .map_err(|_| anyhow::anyhow!("[[tsig]] {}: the secret is not base64", k.name))?;
-            let alg =
-                twinpeaks::enroll::tsig_algorithm(&k.algorithm).map_err(|e| anyhow::anyhow!(e))?;
-            let name = hickory_proto::rr::Name::from_ascii(&k.name)
-                .map_err(|e| anyhow::anyhow!("[[tsig]] {}: name: {e}", k.name))?;
-            let signer = hickory_proto::rr::TSigner::new(secret, alg, name, k.fudge)
-                .map_err(|e| anyhow::anyhow!("[[tsig]] {}: {e}", k.name))?;
-            keys.push(twinpeaks::enroll::TsigKey {
-                signer,
-                allow: k.allow.clone(),
-            });
+            let text = match (&k.secret_file, &k.secret) {
+                (Some(f), _) => {
+                    twinpeaks::keyfile::read_secret(f).map_err(|e| what(e.to_string()))?
+                }
+                (None, Some(s)) => zeroize::Zeroizing::new(s.clone()),
+                (None, None) => return Err(what("no secret".into())),
+            };
+            let secret = twinpeaks::enroll::decode_tsig_secret(&text).map_err(what)?;
+            let alg = twinpeaks::enroll::tsig_algorithm(&k.algorithm).map_err(what)?;
+            let name =
+                hickory_proto::rr::Name::from_ascii(&k.name).map_err(|e| what(e.to_string()))?;
+            let signer = hickory_proto::rr::TSigner::new(secret.to_vec(), alg, name, k.fudge)
+                .map_err(|e| what(e.to_string()))?;
+            let allow = k
+                .allow
+                .iter()
+                .map(|p| twinpeaks::enroll::NamePattern::parse(p, &self.name))
+                .collect::<Result<_, _>>()
+                .map_err(what)?;
+            keys.push(twinpeaks::enroll::TsigKey { signer, allow });
         }
         Ok(keys)
     }

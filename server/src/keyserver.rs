@@ -13,7 +13,7 @@ use twinpeaks::issue::{self, IssueOptions};
 use twinpeaks::keyfile;
 use twinpeaks::record::KeyRecord;
 use twinpeaks::record::RecordError;
-use twinpeaks::store::{Store, StoreError};
+use twinpeaks::store::{Changes, Store, StoreError};
 use twinpeaks::zone::{KeyZone, Source, ZoneSigner};
 use twinpeaks::zonefile::{Entry, ParsedZone, ZoneErrors};
 use twinpeaks::{time, zonefile};
@@ -135,9 +135,21 @@ pub enum KeyServerError {
         /// The zone.
         zone: String,
     },
-    /// The moved member would not load; the store is put back and the zone is unchanged.
+    /// The enrollment's commit ended without an answer (a panic in another thread).
+    #[error("enrollment lost: the commit that took it did not finish")]
+    Lost,
+    /// The moved member would not load; nothing is stored and the zone is unchanged.
     #[error("change-ip refused, zone unchanged: {0}")]
     ChangeIpRefused(Box<KeyServerError>),
+}
+
+/// An enrollment issued and waiting for a group commit.
+struct Waiting {
+    owner: String,
+    record: KeyRecord,
+    // `tp ctl enroll` replaces a stored record of the same name and IP; UPDATE refuses it.
+    replace: bool,
+    done: std::sync::mpsc::SyncSender<Result<(), KeyServerError>>,
 }
 
 /// The key server as the enroller of the UPDATE path (twinpeaks::enroll::Enroller).
@@ -150,12 +162,13 @@ impl twinpeaks::enroll::Enroller for UpdateEnroller {
     ) -> Result<String, twinpeaks::enroll::EnrollError> {
         use twinpeaks::enroll::EnrollError;
         let ks = &self.0;
+        let id = &req.request.identity;
         let (record, partial) = ks
             .enroll_new(&req.request, req.key_server.clone())
             .map_err(|e| match e {
                 KeyServerError::AlreadyEnrolled(_) => EnrollError::Duplicate(e.to_string()),
                 KeyServerError::Issue(_) | KeyServerError::EnrollRefused(_) => {
-                    EnrollError::Refused(e.to_string())
+                    EnrollError::Refused(format!("{} {}: {e}", id.name, id.ip))
                 }
                 _ => EnrollError::Failed(e.to_string()),
             })?;
@@ -172,9 +185,11 @@ pub struct KeyServer {
     own: EntityKey,
     store: Store,
     zone: ZoneCell,
-    // Reloads and enrollments run one at a time; the guarded value is the zone file as last
+    // Reloads and store writes run one at a time; the guarded value is the zone file as last
     // loaded, which an enrollment rebuilds from (it does not re-read the file).
     write: Mutex<ParsedZone>,
+    // Enrollments issued and waiting for the next group commit.
+    pending: Mutex<Vec<Waiting>>,
     /// Requests received, shown by `tp ctl status`.
     pub counters: Arc<twinpeaks::server::QueryCounters>,
     // The served serial, for whoever sends NOTIFY.
@@ -214,18 +229,19 @@ pub fn read_zone_file(cfg: &Config) -> Result<ParsedZone, KeyServerError> {
 /// served, whose unchanged members are taken without signing or verifying again). A zone-file
 /// member that the server re-signed is taken in its re-signed form while its line is otherwise
 /// unchanged and the copy's window ends later.
+/// The store is read as it will be once `changes` are applied (nothing is written here).
 pub fn build_zone(
     cfg: &Config,
     mut parsed: ParsedZone,
     signer: &ZoneSigner<'_>,
     store: Option<&Store>,
+    changes: &Changes,
 ) -> Result<KeyZone, KeyServerError> {
     let (stored, generation, resigned) = match store {
-        Some(s) => (
-            s.members(&cfg.name)?,
-            s.generation(&cfg.name)?,
-            s.resigned(&cfg.name)?,
-        ),
+        Some(s) => {
+            let v = s.view_after(&cfg.name, changes)?;
+            (v.members, v.generation, v.resigned)
+        }
         None => (Vec::new(), 0, Vec::new()),
     };
     if !resigned.is_empty() {
@@ -279,8 +295,15 @@ impl KeyServer {
             params: kgc.params(),
             key: &own,
             verified: None,
+            fresh: &[],
         };
-        let zone = build_zone(&cfg, parsed.clone(), &signer, Some(&store))?;
+        let zone = build_zone(
+            &cfg,
+            parsed.clone(),
+            &signer,
+            Some(&store),
+            &Changes::default(),
+        )?;
         let (serial, _) = tokio::sync::watch::channel(zone.serial());
         Ok(Self {
             serial,
@@ -290,6 +313,7 @@ impl KeyServer {
             store,
             zone: Arc::new(ArcSwap::from_pointee(zone)),
             write: Mutex::new(parsed),
+            pending: Mutex::default(),
             counters: Arc::default(),
         })
     }
@@ -303,20 +327,30 @@ impl KeyServer {
     pub fn reload(&self) -> Result<(u32, usize), KeyServerError> {
         let mut file = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let parsed = read_zone_file(&self.cfg)?;
-        let stats = self.rebuild(parsed.clone())?;
+        let stats = self.commit(&parsed, &Changes::default())?;
         *file = parsed;
         Ok(stats)
     }
 
-    /// Build from `parsed` and the store, reusing what the served zone verified, and serve it.
-    fn rebuild(&self, parsed: ParsedZone) -> Result<(u32, usize), KeyServerError> {
+    /// Build the zone from `file` and the store with `changes`, reusing what the served zone
+    /// verified; only if it loads, write `changes` (one transaction, durable) and serve it.
+    /// The caller holds `write`. On error nothing is stored and the old zone keeps serving.
+    fn commit(&self, file: &ParsedZone, changes: &Changes) -> Result<(u32, usize), KeyServerError> {
         let served = self.zone.load_full();
+        let fresh: Vec<(&str, &KeyRecord)> = changes
+            .members
+            .iter()
+            .map(|(o, _, r)| (o.as_str(), r))
+            .chain(changes.resigned.iter().map(|(o, r)| (o.as_str(), r)))
+            .collect();
         let signer = ZoneSigner {
             params: self.kgc.params(),
             key: &self.own,
             verified: Some(&served),
+            fresh: &fresh,
         };
-        let zone = build_zone(&self.cfg, parsed, &signer, Some(&self.store))?;
+        let zone = build_zone(&self.cfg, file.clone(), &signer, Some(&self.store), changes)?;
+        self.store.apply(&self.cfg.name, changes)?;
         let stats = (zone.serial(), zone.members().len());
         self.zone.store(Arc::new(zone));
         self.serial
@@ -365,42 +399,107 @@ impl KeyServer {
             not_after,
             key_server,
         };
-        // The proof of possession is checked by the extraction inside `issue`.
-        let file = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let name = &req.identity.name;
         if !replace {
-            let served = self.zone.load_full();
-            let ip = req.identity.ip;
-            let in_zone = served
-                .members()
-                .iter()
-                .chain(served.withdrawn())
-                .any(|m| &m.owner == name && m.record.ip == ip);
-            if in_zone || self.store.get(&self.cfg.name, name, ip)?.is_some() {
-                return Err(AlreadyEnrolled {
-                    name: name.clone(),
-                    ip,
-                }
-                .into());
-            }
+            // Refused early here without issuing; checked again at commit.
+            self.check_new(name, req.identity.ip)?;
         }
+        // Issued (proof of possession, extraction, signature) outside the lock, in parallel
+        // with other enrollments; stored and served by a group commit.
         let (record, partial) = issue::issue(&self.kgc, &self.own, req, &opts, &mut OsRng)?;
-        let replaced = self.store.get(&self.cfg.name, name, record.ip)?;
-        self.store
-            .put(&self.cfg.name, name, self.cfg.enroll_ttl, &record)?;
-        // Rebuilt from the file as last loaded: an enrollment never publishes file edits
-        // that were not reloaded.
-        if let Err(e) = self.rebuild(file.clone()) {
-            // Roll back to exactly what was stored before.
-            match replaced {
-                Some((ttl, old)) => self.store.put(&self.cfg.name, name, ttl, &old)?,
-                None => {
-                    self.store.remove(&self.cfg.name, name, record.ip)?;
+        let (done, result) = std::sync::mpsc::sync_channel(1);
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Waiting {
+                owner: name.clone(),
+                record: record.clone(),
+                replace,
+                done,
+            });
+        let file = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        // A commit that ran while this one waited for the lock may have taken it.
+        if let Ok(r) = result.try_recv() {
+            return r.map(|()| (record, partial));
+        }
+        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        self.commit_enrollments(&file, batch);
+        drop(file);
+        match result.recv() {
+            Ok(r) => r.map(|()| (record, partial)),
+            Err(_) => Err(KeyServerError::Lost),
+        }
+    }
+
+    /// A name and IP that have a key already (served, withdrawn or stored) are refused.
+    fn check_new(&self, name: &str, ip: std::net::IpAddr) -> Result<(), KeyServerError> {
+        let served = self.zone.load_full();
+        let in_zone = served
+            .members()
+            .iter()
+            .chain(served.withdrawn())
+            .any(|m| m.owner == name && m.record.ip == ip);
+        if in_zone || self.store.get(&self.cfg.name, name, ip)?.is_some() {
+            return Err(AlreadyEnrolled {
+                name: name.to_string(),
+                ip,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Store and serve waiting enrollments with one transaction, one flush and one zone build
+    /// per round; a round that will not load is retried one enrollment at a time, so one bad
+    /// member refuses only itself. The caller holds `write`.
+    fn commit_enrollments(&self, file: &ParsedZone, mut batch: Vec<Waiting>) {
+        while !batch.is_empty() {
+            // One enrollment per (name, IP) a round: a second one for the same key waits for
+            // the next round, so it replaces (or meets) the first as if they came one by one.
+            let mut seen = std::collections::HashSet::new();
+            let (round, later): (Vec<_>, Vec<_>) = batch
+                .into_iter()
+                .partition(|w| seen.insert((w.owner.clone(), w.record.ip)));
+            batch = later;
+            let mut ok = Vec::with_capacity(round.len());
+            for w in round {
+                match w.replace {
+                    true => ok.push(w),
+                    false => match self.check_new(&w.owner, w.record.ip) {
+                        Ok(()) => ok.push(w),
+                        Err(e) => {
+                            let _ = w.done.send(Err(e));
+                        }
+                    },
                 }
             }
-            return Err(KeyServerError::EnrollRefused(Box::new(e)));
+            let changes = |ws: &[Waiting]| Changes {
+                members: ws
+                    .iter()
+                    .map(|w| (w.owner.clone(), self.cfg.enroll_ttl, w.record.clone()))
+                    .collect(),
+                ..Changes::default()
+            };
+            match self.commit(file, &changes(&ok)) {
+                Ok(_) => ok.into_iter().for_each(|w| {
+                    let _ = w.done.send(Ok(()));
+                }),
+                Err(e) if ok.len() == 1 => {
+                    let _ = ok[0]
+                        .done
+                        .send(Err(KeyServerError::EnrollRefused(Box::new(e))));
+                }
+                Err(_) => {
+                    for w in ok {
+                        let r = self
+                            .commit(file, &changes(std::slice::from_ref(&w)))
+                            .map(|_| ())
+                            .map_err(|e| KeyServerError::EnrollRefused(Box::new(e)));
+                        let _ = w.done.send(r);
+                    }
+                }
+            }
         }
-        Ok((record, partial))
     }
 
     /// Re-sign every served member whose window ends within the refresh margin: a fresh
@@ -435,8 +534,12 @@ impl KeyServer {
         if n == 0 {
             return Ok(0);
         }
-        self.store.put_many(&self.cfg.name, &members, &copies)?;
-        self.rebuild(file.clone())?;
+        let changes = Changes {
+            members,
+            resigned: copies,
+            ..Changes::default()
+        };
+        self.commit(&file, &changes)?;
         Ok(n)
     }
 
@@ -464,12 +567,17 @@ impl KeyServer {
             ..m.record.clone()
         };
         rec.sign(&owner, &self.own)?;
-        let (members, copies) = match m.source {
-            Source::Store => (vec![(owner.clone(), m.ttl, rec.clone())], Vec::new()),
-            Source::File(..) => (Vec::new(), vec![(owner.clone(), rec.clone())]),
+        let changes = match m.source {
+            Source::Store => Changes {
+                members: vec![(owner.clone(), m.ttl, rec.clone())],
+                ..Changes::default()
+            },
+            Source::File(..) => Changes {
+                resigned: vec![(owner.clone(), rec.clone())],
+                ..Changes::default()
+            },
         };
-        self.store.put_many(&self.cfg.name, &members, &copies)?;
-        self.rebuild(file.clone())?;
+        self.commit(&file, &changes)?;
         Ok(rec)
     }
 
@@ -493,22 +601,25 @@ impl KeyServer {
                 line: *line,
             });
         }
-        let removed = self.store.remove(&self.cfg.name, &owner, ip)?;
-        if !removed {
+        if self.store.get(&self.cfg.name, &owner, ip)?.is_none() {
             return Err(KeyServerError::NotEnrolled {
                 owner,
                 ip,
                 zone: self.cfg.name.clone(),
             });
         }
-        self.rebuild(file.clone())?;
+        let changes = Changes {
+            removed: vec![(owner, ip)],
+            ..Changes::default()
+        };
+        self.commit(&file, &changes)?;
         Ok(())
     }
 
     /// An IP change: enroll `req` (the member's new secret value and request for its new IP)
     /// and remove the enrolled record of the same name at `old_ip`, in one step. The old record
     /// must be an enrolled member (a zone-file member is refused naming its line, as
-    /// [`KeyServer::remove`] does); if the new zone would not load, the store is put back and
+    /// [`KeyServer::remove`] does); if the new zone would not load, nothing is stored and
     /// nothing changes. A record already enrolled for the new IP is replaced, as by `enroll`.
     pub fn change_ip(
         &self,
@@ -545,36 +656,22 @@ impl KeyServer {
                 line: *line,
             });
         }
-        let old = self
-            .store
-            .get(&self.cfg.name, name, old_ip)?
-            .ok_or_else(|| KeyServerError::ChangeIpNotEnrolled {
+        if self.store.get(&self.cfg.name, name, old_ip)?.is_none() {
+            return Err(KeyServerError::ChangeIpNotEnrolled {
                 owner: name.clone(),
                 ip: old_ip,
                 zone: self.cfg.name.clone(),
-            })?;
+            });
+        }
         let (record, partial) = issue::issue(&self.kgc, &self.own, req, &opts, &mut OsRng)?;
-        let replaced = self.store.get(&self.cfg.name, name, record.ip)?;
-        self.store
-            .put(&self.cfg.name, name, self.cfg.enroll_ttl, &record)?;
-        let rollback = |ks: &Self| -> Result<(), StoreError> {
-            match &replaced {
-                Some((ttl, rec)) => ks.store.put(&ks.cfg.name, name, *ttl, rec)?,
-                None => {
-                    ks.store.remove(&ks.cfg.name, name, record.ip)?;
-                }
-            }
-            ks.store.put(&ks.cfg.name, name, old.0, &old.1)?;
-            Ok(())
+        // The new record in and the old one out in one transaction.
+        let changes = Changes {
+            members: vec![(name.clone(), self.cfg.enroll_ttl, record.clone())],
+            removed: vec![(name.clone(), old_ip)],
+            ..Changes::default()
         };
-        if let Err(e) = self.store.remove(&self.cfg.name, name, old_ip) {
-            rollback(self)?;
-            return Err(e.into());
-        }
-        if let Err(e) = self.rebuild(file.clone()) {
-            rollback(self)?;
-            return Err(KeyServerError::ChangeIpRefused(Box::new(e)));
-        }
+        self.commit(&file, &changes)
+            .map_err(|e| KeyServerError::ChangeIpRefused(Box::new(e)))?;
         Ok((record, partial))
     }
 

@@ -485,14 +485,14 @@ pub fn zone_check(config: &Path, no_store: bool) -> Result<ZoneCheck, OpsError> 
         params: kgc.params(),
         key: &own,
         verified: None,
+        fresh: &[],
     };
     let parsed = keyserver::read_zone_file(&cfg).map_err(OpsError::ZoneLoad)?;
-    let zone = keyserver::build_zone(&cfg, parsed, &signer, store.as_ref()).map_err(|errors| {
-        OpsError::ZoneRefused {
+    let zone = keyserver::build_zone(&cfg, parsed, &signer, store.as_ref(), &Default::default())
+        .map_err(|errors| OpsError::ZoneRefused {
             zone: cfg.name.clone(),
             errors,
-        }
-    })?;
+        })?;
     Ok(ZoneCheck {
         zone_file: cfg.zone_file.clone(),
         name: cfg.name.clone(),
@@ -625,6 +625,26 @@ pub struct NetEnroll<'a> {
     pub timeout: std::time::Duration,
 }
 
+impl NetEnroll<'_> {
+    /// The TSIG signer from the secret file.
+    fn signer(&self) -> Result<hickory_proto::rr::TSigner, OpsError> {
+        let bad = |e: String| OpsError::Enroll(e);
+        let text = keyfile::read_secret(self.secret_file)?;
+        let secret = twinpeaks::enroll::decode_tsig_secret(&text)
+            .map_err(|e| bad(format!("{}: {e}", self.secret_file.display())))?;
+        let alg = twinpeaks::enroll::tsig_algorithm(self.algorithm).map_err(bad)?;
+        let key = hickory_proto::rr::Name::from_ascii(self.key_name)?;
+        hickory_proto::rr::TSigner::new(secret.to_vec(), alg, key, 300)
+            .map_err(|e| bad(format!("TSIG key {}: {e}", self.key_name)))
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, OpsError> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
 /// Enroll `req` with the key server at `net.server` over DNS UPDATE signed with TSIG
 /// (docs/enrollment.md); writes its response to `response`, as `tp ctl enroll` does.
 pub fn net_enroll(
@@ -633,22 +653,93 @@ pub fn net_enroll(
     child: Option<(u16, KgcParams)>,
     response: &Path,
 ) -> Result<(), OpsError> {
-    use base64::Engine as _;
+    let signer = net.signer()?;
+    runtime()?.block_on(enroll_one(net, signer, req, child, response))
+}
+
+/// What [`net_enroll_dir`] did.
+#[derive(Debug)]
+pub struct BulkEnroll {
+    /// Requests enrolled (their responses written).
+    pub enrolled: usize,
+    /// Requests that failed: (request file, why).
+    pub failed: Vec<(PathBuf, OpsError)>,
+    /// Wall time of the whole run.
+    pub elapsed: std::time::Duration,
+}
+
+/// Enroll every `*.req` file of `dir` (made by `tp keygen`) over UPDATE, `parallel` at a time,
+/// writing each response beside its request as `*.resp`: a fleet provisioned in one run.
+pub fn net_enroll_dir(
+    net: &NetEnroll<'_>,
+    dir: &Path,
+    parallel: usize,
+) -> Result<BulkEnroll, OpsError> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "req") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        return Err(OpsError::Enroll(format!(
+            "{}: no request files (*.req, from tp keygen)",
+            dir.display()
+        )));
+    }
+    let mut requests = Vec::with_capacity(files.len());
+    let mut failed = Vec::new();
+    for f in files {
+        match keyfile::read_request(&f) {
+            Ok(r) => requests.push((f, r)),
+            Err(e) => failed.push((f, e.into())),
+        }
+    }
+    let signer = net.signer()?;
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    let t0 = std::time::Instant::now();
+    let results = runtime()?.block_on(async {
+        let mut tasks = Vec::with_capacity(requests.len());
+        for (file, req) in &requests {
+            let slots = slots.clone();
+            let signer = signer.clone();
+            tasks.push(async move {
+                // The semaphore is never closed.
+                let _slot = slots.acquire().await;
+                let response = file.with_extension("resp");
+                (file, enroll_one(net, signer, req, None, &response).await)
+            });
+        }
+        futures_util::future::join_all(tasks).await
+    });
+    let elapsed = t0.elapsed();
+    let mut enrolled = 0;
+    for (file, r) in results {
+        match r {
+            Ok(()) => enrolled += 1,
+            Err(e) => failed.push((file.clone(), e)),
+        }
+    }
+    Ok(BulkEnroll {
+        enrolled,
+        failed,
+        elapsed,
+    })
+}
+
+/// One enrollment over UPDATE; the response is written only once its TSIG and its identity
+/// check out.
+async fn enroll_one(
+    net: &NetEnroll<'_>,
+    signer: hickory_proto::rr::TSigner,
+    req: &KeyRequest,
+    child: Option<(u16, KgcParams)>,
+    response: &Path,
+) -> Result<(), OpsError> {
     use twinpeaks::enroll::{self, EnrollRequest, Submitted};
     let bad = |e: String| OpsError::Enroll(e);
-    let text = keyfile::read_secret(net.secret_file)?;
-    let secret = base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .map_err(|_| {
-            bad(format!(
-                "{}: the TSIG secret is not base64",
-                net.secret_file.display()
-            ))
-        })?;
-    let alg = enroll::tsig_algorithm(net.algorithm).map_err(bad)?;
-    let key = hickory_proto::rr::Name::from_ascii(net.key_name)?;
-    let signer = hickory_proto::rr::TSigner::new(secret, alg, key, 300)
-        .map_err(|e| bad(format!("TSIG key {}: {e}", net.key_name)))?;
     let mut zone = hickory_proto::rr::Name::from_ascii(net.zone)?;
     zone.set_fqdn(true);
     let owner = hickory_proto::rr::Name::from_ascii(&req.identity.name)?;
@@ -656,18 +747,8 @@ pub fn net_enroll(
         request: req.clone(),
         key_server: child,
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let answer = rt
-        .block_on(enroll::submit(
-            net.server,
-            &zone,
-            &owner,
-            &ereq,
-            signer,
-            net.timeout,
-        ))
+    let answer = enroll::submit(net.server, &zone, &owner, &ereq, signer, net.timeout)
+        .await
         .map_err(bad)?;
     let text = match answer {
         Submitted::Enrolled(text) => text,

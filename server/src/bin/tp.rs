@@ -176,11 +176,18 @@ enum Cmd {
         #[arg(long, default_value = "hmac-sha256")]
         tsig_algorithm: String,
         /// The request file (from tp keygen).
-        #[arg(long)]
-        request: PathBuf,
+        #[arg(long, required_unless_present = "requests", requires = "response")]
+        request: Option<PathBuf>,
         /// Where to write the response (the partial key in it is sealed to the requester).
-        #[arg(long)]
-        response: PathBuf,
+        #[arg(long, requires = "request")]
+        response: Option<PathBuf>,
+        /// Enroll every *.req file of this directory instead (entities, not key servers),
+        /// writing each response beside it as *.resp.
+        #[arg(long, conflicts_with_all = ["request", "key_server_port"])]
+        requests: Option<PathBuf>,
+        /// With --requests: how many enrollments are in flight at once.
+        #[arg(long, default_value_t = 32, requires = "requests")]
+        parallel: usize,
         /// The member is a key server on this port…
         #[arg(long, requires = "child_params")]
         key_server_port: Option<u16>,
@@ -551,15 +558,12 @@ fn run(cmd: Cmd) -> Result<()> {
             tsig_algorithm,
             request,
             response,
+            requests,
+            parallel,
             key_server_port,
             child_params,
             timeout,
         } => {
-            let req = keyfile::read_request(&request)?;
-            let child = match (key_server_port, child_params) {
-                (Some(port), Some(p)) => Some((port, keyfile::read_params(&p)?)),
-                _ => None,
-            };
             let net = ops::NetEnroll {
                 server,
                 zone: &zone,
@@ -567,6 +571,32 @@ fn run(cmd: Cmd) -> Result<()> {
                 secret_file: &tsig_secret_file,
                 algorithm: &tsig_algorithm,
                 timeout: Duration::from_secs(timeout),
+            };
+            if let Some(dir) = requests {
+                let r = ops::net_enroll_dir(&net, &dir, parallel)?;
+                for (file, e) in &r.failed {
+                    eprintln!("tp: {}: {e}", file.display());
+                }
+                let secs = r.elapsed.as_secs_f64();
+                sayln!(
+                    "{} enrolled by {server} in {secs:.2} s ({:.0}/s, {parallel} in flight); {} failed; responses beside the requests (*.resp)",
+                    r.enrolled,
+                    r.enrolled as f64 / secs.max(1e-9),
+                    r.failed.len()
+                );
+                if !r.failed.is_empty() {
+                    return Err(anyhow!("{} of the requests failed", r.failed.len()));
+                }
+                return Ok(());
+            }
+            // clap makes --request and --response required without --requests.
+            let (Some(request), Some(response)) = (request, response) else {
+                return Err(anyhow!("give --request and --response, or --requests DIR"));
+            };
+            let req = keyfile::read_request(&request)?;
+            let child = match (key_server_port, child_params) {
+                (Some(port), Some(p)) => Some((port, keyfile::read_params(&p)?)),
+                _ => None,
             };
             ops::net_enroll(&net, &req, child, &response)?;
             sayln!(
