@@ -9,8 +9,8 @@ mod d2tls_common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use d2tls::linkemu::{self, Dir, DropRule};
 use d2tls_common::*;
+use d2tls_linkemu::{self as linkemu, Dir, DropRule};
 
 fn run_case(transport: &str, suite: &str, lossy: bool) {
     common::require_tool("openssl");

@@ -31,9 +31,11 @@ case "$SUITE" in ccm8) CIPHER=ECDHE-ECDSA-AES128-CCM8 ;; gcm) CIPHER=ECDHE-ECDSA
 case "$TRANSPORT" in dtls) PROTO=-dtls1_2; LINK=udp ;; tls) PROTO=-tls1_2; LINK=tcp ;;
     *) echo "TRANSPORT must be dtls or tls" >&2; exit 2 ;; esac
 cd "$ROOT"
-cargo build --release -p d2tls --bins --example linkemu >&2
+# The device's figures (CPU time, page faults, heap) come from the probes of feature `measure`.
+cargo build --release -p d2tls --features measure --bins >&2
+cargo build --release -p d2tls-linkemu >&2
 T=$ROOT/target/release
-EMU=$T/examples/linkemu
+EMU=$T/linkemu
 W=$(mktemp -d)
 PIDS=()
 CG=""        # the device's CPU cgroup (DEVICE_MIPS), removed at exit

@@ -14,7 +14,8 @@ pub mod device;
 pub mod device_io;
 pub mod error;
 pub mod ffi;
-pub mod linkemu;
+#[cfg(feature = "measure")]
+pub mod measure;
 pub mod secret;
 pub mod session;
 pub mod tls;

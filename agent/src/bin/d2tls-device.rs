@@ -10,7 +10,6 @@ use clap::Parser;
 use d2tls::config::DeviceConfig;
 use d2tls::device::Device;
 use d2tls::device_io::{self, load_credentials};
-use d2tls::ffi::heap;
 use d2tls::session::Suite;
 use d2tls::tls::Connection;
 use d2tls::wire::Transport;
@@ -44,12 +43,15 @@ struct Cli {
     /// context it holds and delegates again only when that fails or the context expired.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     connections: u32,
-    /// Benchmarks: sleep this many ms after boot, before the first setup (outside the measured
-    /// region; lets a CPU throttle's quota refill).
+    /// Benchmarks (feature `measure`): sleep this many ms after boot, before the first setup
+    /// (outside the measured region; lets a CPU throttle's quota refill).
+    #[cfg(feature = "measure")]
     #[arg(long, default_value_t = 0)]
     settle_ms: u64,
-    /// Benchmarks: then spin until this many µs of CPU time are used (outside the measured
-    /// region; starts the setup at a chosen point of a CPU throttle's quota).
+    /// Benchmarks (feature `measure`): then spin until this many µs of CPU time are used
+    /// (outside the measured region; starts the setup at a chosen point of a CPU throttle's
+    /// quota).
+    #[cfg(feature = "measure")]
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     burn_us: u64,
     /// Log filter when RUST_LOG is unset.
@@ -57,14 +59,17 @@ struct Cli {
     log_level: String,
 }
 
-// Counts every heap byte (Rust's and OpenSSL's) for the device's memory figures.
+// Benchmarks: counts every heap byte (Rust's and OpenSSL's) for the device's memory figures.
+#[cfg(feature = "measure")]
 #[global_allocator]
-static HEAP: heap::CountingAlloc = heap::CountingAlloc;
+static HEAP: d2tls::measure::heap::CountingAlloc = d2tls::measure::heap::CountingAlloc;
 
 fn main() {
-    let openssl_counted = heap::count_openssl_heap();
+    #[cfg(feature = "measure")]
+    let openssl_counted = d2tls::measure::heap::count_openssl_heap();
     let cli = Cli::parse();
     d2tls::init_logging(&cli.log_level);
+    #[cfg(feature = "measure")]
     if !openssl_counted {
         tracing::warn!(
             event = "heap.uncounted",
@@ -99,7 +104,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let mut out = std::io::stdout();
     if cli.standalone {
         let sslctx = device_io::boot_standalone(&cfg, &key, &chain)?;
-        before_setup(cli.settle_ms, cli.burn_us);
+        #[cfg(feature = "measure")]
+        probe::before_setup(cli.settle_ms, cli.burn_us);
         for _ in 0..cli.connections {
             let mark = Mark::start();
             let mut conn = device_io::full_handshake(&sslctx, &cfg, Instant::now() + timeout)?;
@@ -123,7 +129,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let boot_channel = (link.bytes_sent, link.bytes_received);
     let mut held = None;
     let mut delegations = 0;
-    before_setup(cli.settle_ms, cli.burn_us);
+    #[cfg(feature = "measure")]
+    probe::before_setup(cli.settle_ms, cli.burn_us);
     for _ in 0..cli.connections {
         let before = (link.bytes_sent, link.bytes_received);
         let mark = Mark::start();
@@ -161,59 +168,94 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Benchmark knobs between boot and the first setup: sleep, then spin on the CPU clock.
-fn before_setup(settle_ms: u64, burn_us: u64) {
-    if settle_ms > 0 {
-        std::thread::sleep(Duration::from_millis(settle_ms));
-    }
-    let start = d2tls::ffi::process_cpu_time();
-    let mut x = 0u64;
-    while d2tls::ffi::process_cpu_time().saturating_sub(start) < Duration::from_micros(burn_us) {
-        x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
-    }
-}
-
-/// Start of a session setup: time, CPU time and heap in use.
+/// Start of a session setup: its time, and the probes' readings with `measure`.
 struct Mark {
     started: Instant,
-    cpu_start: Duration,
-    faults_start: u64,
-    heap_start: usize,
+    probe: probe::Start,
 }
 
 impl Mark {
     fn start() -> Mark {
-        heap::reset_peak();
+        let probe = probe::start();
         Mark {
             started: Instant::now(),
-            cpu_start: d2tls::ffi::process_cpu_time(),
-            faults_start: d2tls::ffi::process_usage().2,
-            heap_start: heap::current(),
+            probe,
         }
     }
 
     fn finish(self) -> Setup {
         Setup {
             time: self.started.elapsed(),
-            cpu: d2tls::ffi::process_cpu_time().saturating_sub(self.cpu_start),
-            faults: d2tls::ffi::process_usage()
-                .2
-                .saturating_sub(self.faults_start),
-            heap_start: self.heap_start,
-            heap_peak: heap::peak(),
+            figures: probe::finish(self.probe),
         }
     }
 }
 
-/// Figures of the session setup: wall time, the process's CPU time (user + system) and heap
-/// (bytes in use at its start, and the peak reached during it), and the minor page faults
-/// the process took during it.
+/// Figures of the session setup: wall time, and with `measure` the probes' fields.
 struct Setup {
     time: Duration,
-    cpu: Duration,
-    faults: u64,
-    heap_start: usize,
-    heap_peak: usize,
+    figures: String,
+}
+
+/// The benchmarks' probes (feature `measure`): the process's CPU time (user + system), its
+/// minor page faults, and heap (bytes in use at the setup's start and the peak above it).
+#[cfg(feature = "measure")]
+mod probe {
+    use std::time::Duration;
+
+    use d2tls::measure::{heap, process_cpu_time, process_usage};
+
+    pub struct Start {
+        cpu: Duration,
+        faults: u64,
+        heap: usize,
+    }
+
+    pub fn start() -> Start {
+        heap::reset_peak();
+        Start {
+            cpu: process_cpu_time(),
+            faults: process_usage().2,
+            heap: heap::current(),
+        }
+    }
+
+    pub fn finish(s: Start) -> String {
+        let cpu = process_cpu_time().saturating_sub(s.cpu);
+        let faults = process_usage().2.saturating_sub(s.faults);
+        let peak = heap::peak().saturating_sub(s.heap);
+        format!(
+            " setup_cpu_us={} setup_minflt={faults} heap_start={} heap_setup_peak={peak}",
+            cpu.as_micros(),
+            s.heap
+        )
+    }
+
+    /// Knobs between boot and the first setup: sleep, then spin on the CPU clock.
+    pub fn before_setup(settle_ms: u64, burn_us: u64) {
+        if settle_ms > 0 {
+            std::thread::sleep(Duration::from_millis(settle_ms));
+        }
+        let start = process_cpu_time();
+        let mut x = 0u64;
+        while process_cpu_time().saturating_sub(start) < Duration::from_micros(burn_us) {
+            x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+        }
+    }
+}
+
+/// Without `measure`: no probes, no fields.
+#[cfg(not(feature = "measure"))]
+mod probe {
+    pub struct Start;
+
+    pub fn start() -> Start {
+        Start
+    }
+
+    pub fn finish(_: Start) -> String {
+        String::new()
+    }
 }
 
 fn report(
@@ -234,7 +276,7 @@ fn report(
     let cipher = ssl.current_cipher().map(|c| c.name()).unwrap_or("none");
     writeln!(
         out,
-        "session reused={} version={} cipher={} session_id={} delegations={} signatures={} channel_sent={} channel_received={} channel_boot_sent={} channel_boot_received={} channel_connects={} server_sent={} server_received={} setup_us={} setup_cpu_us={} setup_minflt={} heap_start={} heap_setup_peak={}",
+        "session reused={} version={} cipher={} session_id={} delegations={} signatures={} channel_sent={} channel_received={} channel_boot_sent={} channel_boot_received={} channel_connects={} server_sent={} server_received={} setup_us={}{}",
         ssl.session_reused(),
         ssl.version_str(),
         cipher,
@@ -249,10 +291,7 @@ fn report(
         server_sent,
         server_received,
         setup.time.as_micros(),
-        setup.cpu.as_micros(),
-        setup.faults,
-        setup.heap_start,
-        setup.heap_peak.saturating_sub(setup.heap_start)
+        setup.figures
     )?;
     out.flush()?;
     Ok(())

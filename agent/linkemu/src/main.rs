@@ -1,5 +1,7 @@
-//! Link emulator for the benchmarks: `linkemu udp|tcp LISTEN TARGET ONE_WAY_DELAY_MS`.
+//! `linkemu`, the link emulator of the benchmarks: `linkemu udp|tcp LISTEN TARGET ONE_WAY_DELAY_MS`.
 //! Runs until killed; prints its address, then its counters every second.
+#![forbid(unsafe_code)]
+
 use std::time::Duration;
 
 fn main() {
@@ -22,8 +24,8 @@ fn main() {
     });
     let delay = Duration::from_secs_f64(delay / 1000.0);
     let link = match args[1].as_str() {
-        "udp" => d2tls::linkemu::udp(listen, target, delay, None),
-        "tcp" => d2tls::linkemu::tcp(listen, target, delay),
+        "udp" => d2tls_linkemu::udp(listen, target, delay, None),
+        "tcp" => d2tls_linkemu::tcp(listen, target, delay),
         other => {
             eprintln!("linkemu: `{other}` is not udp or tcp; {usage}");
             std::process::exit(2)

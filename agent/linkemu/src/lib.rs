@@ -2,7 +2,10 @@
 //! that adds a fixed one-way delay, drops chosen datagrams and counts what crosses it.
 //!
 //! It stands in for the device's radio link or a WAN path (a network namespace with netem
-//! would need privileges the tests should not need).
+//! would need privileges the tests should not need). A crate of its own, beside `d2tls`:
+//! test and benchmark tooling, not part of the agent or the device.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
