@@ -57,6 +57,24 @@ impl DelegationError {
     }
 }
 
+/// How a device connection ended, other than by the device closing it after use.
+enum ChannelEnd {
+    /// Before the channel was confirmed: unknown device, bad hello, different pairing key.
+    Refused {
+        /// The device ID of the hello, if it got that far.
+        device: Option<String>,
+        /// Why.
+        reason: String,
+    },
+    /// The channel worked and then broke.
+    Broken {
+        /// The device.
+        device: String,
+        /// Why.
+        reason: String,
+    },
+}
+
 /// A digest the handshake thread wants signed, and where the answer goes.
 struct SignJob {
     digest: Vec<u8>,
@@ -83,6 +101,9 @@ pub fn device_identity(chain: &[Vec<u8>]) -> Result<(Vec<X509>, EcKey<Public>), 
         })
         .collect::<Result<Vec<_>, _>>()?;
     let leaf = certs.first().ok_or_else(|| bad("no certificate".into()))?;
+    if !tls::allows_client_auth(leaf) {
+        return Err(bad(format!("leaf: {}", tls::NO_CLIENT_AUTH)));
+    }
     let key = leaf
         .public_key()
         .and_then(|k| k.ec_key())
@@ -174,34 +195,50 @@ impl Agent {
             let (stream, peer) = listener.accept().await?;
             let agent = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = agent.handle(stream).await {
-                    warn!(event = "channel.closed", peer = %peer, reason = %e);
-                } else {
-                    debug!(event = "channel.closed", peer = %peer);
+                match agent.handle(stream).await {
+                    Ok(device) => debug!(event = "channel.closed", peer = %peer, device = %device),
+                    Err(ChannelEnd::Refused { device, reason }) => {
+                        warn!(event = "channel.refused", peer = %peer, device = %device.as_deref().unwrap_or("-"), reason = %reason)
+                    }
+                    Err(ChannelEnd::Broken { device, reason }) => {
+                        warn!(event = "channel.closed", peer = %peer, device = %device, reason = %reason)
+                    }
                 }
             });
         }
     }
 
-    async fn handle(self: Arc<Self>, stream: TcpStream) -> Result<(), String> {
+    /// One device connection; `Ok(device ID)` when the device closed it after using it.
+    async fn handle(self: Arc<Self>, stream: TcpStream) -> Result<String, ChannelEnd> {
+        let refused = |device: Option<&str>, reason: String| ChannelEnd::Refused {
+            device: device.map(str::to_owned),
+            reason,
+        };
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = stream.into_split();
         let hello = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rd))
             .await
-            .map_err(|_| "no hello within 10 s".to_string())??
-            .ok_or_else(|| "closed before its hello".to_string())?;
+            .map_err(|_| refused(None, "no hello within 10 s".into()))?
+            .map_err(|e| refused(None, e))?
+            .ok_or_else(|| refused(None, "closed before its hello".into()))?;
         let (device_id, nonce_d) =
-            channel::parse_hello(&hello).map_err(|e| format!("hello: {e}"))?;
-        let key = self
-            .devices
-            .get(&device_id)
-            .ok_or_else(|| format!("hello from unknown device `{device_id}`"))?;
+            channel::parse_hello(&hello).map_err(|e| refused(None, format!("hello: {e}")))?;
+        let id = Some(device_id.as_str());
+        let key = self.devices.get(&device_id).ok_or_else(|| {
+            refused(
+                id,
+                format!(
+                    "hello from unknown device `{device_id}` (not in the agent's [[device]] list)"
+                ),
+            )
+        })?;
         let mut nonce_a = [0u8; NONCE_LEN];
-        openssl::rand::rand_bytes(&mut nonce_a).map_err(|e| e.to_string())?;
-        write_frame(&mut wr, &channel::hello_reply(&nonce_a)).await?;
+        openssl::rand::rand_bytes(&mut nonce_a).map_err(|e| refused(id, e.to_string()))?;
+        write_frame(&mut wr, &channel::hello_reply(&nonce_a))
+            .await
+            .map_err(|e| refused(id, e))?;
         let (mut sealer, mut opener) =
             Channel::new(Role::Agent, key, &device_id, &nonce_d, &nonce_a).split();
-        info!(event = "channel.open", device = %device_id);
 
         // Reading runs in its own task so that select! below never cancels a half-read frame.
         let (in_tx, mut inbox) = mpsc::channel::<Result<Message, String>>(4);
@@ -218,17 +255,43 @@ impl Agent {
                 }
             }
         });
+        // Until the device's first authentic record the channel is not confirmed: a failure
+        // then is the device refused (or refusing us), most likely different pairing keys.
         let result = async {
-            send(&mut wr, &mut sealer, &Message::Ready).await?;
+            send(&mut wr, &mut sealer, &Message::Ready)
+                .await
+                .map_err(|e| refused(id, format!("sending ready: {e}")))?;
+            let first = match inbox.recv().await {
+                None => {
+                    return Err(refused(
+                        id,
+                        "the device closed the channel before its first record: it could not \
+                         authenticate the agent's ready (a different pairing key?)"
+                            .into(),
+                    ));
+                }
+                Some(item) => item.map_err(|e| refused(id, format!("first record: {e}")))?,
+            };
+            info!(event = "channel.open", device = %device_id);
+            let broken = |reason: String| ChannelEnd::Broken {
+                device: device_id.clone(),
+                reason,
+            };
+            let mut next = Some(first);
             loop {
-                let Some(item) = inbox.recv().await else {
-                    return Ok(());
+                let msg = match next.take() {
+                    Some(m) => m,
+                    None => match inbox.recv().await {
+                        None => return Ok(device_id.clone()),
+                        Some(item) => item.map_err(broken)?,
+                    },
                 };
-                match item? {
+                match msg {
                     Message::Delegation(req) => {
                         self.clone()
                             .run_delegation(&device_id, req, &mut wr, &mut sealer, &mut inbox)
-                            .await?;
+                            .await
+                            .map_err(broken)?;
                     }
                     Message::Error { reason, code, .. } => {
                         warn!(event = "device.error", device = %device_id, code = ?code, reason = %reason);
@@ -236,7 +299,9 @@ impl Agent {
                     other => {
                         let reason = format!("unexpected {} message outside a delegation", other.name());
                         warn!(event = "device.bad_message", device = %device_id, reason = %reason);
-                        send(&mut wr, &mut sealer, &Message::error(0, ErrorCode::BadMessage, &reason)).await?;
+                        send(&mut wr, &mut sealer, &Message::error(0, ErrorCode::BadMessage, &reason))
+                            .await
+                            .map_err(broken)?;
                     }
                 }
             }
@@ -423,4 +488,50 @@ async fn write_frame(wr: &mut OwnedWriteHalf, body: &[u8]) -> Result<(), String>
 async fn send(wr: &mut OwnedWriteHalf, sealer: &mut Sealer, msg: &Message) -> Result<(), String> {
     let body = sealer.seal(msg).map_err(|e| e.to_string())?;
     write_frame(wr, &body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openssl::ec::EcGroup;
+    use openssl::pkey::PKey;
+    use openssl::x509::extension::ExtendedKeyUsage;
+    use openssl::x509::{X509Builder, X509NameBuilder};
+
+    /// A self-signed P-256 certificate with the given extended key usage (none: `None`).
+    fn cert(eku: Option<ExtendedKeyUsage>) -> Vec<u8> {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", "sensor-1").unwrap();
+        let name = name.build();
+        let mut b = X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        if let Some(eku) = eku {
+            b.append_extension(eku.build().unwrap()).unwrap();
+        }
+        b.sign(&key, openssl::hash::MessageDigest::sha256())
+            .unwrap();
+        b.build().to_der().unwrap()
+    }
+
+    #[test]
+    fn device_certificates_must_allow_client_auth() {
+        assert!(device_identity(&[cert(None)]).is_ok());
+        let mut client = ExtendedKeyUsage::new();
+        client.client_auth();
+        assert!(device_identity(&[cert(Some(client))]).is_ok());
+        let mut server = ExtendedKeyUsage::new();
+        server.server_auth();
+        let e = device_identity(&[cert(Some(server))]).unwrap_err();
+        assert!(e.to_string().contains("does not include clientAuth"), "{e}");
+        assert_eq!(e.code(), ErrorCode::BadMessage);
+    }
 }

@@ -93,6 +93,13 @@ pub fn load_credentials(
             "no certificate in the file".into(),
         ));
     }
+    if !tls::allows_client_auth(&chain[0]) {
+        return Err(cred(
+            "certificate",
+            &cfg.certificate,
+            tls::NO_CLIENT_AUTH.into(),
+        ));
+    }
     let pem = crate::secret::read_secret(&cfg.private_key, "a private key")
         .map_err(|e| cred("private key", &cfg.private_key, e.reason))?;
     let key = EcKey::private_key_from_pem(pem.as_bytes()).map_err(|_| {
@@ -206,9 +213,15 @@ impl AgentLink {
         Ok(())
     }
 
-    /// Receives and opens a message.
+    /// Receives and opens a message (the channel is open: a delegation is under way).
     pub fn recv(&mut self) -> Result<Message, DeviceError> {
-        self.bytes_received += read_frame(&mut self.stream, &self.agent, &mut self.rbuf)?;
+        self.bytes_received += read_frame(
+            &mut self.stream,
+            &self.agent,
+            &mut self.rbuf,
+            Phase::Delegation,
+            self.timeout,
+        )?;
         Ok(self.opener.open(&self.rbuf)?)
     }
 }
@@ -239,15 +252,31 @@ fn open(
     let mut buf = Vec::new();
     let hello = channel::hello(device_id, &nonce_d).map_err(ChannelError::from)?;
     let sent = write_frame(stream.get_mut(), agent, &hello, &mut buf)?;
-    let mut received = read_frame(&mut stream, agent, &mut buf)?;
+    let mut received = read_frame(&mut stream, agent, &mut buf, Phase::Opening, timeout)?;
     let nonce_a = channel::parse_hello_reply(&buf)?;
     let (sealer, mut opener) =
         Channel::new(Role::Device, key, device_id, &nonce_d, &nonce_a).split();
-    received += read_frame(&mut stream, agent, &mut buf)?;
-    match opener.open(&buf)? {
-        Message::Ready => Ok((stream, sealer, opener, sent, received)),
-        other => Err(fail(format!("expected ready, got {}", other.name()))),
+    received += read_frame(&mut stream, agent, &mut buf, Phase::Opening, timeout)?;
+    match opener.open(&buf) {
+        Ok(Message::Ready) => Ok((stream, sealer, opener, sent, received)),
+        Ok(other) => Err(fail(format!("expected ready, got {}", other.name()))),
+        // The first record is the agent's key confirmation: if it does not open, the two ends
+        // derived different keys from the same nonces.
+        Err(ChannelError::Authentication { .. }) => Err(fail(format!(
+            "its first record (ready) failed authentication: the agent holds a different \
+             pairing key for device `{device_id}`"
+        ))),
+        Err(e) => Err(e.into()),
     }
+}
+
+/// Where the channel is when a read fails: what to suggest depends on it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Hello, hello-reply, `ready`: the agent has not accepted the device yet.
+    Opening,
+    /// The channel worked; a delegation is under way.
+    Delegation,
 }
 
 /// Read buffer of the channel: larger than any frame the agent sends in one go.
@@ -273,18 +302,37 @@ fn read_frame(
     stream: &mut BufReader<TcpStream>,
     agent: &str,
     body: &mut Vec<u8>,
+    phase: Phase,
+    timeout: Duration,
 ) -> Result<u64, DeviceError> {
     let fail = |reason: String| DeviceError::Agent {
         agent: agent.to_owned(),
         reason,
     };
-    let mut len = [0u8; 2];
-    stream.read_exact(&mut len).map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => {
-            fail("closed the channel (unknown device ID or wrong pairing key?)".into())
+    let why = |e: std::io::Error| match (e.kind(), phase) {
+        // The socket's read timeout (EAGAIN on Linux, "os error 11").
+        (std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut, Phase::Opening) => fail(
+            format!("no reply from the agent within {} s", timeout.as_secs()),
+        ),
+        (std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut, Phase::Delegation) => {
+            fail(format!(
+                "no reply from the agent within {} s (the device's timeout_secs, which must \
+                 exceed the agent's handshake_timeout_secs)",
+                timeout.as_secs()
+            ))
+        }
+        (std::io::ErrorKind::UnexpectedEof, Phase::Opening) => fail(
+            "closed the channel before it was open: it refused the device (is its device_id \
+             in the agent's [[device]] list?)"
+                .into(),
+        ),
+        (std::io::ErrorKind::UnexpectedEof, Phase::Delegation) => {
+            fail("closed the channel during a delegation".into())
         }
         _ => fail(format!("read: {e}")),
-    })?;
+    };
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).map_err(why)?;
     let n = usize::from(u16::from_be_bytes(len));
     if n == 0 || n > MAX_FRAME {
         return Err(fail(format!(
@@ -293,9 +341,7 @@ fn read_frame(
     }
     body.clear();
     body.resize(n, 0);
-    stream
-        .read_exact(body)
-        .map_err(|e| fail(format!("read: {e}")))?;
+    stream.read_exact(body).map_err(why)?;
     Ok(2 + n as u64)
 }
 

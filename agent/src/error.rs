@@ -2,6 +2,25 @@
 
 use thiserror::Error;
 
+/// An error and its sources on one line, `outer: inner`, each reason once: a source whose text
+/// the line already shows (an error that prints its source itself) is not repeated.
+pub fn one_line<'a>(
+    chain: impl IntoIterator<Item = &'a (dyn std::error::Error + 'static)>,
+) -> String {
+    let mut line = String::new();
+    for e in chain {
+        let text = e.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 /// A message or frame of the agent<->device channel that does not decode.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum WireError {
@@ -120,4 +139,31 @@ pub enum ContextError {
     /// OpenSSL refused the session DER.
     #[error("session context: OpenSSL refused the session: {0}")]
     Import(openssl::error::ErrorStack),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_says_each_reason_once() {
+        let e = ChannelError::from(WireError::Truncated {
+            field: "nonce",
+            offset: 3,
+        });
+        // thiserror's `{0}` with #[from] shows the source and also returns it as source().
+        assert_eq!(
+            one_line(
+                [&e as &(dyn std::error::Error + 'static)]
+                    .into_iter()
+                    .chain(std::error::Error::source(&e))
+            ),
+            "channel frame: truncated nonce at byte 3"
+        );
+        let io = std::io::Error::other("disk on fire");
+        assert_eq!(
+            one_line([&io as &(dyn std::error::Error + 'static)]),
+            "disk on fire"
+        );
+    }
 }

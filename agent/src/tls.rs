@@ -54,6 +54,9 @@ pub enum TlsError {
         /// Server address.
         server: String,
     },
+    /// No application data arrived before the deadline.
+    #[error("no data from the server before the deadline")]
+    NoData,
     /// Socket I/O failed after the handshake.
     #[error("connection I/O: {0}")]
     Io(String),
@@ -169,6 +172,19 @@ pub fn client_context(
     Ok(b)
 }
 
+/// Why a device certificate whose extended key usage leaves out TLS client authentication is
+/// refused (servers that check the purpose, `openssl s_server -Verify` among them, would).
+pub const NO_CLIENT_AUTH: &str = "its extended key usage does not include clientAuth, so servers \
+     refuse it as a client certificate (issue it with `extendedKeyUsage=clientAuth`)";
+
+/// Whether `cert` may serve as a TLS client certificate: no extended key usage at all (no
+/// restriction), or one that includes clientAuth or anyExtendedKeyUsage.
+pub fn allows_client_auth(cert: &openssl::x509::X509Ref) -> bool {
+    use openssl::x509::X509ExtendedKeyUsage as Eku;
+    cert.extended_key_usage()
+        .is_none_or(|eku| eku.intersects(Eku::SSL_CLIENT | Eku::ANYEKU))
+}
+
 /// Makes `ssl` check the server certificate for `name` (an IP literal or a DNS name).
 pub fn verify_server_name(ssl: &mut SslRef, name: &str) -> Result<(), ErrorStack> {
     ssl.set_verify(SslVerifyMode::PEER);
@@ -259,9 +275,15 @@ fn drive<S: Read + Write>(
                 }
             }
             Err(e) => {
+                let mut reason = reason(&e);
+                // "certificate verify failed" alone does not say which check failed.
+                let verify = s.ssl().verify_result();
+                if verify != openssl::x509::X509VerifyResult::OK {
+                    reason = format!("{reason} (server certificate: {})", verify.error_string());
+                }
                 return Err(TlsError::Handshake {
                     server: server.to_owned(),
-                    reason: reason(&e),
+                    reason,
                 });
             }
         }
@@ -313,9 +335,7 @@ impl Connection {
                 Err(e) if e.code() == ErrorCode::ZERO_RETURN => return Ok(0),
                 Err(e) if is_retry(&e) => {
                     if Instant::now() >= deadline {
-                        return Err(TlsError::Io(
-                            "no data from the server before the deadline".into(),
-                        ));
+                        return Err(TlsError::NoData);
                     }
                     if let Connection::Dtls(s) = self {
                         // The server may resend its last flight if ours was lost.

@@ -480,21 +480,6 @@ fn rogue_agent(pki: &Pki, key_hex: &str, mode: Rogue) -> (u16, thread::JoinHandl
     (port, handle)
 }
 
-fn read_frame(s: &mut TcpStream) -> Vec<u8> {
-    let mut len = [0u8; 2];
-    if s.read_exact(&mut len).is_err() {
-        return vec![];
-    }
-    let mut b = vec![0u8; usize::from(u16::from_be_bytes(len))];
-    s.read_exact(&mut b).expect("frame");
-    b
-}
-
-fn write_frame(s: &mut TcpStream, body: &[u8]) {
-    s.write_all(&channel::framed(body).expect("frame"))
-        .expect("write");
-}
-
 #[test]
 fn a_bad_context_is_detected_and_a_new_delegation_asked_for() {
     let tmp = TempDir::new("badctx");

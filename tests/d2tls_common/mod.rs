@@ -58,7 +58,8 @@ pub struct Pki {
     pub device_key: PathBuf,
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
+/// Runs the `openssl` CLI in `dir`; panics with its stderr if it fails.
+pub fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)
         .current_dir(dir)
@@ -71,7 +72,43 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// Issues `{name}.pem` from `{name}.csr` under the test CA, with extensions `ext` (the lines
+/// of an openssl extfile).
+fn sign_csr(dir: &Path, name: &str, ext: &str) {
+    let (csr, pem, ext_file) = (
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+        format!("{name}.ext"),
+    );
+    std::fs::write(dir.join(&ext_file), ext).expect("write ext");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &ext_file,
+        ],
+    );
+}
+
 impl Pki {
+    /// Issues the device certificate again, with other extensions.
+    pub fn reissue_device(&self, ext: &str) {
+        sign_csr(&self.dir, "device", ext);
+    }
+
     pub fn new(dir: &Path) -> Pki {
         let ec = [
             "-newkey",
@@ -97,42 +134,17 @@ impl Pki {
             ("server", "/CN=localhost"),
             ("device", "/CN=sensor-1/O=D2TLS Devices"),
         ] {
-            let (key, csr, pem) = (
-                format!("{name}.key"),
-                format!("{name}.csr"),
-                format!("{name}.pem"),
-            );
+            let (key, csr) = (format!("{name}.key"), format!("{name}.csr"));
             let mut a = vec!["req"];
             a.extend(ec);
             a.extend(["-keyout", &key, "-out", &csr, "-subj", subj]);
             openssl(dir, &a);
-            let ext = format!("{name}.ext");
-            let san = if name == "server" {
+            let ext = if name == "server" {
                 "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
             } else {
                 "extendedKeyUsage=clientAuth\n"
             };
-            std::fs::write(dir.join(&ext), san).expect("write ext");
-            openssl(
-                dir,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &csr,
-                    "-CA",
-                    "ca.pem",
-                    "-CAkey",
-                    "ca.key",
-                    "-CAcreateserial",
-                    "-out",
-                    &pem,
-                    "-days",
-                    "2",
-                    "-extfile",
-                    &ext,
-                ],
-            );
+            sign_csr(dir, name, ext);
         }
         Pki {
             dir: dir.to_path_buf(),
@@ -184,6 +196,25 @@ pub fn pairing_key_hex() -> String {
         .output()
         .expect("openssl rand");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// One frame of the agent<->device channel (`len u16 ‖ body`); empty when the peer closed.
+pub fn read_frame(s: &mut std::net::TcpStream) -> Vec<u8> {
+    let mut len = [0u8; 2];
+    if s.read_exact(&mut len).is_err() {
+        return vec![];
+    }
+    let mut b = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut b).expect("frame");
+    b
+}
+
+/// Writes `len u16 ‖ body`.
+pub fn write_frame(s: &mut std::net::TcpStream, body: &[u8]) {
+    let len = u16::try_from(body.len()).expect("frame length");
+    let mut frame = len.to_be_bytes().to_vec();
+    frame.extend_from_slice(body);
+    s.write_all(&frame).expect("write");
 }
 
 /// Writes a file only its owner may read: the binaries refuse a pairing key others can read.

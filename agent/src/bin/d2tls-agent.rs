@@ -29,7 +29,7 @@ fn main() {
     let cli = Cli::parse();
     d2tls::init_logging(&cli.log_level);
     if let Err(e) = run(cli) {
-        eprintln!("d2tls-agent: error: {e:#}");
+        eprintln!("d2tls-agent: error: {}", d2tls::error::one_line(e.chain()));
         std::process::exit(1);
     }
 }

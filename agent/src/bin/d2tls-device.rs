@@ -11,7 +11,7 @@ use d2tls::config::DeviceConfig;
 use d2tls::device::Device;
 use d2tls::device_io::{self, load_credentials};
 use d2tls::session::Suite;
-use d2tls::tls::Connection;
+use d2tls::tls::{Connection, TlsError};
 use d2tls::wire::Transport;
 
 /// Gets a DTLS/TLS 1.2 session with a server through the agent (or alone, --standalone).
@@ -77,7 +77,7 @@ fn main() {
         );
     }
     if let Err(e) = run(cli) {
-        eprintln!("d2tls-device: error: {e:#}");
+        eprintln!("d2tls-device: error: {}", d2tls::error::one_line(e.chain()));
         std::process::exit(1);
     }
 }
@@ -313,7 +313,12 @@ fn exchange(
     }
     if let Some(secs) = expect {
         let mut buf = [0u8; 4096];
-        let n = conn.recv(&mut buf, Instant::now() + Duration::from_secs(secs))?;
+        let n = match conn.recv(&mut buf, Instant::now() + Duration::from_secs(secs)) {
+            Err(TlsError::NoData) => {
+                bail!("no data from the server within {secs} s (--expect-reply {secs})")
+            }
+            r => r?,
+        };
         if n == 0 {
             bail!("the server closed the connection before sending data");
         }
