@@ -785,3 +785,97 @@ fn tsig_keys_are_checked_at_start_and_a_readable_secret_is_refused() {
         assert!(!err.contains("AAAA"), "a secret in an error: {err}");
     }
 }
+
+/// `tp enroll --requests DIR`: a fleet enrolled in one run, many enrollments in flight, so the
+/// key server commits them in groups. Two requests for the same name and IP in the same burst:
+/// exactly one is enrolled, the other refused with YXRRSET, and nothing is served twice.
+#[test]
+fn a_directory_of_requests_is_enrolled_in_one_run_and_a_duplicate_in_the_burst_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (mut ks, _) = server(&d.join("ks"), "127.0.3.20", "[\"*.example.com.\"]");
+    let fleet = d.join("fleet");
+    std::fs::create_dir_all(&fleet).unwrap();
+    let n = 40;
+    for i in 0..n {
+        ok(tp()
+            .args(["keygen", "--name", &format!("dev{i}.example.com.")])
+            .args(["--ip", &format!("10.9.0.{i}")])
+            .arg("--issuer-params")
+            .arg(ks.params())
+            .arg("--out")
+            .arg(fleet.join(format!("dev{i}"))));
+    }
+    // A second key for dev7 at the same IP, another secret value.
+    ok(tp()
+        .args(["keygen", "--name", "dev7.example.com.", "--ip", "10.9.0.7"])
+        .arg("--issuer-params")
+        .arg(ks.params())
+        .arg("--out")
+        .arg(fleet.join("dev7-again")));
+    let serial = |ks: &KeyServer| -> u32 {
+        let out = dig(&["-p", &ks.p(), &ks.at(), "example.com.", "SOA", "+short"]);
+        out.split_whitespace().nth(2).unwrap().parse().unwrap()
+    };
+    let s0 = serial(&ks);
+    let out = run(tp()
+        .arg("enroll")
+        .args(["--server", &format!("{}:{}", ks.ip, ks.port)])
+        .args(["--zone", "example.com.", "--tsig-key", "child-key."])
+        .arg("--tsig-secret-file")
+        .arg(ks.dir.join("child-key.tsig"))
+        .arg("--requests")
+        .arg(&fleet)
+        .args(["--parallel", "16"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "one request must fail: {stdout}{stderr}"
+    );
+    assert!(
+        stdout.contains(&format!("{n} enrolled by")) && stdout.contains("1 failed"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("dev7") && stderr.contains("YXRRSET"),
+        "the duplicate is named with its RCODE: {stderr}"
+    );
+    assert!(stderr.contains("1 of the requests failed"), "{stderr}");
+    // Which of the two dev7 requests won is up to the burst; the winner's response
+    // finalizes to the served key, the loser has no response file.
+    let winners: Vec<&str> = ["dev7", "dev7-again"]
+        .into_iter()
+        .filter(|p| fleet.join(format!("{p}.resp")).exists())
+        .collect();
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let params = twinpeaks::keyfile::read_params(&ks.params()).unwrap();
+    for i in 0..n {
+        let name = format!("dev{i}.example.com.");
+        let prefix = fleet.join(if i == 7 {
+            winners[0].to_string()
+        } else {
+            format!("dev{i}")
+        });
+        let key = with_ext(&prefix, "key");
+        finalize(&prefix, &key);
+        let (k, _) = twinpeaks::keyfile::read_entity(&key).unwrap();
+        let out = dig(&["-p", &ks.p(), &ks.at(), &name, "TYPE65300"]);
+        let recs = common::rdata_hex(&out);
+        assert_eq!(recs.len(), 1, "{name} served once:\n{out}");
+        let rdata = hex::decode(&recs[0].1).unwrap();
+        let rec = twinpeaks::record::KeyRecord::from_wire(&rdata).unwrap();
+        assert_eq!(
+            &rec.public_key(&name, &params).unwrap(),
+            k.public(),
+            "{name}"
+        );
+    }
+    let s1 = serial(&ks);
+    assert!(s1 > s0, "serial {s1} did not move past {s0}");
+    // Group commits: fewer generation steps than enrollments is the point, never more.
+    assert!(s1 - s0 <= n, "{} steps for {n} enrollments", s1 - s0);
+    let l = wait_log(&ks, "already has a key for 10.9.0.7");
+    assert!(l.contains("YXRRSET"), "{l}");
+    ks.stop();
+}

@@ -29,7 +29,7 @@ fn bench(c: &mut Criterion) {
     let ek = EntityKey::combine(&id, &sv, &pk, kgc.params()).unwrap();
     let q = *ek.public();
     let sig = ek.sign(MSG);
-    let ct = seal(&q, &id, PLAINTEXT, &mut OsRng).unwrap();
+    let ct = seal(&q, &id, PLAINTEXT).unwrap();
 
     let mut g = c.benchmark_group("clpkc");
     g.bench_function("setup", |b| {
@@ -58,7 +58,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| verify(&q, black_box(MSG), black_box(&sig)).unwrap())
     });
     g.bench_function("seal (66 B)", |b| {
-        b.iter(|| seal(&q, &id, black_box(PLAINTEXT), &mut OsRng).unwrap())
+        b.iter(|| seal(&q, &id, black_box(PLAINTEXT)).unwrap())
     });
     g.bench_function("open (66 B)", |b| {
         b.iter(|| ek.open(black_box(&ct)).unwrap())

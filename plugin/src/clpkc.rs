@@ -97,6 +97,9 @@ pub enum CryptoError {
     /// An encoding is truncated, has trailing bytes, a wrong version or a non-canonical field.
     #[error("malformed encoding: {0}")]
     Malformed(&'static str),
+    /// The system's random number generator failed.
+    #[error("the system random number generator failed")]
+    Rng,
     /// A name that is not a valid DNS name in our canonical form; the string says why.
     #[error("bad name: {0}")]
     BadName(String),
@@ -964,13 +967,25 @@ fn ecies_cipher(
 /// with the derived nonce and AAD = `identity.encode()`. Output `E (33) ‖ ciphertext ‖ tag (16)`
 /// ([`SEAL_OVERHEAD`] = 49 bytes more than the plaintext). The caller must have derived `q` for
 /// `identity` ([`derive_public_key`]); a mismatch makes the entity's [`EntityKey::open`] fail.
-pub fn seal(
-    q: &PublicKey,
-    identity: &Identity,
-    plaintext: &[u8],
-    rng: &mut impl CryptoRngCore,
-) -> Result<Vec<u8>> {
-    seal_with_scalar(q, identity, plaintext, NonZeroScalar::random(rng))
+pub fn seal(q: &PublicKey, identity: &Identity, plaintext: &[u8]) -> Result<Vec<u8>> {
+    // The ephemeral key and ECDH by ring (a fraction of p256's cost; the key server seals one
+    // partial key per enrollment); the test-vector path below does the same with p256.
+    use ring::agreement::{ECDH_P256, EphemeralPrivateKey, UnparsedPublicKey, agree_ephemeral};
+    let rng = ring::rand::SystemRandom::new();
+    let e = EphemeralPrivateKey::generate(&ECDH_P256, &rng).map_err(|_| CryptoError::Rng)?;
+    let e_public = e.compute_public_key().map_err(|_| CryptoError::Rng)?;
+    let e_bytes = p256::EncodedPoint::from_bytes(e_public.as_ref())
+        .map_err(|_| CryptoError::InvalidPoint)?
+        .compress();
+    let q_point = q.to_encoded_point(false);
+    let shared = agree_ephemeral(
+        e,
+        &UnparsedPublicKey::new(&ECDH_P256, q_point.as_bytes()),
+        |x| <[u8; 32]>::try_from(x).map(|x| Zeroizing::new(FieldBytes::from(x))),
+    )
+    .map_err(|_| CryptoError::InvalidPoint)?
+    .map_err(|_| CryptoError::InvalidPoint)?;
+    seal_finish(q, identity, plaintext, &shared, e_bytes.as_bytes())
 }
 
 /// [`seal`] with a given ephemeral secret (32 bytes), for test vectors only.
@@ -993,8 +1008,19 @@ fn seal_with_scalar(
     let e = SecretKey::from(e);
     let e_bytes = point_to_bytes(&e.public_key());
     let shared = p256::ecdh::diffie_hellman(e.to_nonzero_scalar(), q.as_affine());
+    seal_finish(q, identity, plaintext, shared.raw_secret_bytes(), &e_bytes)
+}
+
+/// HKDF, AES-GCM and the output `E ‖ ciphertext ‖ tag` from the ECDH x-coordinate.
+fn seal_finish(
+    q: &PublicKey,
+    identity: &Identity,
+    plaintext: &[u8],
+    shared_x: &FieldBytes,
+    e_bytes: &[u8],
+) -> Result<Vec<u8>> {
     let id = identity.encode();
-    let (cipher, nonce) = ecies_cipher(shared.raw_secret_bytes(), &id, &e_bytes, q);
+    let (cipher, nonce) = ecies_cipher(shared_x, &id, e_bytes, q);
     let body = cipher
         .encrypt(
             &Nonce::from(*nonce),
@@ -1005,7 +1031,7 @@ fn seal_with_scalar(
         )
         .map_err(|_| CryptoError::Malformed("plaintext too long for AES-GCM"))?;
     let mut out = Vec::with_capacity(POINT_LEN + body.len());
-    out.extend_from_slice(&e_bytes);
+    out.extend_from_slice(e_bytes);
     out.extend_from_slice(&body);
     Ok(out)
 }
@@ -1087,7 +1113,7 @@ mod tests {
         verify(&q, b"answer", &sig).unwrap();
         assert_eq!(verify(&q, b"answez", &sig), Err(CryptoError::BadSignature));
 
-        let ct = seal(&q, &id, b"secret", &mut OsRng).unwrap();
+        let ct = seal(&q, &id, b"secret").unwrap();
         assert_eq!(ct.len(), 6 + SEAL_OVERHEAD);
         assert_eq!(ek.open(&ct).unwrap(), b"secret");
 
@@ -1190,7 +1216,7 @@ mod tests {
     fn partial_key_sealed_to_x_opens_only_with_x_and_identity() {
         let kgc = Kgc::setup("example.com.", &mut OsRng).unwrap();
         let (id, sv, req, pk) = enrol(&kgc, "www.example.com.", ip4());
-        let sealed = seal(&req.x, &id, &pk.encode(), &mut OsRng).unwrap();
+        let sealed = seal(&req.x, &id, &pk.encode()).unwrap();
         let opened = sv.open(&id, &sealed).unwrap();
         assert_eq!(opened.as_slice(), pk.encode().as_slice());
         let other = SecretValue::generate(&mut OsRng);

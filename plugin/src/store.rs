@@ -49,15 +49,64 @@ impl Changes {
     }
 }
 
-/// A zone's stored state: what [`Store::view_after`] returns.
-#[derive(Debug)]
+/// A zone's stored state, in store order: what [`Store::view`] reads.
+#[derive(Clone, Debug)]
 pub struct View {
-    /// Members: (owner, ttl, record).
-    pub members: Vec<(String, u32, KeyRecord)>,
+    zone: String,
+    members: std::collections::BTreeMap<Vec<u8>, (String, u32, KeyRecord)>,
+    resigned: std::collections::BTreeMap<Vec<u8>, (String, KeyRecord)>,
     /// The generation (added to the SOA serial).
     pub generation: u32,
+}
+
+impl View {
+    /// An empty zone (no store).
+    pub fn empty(zone: &str) -> Self {
+        Self {
+            zone: zone.to_string(),
+            members: Default::default(),
+            resigned: Default::default(),
+            generation: 0,
+        }
+    }
+
+    /// The state once [`Store::apply`] has written `changes`.
+    pub fn after(&self, changes: &Changes) -> Self {
+        if changes.is_empty() {
+            return self.clone();
+        }
+        let mut v = self.clone();
+        let key = |owner: &str, ip| member_key(&self.zone, owner, ip);
+        for (owner, ip) in &changes.removed {
+            v.members.remove(&key(owner, *ip));
+            v.resigned.remove(&key(owner, *ip));
+        }
+        for m in &changes.members {
+            v.members.insert(key(&m.0, m.2.ip), m.clone());
+        }
+        for c in &changes.resigned {
+            v.resigned.insert(key(&c.0, c.1.ip), c.clone());
+        }
+        v.generation = v.generation.wrapping_add(1);
+        v
+    }
+
+    /// Members: (owner, ttl, record).
+    pub fn members(&self) -> impl Iterator<Item = &(String, u32, KeyRecord)> {
+        self.members.values()
+    }
+
     /// Re-signed copies of zone-file members: (owner, record).
-    pub resigned: Vec<(String, KeyRecord)>,
+    pub fn resigned(&self) -> impl Iterator<Item = &(String, KeyRecord)> {
+        self.resigned.values()
+    }
+
+    /// The stored member for `owner` at `ip`: (ttl, record).
+    pub fn get(&self, owner: &str, ip: std::net::IpAddr) -> Option<(u32, &KeyRecord)> {
+        self.members
+            .get(&member_key(&self.zone, owner, ip))
+            .map(|(_, ttl, r)| (*ttl, r))
+    }
 }
 
 /// Enrolled members, per zone.
@@ -153,37 +202,22 @@ impl Store {
         Ok(())
     }
 
-    /// `zone` as it would be after [`Store::apply`] of `changes`: its members, generation and
-    /// re-signed copies, in the order a later read returns them.
-    pub fn view_after(&self, zone: &str, changes: &Changes) -> Result<View, StoreError> {
-        use std::collections::BTreeMap;
-        let key = |owner: &str, ip| member_key(zone, owner, ip);
-        let mut members: BTreeMap<Vec<u8>, (String, u32, KeyRecord)> = self
-            .members(zone)?
-            .into_iter()
-            .map(|m| (key(&m.0, m.2.ip), m))
-            .collect();
-        let mut resigned: BTreeMap<Vec<u8>, (String, KeyRecord)> = self
-            .resigned(zone)?
-            .into_iter()
-            .map(|c| (key(&c.0, c.1.ip), c))
-            .collect();
-        for (owner, ip) in &changes.removed {
-            members.remove(&key(owner, *ip));
-            resigned.remove(&key(owner, *ip));
+    /// What `zone` holds now; the key server keeps it in memory and moves it along with
+    /// every write ([`View::after`]), so a write does not read the store back.
+    pub fn view(&self, zone: &str) -> Result<View, StoreError> {
+        let mut v = View {
+            zone: zone.to_string(),
+            members: Default::default(),
+            resigned: Default::default(),
+            generation: self.generation(zone)?,
+        };
+        for m in self.members(zone)? {
+            v.members.insert(member_key(zone, &m.0, m.2.ip), m);
         }
-        for m in &changes.members {
-            members.insert(key(&m.0, m.2.ip), m.clone());
+        for c in self.resigned(zone)? {
+            v.resigned.insert(member_key(zone, &c.0, c.1.ip), c);
         }
-        for c in &changes.resigned {
-            resigned.insert(key(&c.0, c.1.ip), c.clone());
-        }
-        let step = u32::from(!changes.is_empty());
-        Ok(View {
-            members: members.into_values().collect(),
-            generation: self.generation(zone)?.wrapping_add(step),
-            resigned: resigned.into_values().collect(),
-        })
+        Ok(v)
     }
 
     /// One member of `zone`: (ttl, record).

@@ -63,7 +63,7 @@ fn icount() {
     let ek = EntityKey::combine(&id, &sv, &pk, kgc.params()).unwrap();
     let q = *ek.public();
     let sig = ek.sign(MSG);
-    let ct = seal(&q, &id, PLAINTEXT, &mut OsRng).unwrap();
+    let ct = seal(&q, &id, PLAINTEXT).unwrap();
     let plain = SigningKey::random(&mut OsRng);
     let plain_vk = VerifyingKey::from(&plain);
     let plain_sig: Signature = plain.sign(MSG);
@@ -92,7 +92,7 @@ fn icount() {
             }
             "verify" => verify(&q, black_box(MSG), black_box(&sig)).unwrap(),
             "seal" => {
-                black_box(seal(&q, &id, black_box(PLAINTEXT), &mut OsRng).unwrap());
+                black_box(seal(&q, &id, black_box(PLAINTEXT)).unwrap());
             }
             "open" => {
                 black_box(ek.open(black_box(&ct)).unwrap());

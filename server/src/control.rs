@@ -5,7 +5,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
-use rand_core::OsRng;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{info, warn};
@@ -34,8 +33,7 @@ pub fn response_text(
     partial: &PartialKey,
     record: &KeyRecord,
 ) -> Result<String, SealError> {
-    let sealed =
-        clpkc::seal(&req.x, &req.identity, &partial.encode(), &mut OsRng).map_err(SealError)?;
+    let sealed = clpkc::seal(&req.x, &req.identity, &partial.encode()).map_err(SealError)?;
     Ok(keyfile::response_to_text(req, issuer, &sealed, record))
 }
 

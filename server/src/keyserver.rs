@@ -13,12 +13,12 @@ use twinpeaks::issue::{self, IssueOptions};
 use twinpeaks::keyfile;
 use twinpeaks::record::KeyRecord;
 use twinpeaks::record::RecordError;
-use twinpeaks::store::{Changes, Store, StoreError};
+use twinpeaks::store::{Changes, Store, StoreError, View};
 use twinpeaks::zone::{KeyZone, Source, ZoneSigner};
 use twinpeaks::zonefile::{Entry, ParsedZone, ZoneErrors};
 use twinpeaks::{time, zonefile};
 
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::config::Config;
 
@@ -143,6 +143,13 @@ pub enum KeyServerError {
     ChangeIpRefused(Box<KeyServerError>),
 }
 
+/// What the write lock guards: the zone file as last loaded and the store's content, kept
+/// in memory beside the store so that a write never reads the store back.
+struct Written {
+    file: ParsedZone,
+    stored: View,
+}
+
 /// An enrollment issued and waiting for a group commit.
 struct Waiting {
     owner: String,
@@ -187,7 +194,7 @@ pub struct KeyServer {
     zone: ZoneCell,
     // Reloads and store writes run one at a time; the guarded value is the zone file as last
     // loaded, which an enrollment rebuilds from (it does not re-read the file).
-    write: Mutex<ParsedZone>,
+    write: Mutex<Written>,
     // Enrollments issued and waiting for the next group commit.
     pending: Mutex<Vec<Waiting>>,
     /// Requests received, shown by `tp ctl status`.
@@ -229,38 +236,34 @@ pub fn read_zone_file(cfg: &Config) -> Result<ParsedZone, KeyServerError> {
 /// served, whose unchanged members are taken without signing or verifying again). A zone-file
 /// member that the server re-signed is taken in its re-signed form while its line is otherwise
 /// unchanged and the copy's window ends later.
-/// The store is read as it will be once `changes` are applied (nothing is written here).
+/// `stored` is the store's content for the zone (nothing is written here).
 pub fn build_zone(
     cfg: &Config,
     mut parsed: ParsedZone,
     signer: &ZoneSigner<'_>,
-    store: Option<&Store>,
-    changes: &Changes,
+    stored: &View,
 ) -> Result<KeyZone, KeyServerError> {
-    let (stored, generation, resigned) = match store {
-        Some(s) => {
-            let v = s.view_after(&cfg.name, changes)?;
-            (v.members, v.generation, v.resigned)
-        }
-        None => (Vec::new(), 0, Vec::new()),
-    };
-    if !resigned.is_empty() {
-        let copies: std::collections::HashMap<(String, std::net::IpAddr), KeyRecord> =
-            resigned.into_iter().map(|(o, r)| ((o, r.ip), r)).collect();
+    let generation = stored.generation;
+    if stored.resigned().next().is_some() {
+        let copies: std::collections::HashMap<(&str, std::net::IpAddr), &KeyRecord> = stored
+            .resigned()
+            .map(|(o, r)| ((o.as_str(), r.ip), r))
+            .collect();
         for line in &mut parsed.lines {
             let Entry::Key(rec) = &mut line.entry else {
                 continue;
             };
             let owner = line.owner.to_ascii().to_ascii_lowercase();
-            if let Some(copy) = copies.get(&(owner, rec.ip))
+            if let Some(copy) = copies.get(&(owner.as_str(), rec.ip))
                 && same_key(rec, copy)
                 && copy.not_after > rec.not_after
             {
-                *rec = copy.clone();
+                *rec = (*copy).clone();
             }
         }
     }
-    let zone = KeyZone::build(parsed, stored, generation, signer, time::now())
+    let members = stored.members().cloned().collect();
+    let zone = KeyZone::build(parsed, members, generation, signer, time::now())
         .map_err(KeyServerError::ZoneRefused)?;
     for m in zone.withdrawn() {
         warn!(
@@ -297,13 +300,8 @@ impl KeyServer {
             verified: None,
             fresh: &[],
         };
-        let zone = build_zone(
-            &cfg,
-            parsed.clone(),
-            &signer,
-            Some(&store),
-            &Changes::default(),
-        )?;
+        let stored = store.view(&cfg.name)?;
+        let zone = build_zone(&cfg, parsed.clone(), &signer, &stored)?;
         let (serial, _) = tokio::sync::watch::channel(zone.serial());
         Ok(Self {
             serial,
@@ -312,7 +310,10 @@ impl KeyServer {
             own,
             store,
             zone: Arc::new(ArcSwap::from_pointee(zone)),
-            write: Mutex::new(parsed),
+            write: Mutex::new(Written {
+                file: parsed,
+                stored,
+            }),
             pending: Mutex::default(),
             counters: Arc::default(),
         })
@@ -325,17 +326,20 @@ impl KeyServer {
 
     /// Reload the zone file and the store. On error the old zone keeps serving.
     pub fn reload(&self) -> Result<(u32, usize), KeyServerError> {
-        let mut file = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let parsed = read_zone_file(&self.cfg)?;
-        let stats = self.commit(&parsed, &Changes::default())?;
-        *file = parsed;
-        Ok(stats)
+        let file = std::mem::replace(&mut w.file, parsed);
+        let stats = self.commit(&mut w, &Changes::default());
+        if stats.is_err() {
+            w.file = file;
+        }
+        stats
     }
 
-    /// Build the zone from `file` and the store with `changes`, reusing what the served zone
+    /// Build the zone from the file and the store with `changes`, reusing what the served zone
     /// verified; only if it loads, write `changes` (one transaction, durable) and serve it.
-    /// The caller holds `write`. On error nothing is stored and the old zone keeps serving.
-    fn commit(&self, file: &ParsedZone, changes: &Changes) -> Result<(u32, usize), KeyServerError> {
+    /// On error nothing is stored and the old zone keeps serving.
+    fn commit(&self, w: &mut Written, changes: &Changes) -> Result<(u32, usize), KeyServerError> {
         let served = self.zone.load_full();
         let fresh: Vec<(&str, &KeyRecord)> = changes
             .members
@@ -349,8 +353,10 @@ impl KeyServer {
             verified: Some(&served),
             fresh: &fresh,
         };
-        let zone = build_zone(&self.cfg, file.clone(), &signer, Some(&self.store), changes)?;
+        let stored = w.stored.after(changes);
+        let zone = build_zone(&self.cfg, w.file.clone(), &signer, &stored)?;
         self.store.apply(&self.cfg.name, changes)?;
+        w.stored = stored;
         let stats = (zone.serial(), zone.members().len());
         self.zone.store(Arc::new(zone));
         self.serial
@@ -402,7 +408,7 @@ impl KeyServer {
         let name = &req.identity.name;
         if !replace {
             // Refused early here without issuing; checked again at commit.
-            self.check_new(name, req.identity.ip)?;
+            self.check_new(name, req.identity.ip, None)?;
         }
         // Issued (proof of possession, extraction, signature) outside the lock, in parallel
         // with other enrollments; stored and served by a group commit.
@@ -417,29 +423,40 @@ impl KeyServer {
                 replace,
                 done,
             });
-        let file = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.write.lock().unwrap_or_else(|p| p.into_inner());
         // A commit that ran while this one waited for the lock may have taken it.
         if let Ok(r) = result.try_recv() {
             return r.map(|()| (record, partial));
         }
         let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
-        self.commit_enrollments(&file, batch);
-        drop(file);
+        debug!(zone = %self.cfg.name, enrollments = batch.len(), "group commit");
+        self.commit_enrollments(&mut w, batch);
+        drop(w);
         match result.recv() {
             Ok(r) => r.map(|()| (record, partial)),
             Err(_) => Err(KeyServerError::Lost),
         }
     }
 
-    /// A name and IP that have a key already (served, withdrawn or stored) are refused.
-    fn check_new(&self, name: &str, ip: std::net::IpAddr) -> Result<(), KeyServerError> {
+    /// A name and IP that have a key already (served, withdrawn or stored) are refused;
+    /// `stored` is the store's content when the caller holds `write`.
+    fn check_new(
+        &self,
+        name: &str,
+        ip: std::net::IpAddr,
+        stored: Option<&View>,
+    ) -> Result<(), KeyServerError> {
         let served = self.zone.load_full();
         let in_zone = served
             .members()
             .iter()
             .chain(served.withdrawn())
             .any(|m| m.owner == name && m.record.ip == ip);
-        if in_zone || self.store.get(&self.cfg.name, name, ip)?.is_some() {
+        let in_store = match stored {
+            Some(v) => v.get(name, ip).is_some(),
+            None => self.store.get(&self.cfg.name, name, ip)?.is_some(),
+        };
+        if in_zone || in_store {
             return Err(AlreadyEnrolled {
                 name: name.to_string(),
                 ip,
@@ -452,7 +469,7 @@ impl KeyServer {
     /// Store and serve waiting enrollments with one transaction, one flush and one zone build
     /// per round; a round that will not load is retried one enrollment at a time, so one bad
     /// member refuses only itself. The caller holds `write`.
-    fn commit_enrollments(&self, file: &ParsedZone, mut batch: Vec<Waiting>) {
+    fn commit_enrollments(&self, w: &mut Written, mut batch: Vec<Waiting>) {
         while !batch.is_empty() {
             // One enrollment per (name, IP) a round: a second one for the same key waits for
             // the next round, so it replaces (or meets) the first as if they came one by one.
@@ -462,13 +479,13 @@ impl KeyServer {
                 .partition(|w| seen.insert((w.owner.clone(), w.record.ip)));
             batch = later;
             let mut ok = Vec::with_capacity(round.len());
-            for w in round {
-                match w.replace {
-                    true => ok.push(w),
-                    false => match self.check_new(&w.owner, w.record.ip) {
-                        Ok(()) => ok.push(w),
+            for one in round {
+                match one.replace {
+                    true => ok.push(one),
+                    false => match self.check_new(&one.owner, one.record.ip, Some(&w.stored)) {
+                        Ok(()) => ok.push(one),
                         Err(e) => {
-                            let _ = w.done.send(Err(e));
+                            let _ = one.done.send(Err(e));
                         }
                     },
                 }
@@ -476,13 +493,16 @@ impl KeyServer {
             let changes = |ws: &[Waiting]| Changes {
                 members: ws
                     .iter()
-                    .map(|w| (w.owner.clone(), self.cfg.enroll_ttl, w.record.clone()))
+                    .map(|one| (one.owner.clone(), self.cfg.enroll_ttl, one.record.clone()))
                     .collect(),
                 ..Changes::default()
             };
-            match self.commit(file, &changes(&ok)) {
-                Ok(_) => ok.into_iter().for_each(|w| {
-                    let _ = w.done.send(Ok(()));
+            if ok.is_empty() {
+                continue;
+            }
+            match self.commit(w, &changes(&ok)) {
+                Ok(_) => ok.into_iter().for_each(|one| {
+                    let _ = one.done.send(Ok(()));
                 }),
                 Err(e) if ok.len() == 1 => {
                     let _ = ok[0]
@@ -490,12 +510,12 @@ impl KeyServer {
                         .send(Err(KeyServerError::EnrollRefused(Box::new(e))));
                 }
                 Err(_) => {
-                    for w in ok {
+                    for one in ok {
                         let r = self
-                            .commit(file, &changes(std::slice::from_ref(&w)))
+                            .commit(w, &changes(std::slice::from_ref(&one)))
                             .map(|_| ())
                             .map_err(|e| KeyServerError::EnrollRefused(Box::new(e)));
-                        let _ = w.done.send(r);
+                        let _ = one.done.send(r);
                     }
                 }
             }
@@ -507,7 +527,7 @@ impl KeyServer {
     /// (with one generation step) and served. Members already expired stay withdrawn.
     /// Returns how many were re-signed.
     pub fn resign_due(&self) -> Result<usize, KeyServerError> {
-        let file = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let now = time::now();
         let served = self.zone.load_full();
         let window = self.window(now, self.cfg.resign_validity_secs);
@@ -539,7 +559,7 @@ impl KeyServer {
             resigned: copies,
             ..Changes::default()
         };
-        self.commit(&file, &changes)?;
+        self.commit(&mut w, &changes)?;
         Ok(n)
     }
 
@@ -547,7 +567,7 @@ impl KeyServer {
     /// this also brings back a member withdrawn because its window had ended.
     pub fn renew(&self, owner: &str, ip: std::net::IpAddr) -> Result<KeyRecord, KeyServerError> {
         let owner = twinpeaks::clpkc::canonical_name(owner)?;
-        let file = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let served = self.zone.load_full();
         let m = served
             .members()
@@ -577,7 +597,7 @@ impl KeyServer {
                 ..Changes::default()
             },
         };
-        self.commit(&file, &changes)?;
+        self.commit(&mut w, &changes)?;
         Ok(rec)
     }
 
@@ -585,7 +605,7 @@ impl KeyServer {
     /// reloading). Its record is no longer served; secondaries follow by NOTIFY.
     pub fn remove(&self, owner: &str, ip: std::net::IpAddr) -> Result<(), KeyServerError> {
         let owner = twinpeaks::clpkc::canonical_name(owner)?;
-        let file = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let served = self.zone.load_full();
         if let Some(m) = served
             .members()
@@ -601,7 +621,7 @@ impl KeyServer {
                 line: *line,
             });
         }
-        if self.store.get(&self.cfg.name, &owner, ip)?.is_none() {
+        if w.stored.get(&owner, ip).is_none() {
             return Err(KeyServerError::NotEnrolled {
                 owner,
                 ip,
@@ -612,7 +632,7 @@ impl KeyServer {
             removed: vec![(owner, ip)],
             ..Changes::default()
         };
-        self.commit(&file, &changes)?;
+        self.commit(&mut w, &changes)?;
         Ok(())
     }
 
@@ -640,7 +660,7 @@ impl KeyServer {
             not_after,
             key_server,
         };
-        let file = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let served = self.zone.load_full();
         if let Some(m) = served
             .members()
@@ -656,7 +676,7 @@ impl KeyServer {
                 line: *line,
             });
         }
-        if self.store.get(&self.cfg.name, name, old_ip)?.is_none() {
+        if w.stored.get(name, old_ip).is_none() {
             return Err(KeyServerError::ChangeIpNotEnrolled {
                 owner: name.clone(),
                 ip: old_ip,
@@ -670,7 +690,7 @@ impl KeyServer {
             removed: vec![(name.clone(), old_ip)],
             ..Changes::default()
         };
-        self.commit(&file, &changes)
+        self.commit(&mut w, &changes)
             .map_err(|e| KeyServerError::ChangeIpRefused(Box::new(e)))?;
         Ok((record, partial))
     }

@@ -472,14 +472,16 @@ pub struct ZoneCheck {
 pub fn zone_check(config: &Path, no_store: bool) -> Result<ZoneCheck, OpsError> {
     let cfg = Config::load(config).map_err(OpsError::Config)?;
     let (kgc, own) = keyserver::read_keys(&cfg).map_err(OpsError::Keys)?;
-    let store = if no_store {
-        None
+    let stored = if no_store {
+        twinpeaks::store::View::empty(&cfg.name)
     } else {
-        let s = Store::open(cfg.store_path()).map_err(|reason| OpsError::StoreUnavailable {
+        let unavailable = |reason| OpsError::StoreUnavailable {
             path: cfg.store_path().to_path_buf(),
             reason,
-        })?;
-        Some(s)
+        };
+        Store::open(cfg.store_path())
+            .and_then(|s| s.view(&cfg.name))
+            .map_err(unavailable)?
     };
     let signer = ZoneSigner {
         params: kgc.params(),
@@ -488,11 +490,12 @@ pub fn zone_check(config: &Path, no_store: bool) -> Result<ZoneCheck, OpsError> 
         fresh: &[],
     };
     let parsed = keyserver::read_zone_file(&cfg).map_err(OpsError::ZoneLoad)?;
-    let zone = keyserver::build_zone(&cfg, parsed, &signer, store.as_ref(), &Default::default())
-        .map_err(|errors| OpsError::ZoneRefused {
+    let zone = keyserver::build_zone(&cfg, parsed, &signer, &stored).map_err(|errors| {
+        OpsError::ZoneRefused {
             zone: cfg.name.clone(),
             errors,
-        })?;
+        }
+    })?;
     Ok(ZoneCheck {
         zone_file: cfg.zone_file.clone(),
         name: cfg.name.clone(),

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
-use rand_core::OsRng;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -267,7 +266,7 @@ pub fn seal(
         Ok::<_, anyhow::Error>(k)
     })?;
     let id = Identity::with_issuer_digest(&key.name, key.record.ip, key.record.issuer)?;
-    let sealed = clpkc::seal(&key.q, &id, &plaintext, &mut OsRng)?;
+    let sealed = clpkc::seal(&key.q, &id, &plaintext)?;
     write_output(output, &sealed)?;
     eprintln!(
         "sealed {} bytes to {} at {} (key {})",
