@@ -17,5 +17,6 @@ pub mod store;
 pub mod time;
 pub mod tls;
 mod update;
+pub mod wire;
 pub mod zone;
 pub mod zonefile;

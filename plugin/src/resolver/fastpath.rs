@@ -9,97 +9,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::cache::ExpiringCache;
+use crate::wire::{self, Question};
 
 /// Longest key: a 255-byte name, the type, the EDNS flag.
-pub const KEY_MAX: usize = 255 + 3;
-
-/// A plain query, as parsed in place.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Question<'a> {
-    /// Message ID.
-    pub id: u16,
-    /// RD bit as sent.
-    pub rd: bool,
-    /// CD bit as sent.
-    pub cd: bool,
-    /// QNAME in wire form, as sent (its case is echoed).
-    pub qname: &'a [u8],
-    /// QTYPE.
-    pub qtype: u16,
-    /// EDNS UDP payload size, when an OPT came.
-    pub edns: Option<u16>,
-}
+pub const KEY_MAX: usize = wire::NAME_MAX + 3;
 
 /// Parse a plain query and write its cache key (lower-cased QNAME ‖ QTYPE ‖ EDNS flag) into
 /// `key`; the key's length is returned beside the question. `None`: not a plain query.
 pub fn parse<'a>(pkt: &'a [u8], key: &mut [u8; KEY_MAX]) -> Option<(Question<'a>, usize)> {
-    let h = pkt.get(..12)?;
-    let flags = u16::from_be_bytes([h[2], h[3]]);
-    // QR clear, opcode QUERY; counts 1/0/0/0-1.
-    if flags & 0x8000 != 0 || (flags >> 11) & 0xf != 0 {
-        return None;
-    }
-    let count = |i: usize| u16::from_be_bytes([h[i], h[i + 1]]);
-    if count(4) != 1 || count(6) != 0 || count(8) != 0 || count(10) > 1 {
-        return None;
-    }
-    let mut pos = 12;
-    let mut k = 0;
-    loop {
-        let len = usize::from(*pkt.get(pos)?);
-        if len == 0 {
-            pos += 1;
-            break;
-        }
-        // No compression pointers or extended labels in a question we take.
-        if len > 63 || pos - 12 + 1 + len > 254 {
-            return None;
-        }
-        let label = pkt.get(pos + 1..pos + 1 + len)?;
-        key[k] = len as u8;
-        for (i, b) in label.iter().enumerate() {
-            key[k + 1 + i] = b.to_ascii_lowercase();
-        }
-        k += 1 + len;
-        pos += 1 + len;
-    }
-    key[k] = 0;
-    k += 1;
-    let qname = &pkt[12..pos];
-    let tail = pkt.get(pos..pos + 4)?;
-    let qtype = u16::from_be_bytes([tail[0], tail[1]]);
-    if u16::from_be_bytes([tail[2], tail[3]]) != 1 {
-        return None;
-    }
-    pos += 4;
-    let mut edns = None;
-    if count(10) == 1 {
-        // OPT: root owner, type 41, class = payload, TTL = ext-rcode/version/flags, RDLEN.
-        let opt = pkt.get(pos..pos + 11)?;
-        if opt[0] != 0 || u16::from_be_bytes([opt[1], opt[2]]) != 41 || opt[6] != 0 {
-            return None;
-        }
-        edns = Some(u16::from_be_bytes([opt[3], opt[4]]));
-        let rdlen = usize::from(u16::from_be_bytes([opt[9], opt[10]]));
-        pos += 11 + rdlen;
-    }
-    if pos != pkt.len() {
-        return None;
-    }
-    key[k] = (qtype >> 8) as u8;
-    key[k + 1] = qtype as u8;
-    key[k + 2] = u8::from(edns.is_some());
-    Some((
-        Question {
-            id: u16::from_be_bytes([h[0], h[1]]),
-            rd: flags & 0x0100 != 0,
-            cd: flags & 0x0010 != 0,
-            qname,
-            qtype,
-            edns,
-        },
-        k + 3,
-    ))
+    let (q, k) = wire::parse(pkt, key)?;
+    key[k..k + 2].copy_from_slice(&q.qtype.to_be_bytes());
+    key[k + 2] = u8::from(q.edns.is_some());
+    Some((q, k + 3))
 }
 
 /// A response ready to be sent again.
@@ -112,18 +33,6 @@ pub struct WireAnswer {
     expires: Instant,
 }
 
-fn skip_name(b: &[u8], mut pos: usize) -> Option<usize> {
-    loop {
-        let len = *b.get(pos)?;
-        match len {
-            0 => return Some(pos + 1),
-            l if l & 0xc0 == 0xc0 => return Some(pos + 2),
-            l if l <= 63 => pos += 1 + usize::from(l),
-            _ => return None,
-        }
-    }
-}
-
 impl WireAnswer {
     /// Index a response this daemon encoded: where its TTLs and its OPT payload are.
     pub fn new(wire: Vec<u8>, expires: Instant) -> Option<Self> {
@@ -133,13 +42,13 @@ impl WireAnswer {
             return None;
         }
         let (an, ns, ar) = (count(6), count(8), count(10));
-        let qend = skip_name(&wire, 12)?;
+        let qend = wire::skip_name(&wire, 12)?;
         let qname_len = qend - 12;
         let mut pos = qend + 4;
         let mut ttl_at = Vec::new();
         let mut payload_at = None;
         for _ in 0..an + ns + ar {
-            let name_end = skip_name(&wire, pos)?;
+            let name_end = wire::skip_name(&wire, pos)?;
             let fixed = wire.get(name_end..name_end + 10)?;
             let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
             if rtype == 41 {
@@ -169,17 +78,13 @@ impl WireAnswer {
         if left == 0 || q.qname.len() != self.qname_len {
             return None;
         }
-        let limit = q.edns.map_or(512, |p| usize::from(p).max(512));
         let n = self.wire.len();
-        if n > limit || n > out.len() {
+        if n > q.udp_limit() || n > out.len() {
             return None;
         }
         let out = &mut out[..n];
         out.copy_from_slice(&self.wire);
-        out[..2].copy_from_slice(&q.id.to_be_bytes());
-        out[2] = (out[2] & !1) | u8::from(q.rd);
-        out[3] = (out[3] & !0x10) | (u8::from(q.cd) << 4);
-        out[12..12 + self.qname_len].copy_from_slice(q.qname);
+        wire::patch_from_query(out, q)?;
         let ttl = u32::try_from(left).unwrap_or(u32::MAX).to_be_bytes();
         for &at in &self.ttl_at {
             // Never more than the TTL first given.
@@ -188,8 +93,8 @@ impl WireAnswer {
                 out[at..at + 4].copy_from_slice(&ttl);
             }
         }
-        if let (Some(at), Some(p)) = (self.payload_at, q.edns) {
-            out[at..at + 2].copy_from_slice(&p.max(512).to_be_bytes());
+        if let (Some(at), Some(e)) = (self.payload_at, q.edns) {
+            out[at..at + 2].copy_from_slice(&e.payload.max(wire::UDP_MIN as u16).to_be_bytes());
         }
         Some(n)
     }
@@ -216,21 +121,11 @@ pub fn key_of(pkt: &[u8]) -> Option<Box<[u8]>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
-    use hickory_proto::rr::{Name, RData, Record, RecordType};
+    use hickory_proto::op::{Message, MessageType, OpCode};
+    use hickory_proto::rr::{RData, Record, RecordType};
     use std::time::Duration;
 
-    fn query(name: &str, rtype: RecordType, edns: Option<u16>) -> Vec<u8> {
-        let mut m = Message::new(0x1234, MessageType::Query, OpCode::Query);
-        m.metadata.recursion_desired = true;
-        m.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
-        if let Some(p) = edns {
-            let mut e = Edns::new();
-            e.set_max_payload(p);
-            m.edns = Some(e);
-        }
-        m.to_vec().unwrap()
-    }
+    use crate::wire::test_query as query;
 
     fn response(q: &[u8], ttl: u32) -> Vec<u8> {
         let req = Message::from_vec(q).unwrap();
@@ -248,28 +143,14 @@ mod tests {
     }
 
     #[test]
-    fn plain_queries_parse_and_others_do_not() {
+    fn the_key_is_the_lower_cased_name_the_type_and_the_edns_flag() {
         let mut key = [0u8; KEY_MAX];
         let q = query("WwW.Example.COM.", RecordType::A, Some(1232));
         let (parsed, k) = parse(&q, &mut key).unwrap();
-        assert_eq!(parsed.id, 0x1234);
-        assert!(parsed.rd);
-        assert_eq!(parsed.edns, Some(1232));
-        assert_eq!(&key[..k - 3], b"\x03www\x07example\x03com\x00");
-        // Truncations and trailing bytes are not plain queries.
-        for n in 0..q.len() {
-            assert!(parse(&q[..n], &mut key).is_none(), "prefix {n}");
-        }
-        let mut long = q.clone();
-        long.push(0);
-        assert!(parse(&long, &mut key).is_none());
-        let mut resp = q.clone();
-        resp[2] |= 0x80;
-        assert!(parse(&resp, &mut key).is_none());
-        let mut v1 = q.clone();
-        let at = v1.len() - 11 + 6;
-        v1[at] = 1; // EDNS version 1
-        assert!(parse(&v1, &mut key).is_none());
+        assert_eq!(parsed.edns.map(|e| e.payload), Some(1232));
+        assert_eq!(&key[..k], b"\x03www\x07example\x03com\x00\x00\x01\x01");
+        let plain = query("www.example.com.", RecordType::A, None);
+        assert_eq!(key_of(&plain).unwrap().last(), Some(&0));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 
 use super::fastpath::{self, WireAnswer, WireCache};
 use super::{ResolveError, Resolver, rdata};
+use crate::wire;
 use crate::zone::TPKEY_TYPE;
 
 /// EDE option code (RFC 8914).
@@ -340,51 +341,23 @@ pub fn serve_udp(
     rt: tokio::runtime::Handle,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> std::io::Result<()> {
-    socket.set_read_timeout(Some(std::time::Duration::from_millis(250)))?;
-    let socket = Arc::new(socket);
-    let mut buf = vec![0u8; 65_535];
-    let mut out = vec![0u8; 65_535];
-    let inflight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        let (n, peer) = match socket.recv_from(&mut buf) {
-            Ok(x) => x,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue;
+    let cache = handler.wire.clone();
+    // Misses wait for walks: bounded, so a flood of misses cannot grow without end.
+    wire::serve_udp(
+        socket,
+        rt,
+        stop,
+        MAX_SLOW_IN_FLIGHT,
+        move |pkt, out| fastpath::answer(&cache, pkt, Instant::now(), out),
+        move |pkt, peer, socket| {
+            let h = handler.clone();
+            async move {
+                if let Some(resp) = h.udp_slow(&pkt).await
+                    && let Err(e) = socket.send_to(&resp, peer)
+                {
+                    debug!(error = %e, %peer, "UDP send");
+                }
             }
-            Err(e) => {
-                // ICMP errors of earlier sends surface here on some systems; keep serving.
-                debug!(error = %e, "UDP receive");
-                continue;
-            }
-        };
-        let pkt = &buf[..n];
-        if let Some(len) = fastpath::answer(&handler.wire, pkt, Instant::now(), &mut out) {
-            if let Err(e) = socket.send_to(&out[..len], peer) {
-                debug!(error = %e, %peer, "UDP send");
-            }
-            continue;
-        }
-        // Misses wait for walks: bound them, so a flood of misses cannot grow without end.
-        if inflight.load(std::sync::atomic::Ordering::Relaxed) >= MAX_SLOW_IN_FLIGHT {
-            debug!(%peer, "UDP query dropped: too many unanswered queries in flight");
-            continue;
-        }
-        inflight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let pkt = pkt.to_vec();
-        let (h, s, n) = (handler.clone(), socket.clone(), inflight.clone());
-        rt.spawn(async move {
-            if let Some(resp) = h.udp_slow(&pkt).await
-                && let Err(e) = s.send_to(&resp, peer)
-            {
-                debug!(error = %e, %peer, "UDP send");
-            }
-            n.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        });
-    }
-    Ok(())
+        },
+    )
 }
