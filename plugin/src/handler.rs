@@ -55,12 +55,10 @@ fn found(lookup_options: LookupOptions, answer: Answer<'_>) -> LookupControlFlow
             LookupRecords::many(lookup_options, sets),
             None,
         )),
-        // The server's front handler answers referrals itself (authority section, AA clear);
-        // a referral reaching here still carries the child's records.
-        Answer::Referral(set) => Ok(AuthLookup::answers(
-            LookupRecords::new(lookup_options, set.clone()),
-            None,
-        )),
+        // Never reached by a query: the server's front handler answers every referral
+        // (`KeyZone::referral`: AUTHORITY, AA clear) before the Catalog sees it. Refused
+        // rather than put in ANSWER with AA set, were one to come.
+        Answer::Referral(_) => Err(LookupError::from(ResponseCode::Refused)),
         Answer::NoData => Err(LookupError::NameExists),
         Answer::NxDomain => Err(LookupError::from(ResponseCode::NXDomain)),
         Answer::NotAuth => Err(LookupError::from(ResponseCode::Refused)),

@@ -493,16 +493,22 @@ impl KeyZone {
         None
     }
 
-    /// The child key server's records when `name`/`rtype` must be answered by a referral.
-    /// Cheap when the zone delegates nothing (the common leaf zone).
+    /// The one referral decision: the child key server's records when `name`/`rtype` must be
+    /// answered by a referral — any name below a delegation, and any type but TPKEY (the
+    /// child's own record, which this zone serves) and ANY at the delegation itself. The
+    /// server's front handler (AUTHORITY, AA clear) and the encoded answers take theirs from
+    /// here. Cheap when the zone delegates nothing (the common leaf zone).
     pub fn referral(&self, name: &LowerName, rtype: RecordType) -> Option<&Arc<RecordSet>> {
         if self.delegations.is_empty() {
             return None;
         }
-        match self.lookup(name, rtype) {
-            Answer::Referral(set) => Some(set),
-            _ => None,
+        if let Some(d) = self.delegation_above(name) {
+            return self.keys.get(d);
         }
+        if rtype != TPKEY_TYPE && rtype != RecordType::ANY && self.delegations.contains(name) {
+            return self.keys.get(name);
+        }
+        None
     }
 
     /// Look up `name`/`rtype`: answers, referrals, NODATA, NXDOMAIN.
@@ -510,11 +516,8 @@ impl KeyZone {
         if !self.origin.zone_of(name) {
             return Answer::NotAuth;
         }
-        if let Some(d) = self.delegation_above(name) {
-            return match self.keys.get(d) {
-                Some(set) => Answer::Referral(set),
-                None => Answer::NxDomain,
-            };
+        if let Some(set) = self.referral(name, rtype) {
+            return Answer::Referral(set);
         }
         let at_apex = *name == self.origin;
         match rtype {
@@ -549,10 +552,6 @@ impl KeyZone {
                     None => self.absent(name),
                 }
             }
-            _ if self.delegations.contains(name) => match self.keys.get(name) {
-                Some(set) => Answer::Referral(set),
-                None => Answer::NxDomain,
-            },
             _ => self.absent(name),
         }
     }
