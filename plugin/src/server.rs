@@ -1,22 +1,30 @@
 //! The key server's request path: a front `RequestHandler` that streams zone transfers
 //! (RFC 5936, several messages) and answers referrals to child key servers, in front of the
-//! hickory `Catalog` that holds a `KeyZoneHandler` per zone for everything else.
+//! hickory `Catalog` that holds a `KeyZoneHandler` per zone for everything else; and its UDP
+//! loop ([`serve_udp`]), where plain queries are answered by copying the answers encoded when
+//! the zone was built (`crate::zone::encoded`) and the rest take the hickory path above.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use hickory_net::runtime::Time;
+use hickory_net::NetError;
+use hickory_net::runtime::{Time, TokioTime};
 use hickory_net::xfer::Protocol;
-use hickory_proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::{DNSClass, LowerName, RData, Record, RecordType};
+use hickory_proto::op::{Edns, Header, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::{Catalog, MessageResponseBuilder};
+use hickory_server::zone_handler::{Catalog, MessageResponse, MessageResponseBuilder, Queries};
 use ipnet::IpNet;
 use tracing::{debug, info, warn};
 
 use crate::enroll::UpdateEnrollment;
 use crate::handler::{KeyZoneHandler, ZoneCell};
+use crate::wire;
+
+/// UDP requests waiting for the hickory path at most, per listen address; more are dropped.
+const MAX_SLOW_IN_FLIGHT: usize = 4096;
 
 /// Target size of one AXFR message; well below the 64 KiB limit of a DNS message over TCP.
 const AXFR_MESSAGE_BYTES: usize = 16 * 1024;
@@ -49,6 +57,8 @@ pub struct QueryCounters {
 pub struct KeyServerHandler {
     catalog: Catalog,
     zones: Vec<(LowerName, ZoneCell)>,
+    // The same zones with their origins in lower-cased wire form, for the UDP fast path.
+    wire_zones: Vec<(Box<[u8]>, ZoneCell)>,
     acl: TransferAcl,
     counters: Arc<QueryCounters>,
     enrollment: Option<UpdateEnrollment>,
@@ -69,9 +79,17 @@ impl KeyServerHandler {
         }
         // Longest origin first, so the deepest zone containing a name wins.
         list.sort_by_key(|(o, _)| std::cmp::Reverse(o.num_labels()));
+        let wire_zones = list
+            .iter()
+            .filter_map(|(o, c)| {
+                let wire = Name::from(o.clone()).to_bytes().ok()?;
+                Some((wire.into_boxed_slice(), c.clone()))
+            })
+            .collect();
         Self {
             catalog,
             zones: list,
+            wire_zones,
             acl,
             counters: Arc::default(),
             enrollment: None,
@@ -105,11 +123,14 @@ impl KeyServerHandler {
     }
 }
 
+/// The OPT of a response: payload max(client's, 512), version 0, the DO bit echoed (RFC 3225),
+/// as the `Catalog` writes it.
 pub(crate) fn response_edns(request: &Request) -> Option<Edns> {
     request.edns.as_ref().map(|req| {
         let mut e = Edns::new();
         e.set_max_payload(req.max_payload().max(512));
         e.set_version(0);
+        e.set_dnssec_ok(req.flags().dnssec_ok);
         e
     })
 }
@@ -165,6 +186,23 @@ impl RequestHandler for KeyServerHandler {
             && request.metadata.op_code == OpCode::Update
         {
             return crate::update::handle(self, request, response_handle).await;
+        }
+        if request.metadata.message_type == MessageType::Query
+            && request.metadata.op_code == OpCode::Query
+            && request.edns.as_ref().is_some_and(|e| e.version() > 0)
+        {
+            // RFC 6891 §6.1.3, on every path (referrals and transfers too), as the Catalog.
+            let mut edns = response_edns(request);
+            if let Some(e) = edns.as_mut() {
+                e.set_rcode_high(ResponseCode::BADVERS.high());
+            }
+            let msg = MessageResponseBuilder::new(&request.queries, edns.as_ref())
+                .error_msg(&request.metadata, ResponseCode::BADVERS);
+            let mut handle = response_handle;
+            return handle
+                .send_response(msg)
+                .await
+                .unwrap_or_else(|_| failed(request));
         }
         if request.metadata.message_type == MessageType::Query
             && request.metadata.op_code == OpCode::Query
@@ -301,5 +339,265 @@ impl KeyServerHandler {
         }
         info!(zone = %origin, %peer, serial = zone.serial(), records = all.len(), messages, "zone transfer served");
         last.unwrap_or_else(|| failed(request))
+    }
+}
+
+impl KeyServerHandler {
+    /// The fast path: answer the plain query `pkt` into `out` from the encoded answers of the
+    /// deepest zone holding its name. `None` (the hickory path answers) when it is not a plain
+    /// query or its name has no encoded answer (names that do not exist, names below a
+    /// delegation). No allocation and no lock: one atomic load of the zone, one hash probe.
+    pub fn answer_plain(&self, pkt: &[u8], out: &mut [u8]) -> Option<usize> {
+        let mut name = [0u8; wire::NAME_MAX];
+        let (q, n) = wire::parse(pkt, &mut name)?;
+        let name = &name[..n];
+        let (_, cell) = self
+            .wire_zones
+            .iter()
+            .find(|(origin, _)| wire::in_zone(name, origin))?;
+        let zone = cell.load();
+        let template = zone.encoded().get(name, q.qtype)?;
+        let len = wire::write_answer(template, &q, out)?;
+        self.counters.udp.fetch_add(1, Ordering::Relaxed);
+        Some(len)
+    }
+
+    /// The hickory path for one UDP datagram, as hickory's `Server` takes it (decode, FORMERR
+    /// for what does not decode, the request handler), answered through [`UdpResponse`].
+    async fn udp_slow(&self, pkt: Vec<u8>, peer: SocketAddr, socket: Arc<UdpSocket>) {
+        let Ok(header) = Header::read(&mut BinDecoder::new(&pkt)) else {
+            return;
+        };
+        let handle = UdpResponse { socket, peer };
+        match Request::from_bytes(pkt, peer, Protocol::Udp) {
+            Ok(request) => {
+                self.handle_request::<_, TokioTime>(&request, handle).await;
+            }
+            Err(error) => {
+                debug!(%peer, %error, "FORMERR: undecodable request");
+                let Ok(none) = Queries::read(&mut BinDecoder::new(&[]), 0) else {
+                    return;
+                };
+                let msg = MessageResponseBuilder::new(&none, None)
+                    .error_msg(&header.metadata, ResponseCode::FormErr);
+                let mut handle = handle;
+                let _ = handle.send_response(msg).await;
+            }
+        }
+    }
+}
+
+/// Sends hickory-path answers over UDP: encoded whole, then, when larger than the client's
+/// size (its EDNS payload, or 512), cut to header, question and OPT with TC set — the same
+/// cut as the fast path's, never a partial record (hickory-proto 0.26.3 leaves one).
+#[derive(Clone)]
+struct UdpResponse {
+    socket: Arc<UdpSocket>,
+    peer: SocketAddr,
+}
+
+#[async_trait::async_trait]
+impl ResponseHandler for UdpResponse {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        let limit = response
+            .edns()
+            .map_or(wire::UDP_MIN, |e| usize::from(e.max_payload()));
+        let id = response.metadata().id;
+        let mut buf = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut buf);
+        encoder.set_max_size(u16::MAX);
+        let info = match response.destructive_emit(&mut encoder) {
+            Ok(info) => info,
+            Err(error) => {
+                // As hickory's own handle: SERVFAIL with the ID and nothing else.
+                warn!(%error, peer = %self.peer, "error encoding response");
+                let mut meta = Metadata::new(id, MessageType::Response, OpCode::Query);
+                meta.response_code = ResponseCode::ServFail;
+                let header = Header {
+                    metadata: meta,
+                    counts: Default::default(),
+                };
+                buf.clear();
+                header.emit(&mut BinEncoder::new(&mut buf))?;
+                header.into()
+            }
+        };
+        let mut len = buf.len();
+        if len > limit {
+            len = wire::truncate(&mut buf)
+                .ok_or_else(|| NetError::from("cannot truncate the response"))?;
+        }
+        self.socket.send_to(&buf[..len], self.peer)?;
+        Ok(info)
+    }
+}
+
+/// Serve UDP on `socket` until `stop` is set: plain queries with an encoded answer answered on
+/// this thread by [`KeyServerHandler::answer_plain`] (unless `fast_path` is off), everything
+/// else by the hickory path, spawned on `rt`. Blocks; run it on a thread of its own.
+pub fn serve_udp(
+    handler: Arc<KeyServerHandler>,
+    socket: UdpSocket,
+    rt: tokio::runtime::Handle,
+    stop: Arc<AtomicBool>,
+    fast_path: bool,
+) -> std::io::Result<()> {
+    let fast = handler.clone();
+    wire::serve_udp(
+        socket,
+        rt,
+        stop,
+        MAX_SLOW_IN_FLIGHT,
+        move |pkt, out| {
+            if fast_path {
+                fast.answer_plain(pkt, out)
+            } else {
+                None
+            }
+        },
+        move |pkt, peer, socket| {
+            let h = handler.clone();
+            async move { h.udp_slow(pkt, peer, socket).await }
+        },
+    )
+}
+
+/// A shared [`KeyServerHandler`] as hickory's `Server` takes it (TCP), beside [`serve_udp`].
+#[derive(Clone)]
+pub struct SharedHandler(pub Arc<KeyServerHandler>);
+
+#[async_trait::async_trait]
+impl RequestHandler for SharedHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        self.0
+            .handle_request::<R, T>(request, response_handle)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use arc_swap::ArcSwap;
+    use hickory_proto::rr::Name;
+    use rand_core::OsRng;
+
+    use super::*;
+    use crate::clpkc::{Identity, KeyRequest, Kgc, SecretValue};
+    use crate::issue::{IssueOptions, issue};
+    use crate::zone::{KeyZone, ZoneSigner};
+
+    /// A zone of `www0…www{n-1}.fp.example.`, one signed key each.
+    fn handler(n: u8) -> KeyServerHandler {
+        let kgc = Kgc::setup("fp.example.", &mut OsRng).unwrap();
+        let own = kgc.self_issue([127, 0, 8, 1].into(), &mut OsRng).unwrap();
+        let mut text = String::from(
+            "$ORIGIN fp.example.\n@ 3600 IN SOA ns hostmaster 1 7200 3600 1209600 300\n@ 3600 IN NS ns\n",
+        );
+        for i in 0..n {
+            let name = format!("www{i}.fp.example.");
+            let ip = [10, 0, 0, i].into();
+            let id = Identity::new(&name, ip, kgc.params()).unwrap();
+            let req = KeyRequest::new(id, &SecretValue::generate(&mut OsRng));
+            let opts = IssueOptions {
+                not_before: 1_700_000_000,
+                not_after: 2_000_000_000,
+                key_server: None,
+            };
+            let (rec, _) = issue(&kgc, &own, &req, &opts, &mut OsRng).unwrap();
+            text.push_str(&format!("{name} 3600 IN TPKEY {rec}\n"));
+        }
+        let origin = Name::from_ascii("fp.example.").unwrap();
+        let parsed = crate::zonefile::parse(Path::new("fp.keys"), &text, &origin).unwrap();
+        let signer = ZoneSigner {
+            params: kgc.params(),
+            key: &own,
+            verified: None,
+            fresh: &[],
+        };
+        let zone = KeyZone::build(parsed, Vec::new(), 0, &signer, 1_800_000_000).unwrap();
+        KeyServerHandler::new(
+            vec![Arc::new(ArcSwap::from_pointee(zone))],
+            TransferAcl::default(),
+        )
+    }
+
+    fn query(name: &[u8], qtype: u16, edns: bool) -> Vec<u8> {
+        let mut q = vec![0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)];
+        q.extend_from_slice(name);
+        q.extend_from_slice(&qtype.to_be_bytes());
+        q.extend_from_slice(&[0, 1]);
+        if edns {
+            q.extend_from_slice(&[0, 0, 41, 4, 0xd0, 0, 0, 0x80, 0, 0, 0]);
+        }
+        q
+    }
+
+    #[test]
+    fn plain_queries_of_names_in_the_zone_take_the_fast_path() {
+        let h = handler(3);
+        let mut out = vec![0u8; 4096];
+        let www1 = b"\x04WwW1\x02fp\x07EXAMPLE\x00";
+        for (q, what) in [
+            (query(www1, 65300, true), "a key, mixed case, EDNS with DO"),
+            (query(www1, 65300, false), "a key, no EDNS"),
+            (query(www1, 1, true), "NODATA"),
+            (query(b"\x02fp\x07example\x00", 6, false), "the SOA"),
+            (
+                query(b"\x02fp\x07example\x00", 255, false),
+                "ANY at the apex",
+            ),
+        ] {
+            let n = h
+                .answer_plain(&q, &mut out)
+                .unwrap_or_else(|| panic!("{what}"));
+            let m = hickory_proto::op::Message::from_vec(&out[..n]).unwrap();
+            assert_eq!(m.metadata.id, 0xabcd, "{what}");
+            assert!(m.metadata.recursion_desired, "{what}");
+            let qend = wire::skip_name(&q, 12).unwrap() + 4;
+            assert_eq!(q[12..qend], out[12..qend], "{what}: the question as sent");
+            if q.len() > 40 {
+                let e = m.edns.unwrap();
+                assert_eq!(
+                    (e.max_payload(), e.flags().dnssec_ok),
+                    (1232, true),
+                    "{what}"
+                );
+            }
+        }
+        assert_eq!(h.counters.udp.load(Ordering::Relaxed), 5);
+        // The hickory path answers these: not in the zone's names, not plain, or a transfer.
+        let mut v1 = query(www1, 65300, true);
+        let at = v1.len() - 5;
+        v1[at] = 1;
+        let mut resp = query(www1, 65300, false);
+        resp[2] |= 0x80;
+        for (q, what) in [
+            (
+                query(b"\x04nope\x02fp\x07example\x00", 65300, false),
+                "NXDOMAIN",
+            ),
+            (query(b"\x02fp\x07example\x00", 252, false), "AXFR"),
+            (query(b"\x03com\x00", 1, false), "outside the zone"),
+            (v1, "EDNS version 1"),
+            (resp, "a response"),
+        ] {
+            assert_eq!(h.answer_plain(&q, &mut out), None, "{what}");
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! A loaded key zone: every record checked, signed, and indexed for lookups that do no
-//! crypto and no allocation beyond hickory's own response building.
+//! A loaded key zone: every record checked, signed, indexed for lookups that do no crypto and
+//! no allocation beyond hickory's own response building, and every plain answer encoded for
+//! the UDP fast path ([`encoded`]).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -11,6 +12,9 @@ use hickory_proto::rr::{LowerName, Name, RData, Record, RecordSet, RecordType};
 use crate::clpkc::{EntityKey, KgcParams};
 use crate::record::{KeyRecord, TPKEY};
 use crate::zonefile::{Entry, ParsedZone, ZoneError, ZoneErrors};
+
+pub mod encoded;
+pub use encoded::Encoded;
 
 /// Record type of TPKEY as hickory knows it.
 pub const TPKEY_TYPE: RecordType = RecordType::Unknown(TPKEY);
@@ -81,6 +85,7 @@ pub struct KeyZone {
     delegations: HashSet<LowerName>,
     members: Vec<Member>,
     withdrawn: Vec<Member>,
+    encoded: Encoded,
 }
 
 impl KeyZone {
@@ -410,7 +415,7 @@ impl KeyZone {
             .into_iter()
             .map(|(k, v)| (k, Arc::new(v)))
             .collect();
-        Ok(Self {
+        let mut zone = Self {
             glue,
             origin,
             origin_name,
@@ -422,7 +427,15 @@ impl KeyZone {
             delegations,
             members,
             withdrawn,
-        })
+            encoded: Encoded::default(),
+        };
+        zone.encoded = Encoded::build(&zone);
+        Ok(zone)
+    }
+
+    /// Every plain answer of the zone, encoded (the UDP fast path's).
+    pub fn encoded(&self) -> &Encoded {
+        &self.encoded
     }
 
     /// Members left out because their validity window has ended (see `tp ctl renew`).

@@ -66,6 +66,10 @@ pub struct Config {
     /// Idle timeout of a TCP connection, seconds.
     #[serde(default = "default_tcp_timeout")]
     pub tcp_timeout_secs: u64,
+    /// Answer plain UDP queries from the answers encoded at zone build (default); `false`
+    /// sends every query through the hickory path (for comparison and diagnosis).
+    #[serde(default = "default_fast_path")]
+    pub fast_path: bool,
     /// Default validity of members enrolled online, days.
     #[serde(default = "default_validity_days")]
     pub enroll_validity_days: u32,
@@ -149,6 +153,9 @@ fn default_log() -> String {
 }
 fn default_tcp_timeout() -> u64 {
     10
+}
+fn default_fast_path() -> bool {
+    true
 }
 fn default_validity_days() -> u32 {
     365

@@ -5,15 +5,16 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use hickory_server::server::Server;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
-use twinpeaks::server::{KeyServerHandler, TransferAcl};
+use twinpeaks::server::{KeyServerHandler, SharedHandler, TransferAcl, serve_udp};
 use twinpeaks_server::config::Config;
 use twinpeaks_server::control;
 use twinpeaks_server::keyserver::{KeyServer, UpdateEnroller};
@@ -71,16 +72,30 @@ async fn serve(cfg: Config) -> Result<()> {
             keys,
         });
     }
-    let mut server = Server::new(handler);
+    // TCP through hickory's server; UDP on a thread per address (the fast path, then the
+    // same handler for what it does not answer).
+    let handler = Arc::new(handler);
+    let mut server = Server::new(SharedHandler(handler.clone()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut udp_threads = Vec::new();
     for addr in &cfg.listen {
-        let udp = UdpSocket::bind(addr)
-            .await
-            .with_context(|| format!("listen {addr}/udp"))?;
+        let udp = std::net::UdpSocket::bind(addr).with_context(|| format!("listen {addr}/udp"))?;
         let tcp = TcpListener::bind(addr)
             .await
             .with_context(|| format!("listen {addr}/tcp"))?;
-        server.register_socket(udp);
         server.register_listener(tcp, Duration::from_secs(cfg.tcp_timeout_secs), 64);
+        let (h, rt, stop, fast, addr) = (
+            handler.clone(),
+            tokio::runtime::Handle::current(),
+            stop.clone(),
+            cfg.fast_path,
+            *addr,
+        );
+        udp_threads.push(std::thread::spawn(move || {
+            if let Err(e) = serve_udp(h, udp, rt, stop, fast) {
+                error!(%addr, error = %e, "UDP listener stopped");
+            }
+        }));
     }
     let control_path = cfg.control_path().to_path_buf();
     let ctl_ks = ks.clone();
@@ -115,11 +130,13 @@ async fn serve(cfg: Config) -> Result<()> {
             loop {
                 tick.tick().await;
                 let ks2 = ks.clone();
+                let t0 = std::time::Instant::now();
                 match tokio::task::spawn_blocking(move || ks2.resign_due()).await {
                     Ok(Ok(0)) => {}
                     Ok(Ok(n)) => {
                         let (serial, members) = ks.status();
-                        info!(zone = %ks.cfg.name, resigned = n, serial, members, "members re-signed before their windows end");
+                        let ms = t0.elapsed().as_millis();
+                        info!(zone = %ks.cfg.name, resigned = n, serial, members, ms, "members re-signed before their windows end");
                     }
                     Ok(Err(e)) => {
                         warn!(zone = %ks.cfg.name, error = %e, "re-signing failed, the served zone is unchanged")
@@ -137,6 +154,7 @@ async fn serve(cfg: Config) -> Result<()> {
         members,
         control = %control_path.display(),
         tsig_keys,
+        fast_path = cfg.fast_path,
         "tpkd serving"
     );
 
@@ -168,6 +186,10 @@ async fn serve(cfg: Config) -> Result<()> {
         }
     }
     info!(zone = %cfg.name, "shutting down");
+    stop.store(true, Ordering::Relaxed);
+    for t in udp_threads {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
     ctl.abort();
     let _ = std::fs::remove_file(&control_path);
     if let Err(e) = server.shutdown_gracefully().await {
