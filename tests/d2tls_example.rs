@@ -96,7 +96,11 @@ fn the_documented_example_runs_from_the_workspace_root_and_stops_cleanly() {
         "the example failed\nstdout:\n{out}\nstderr:\n{}\nserver.log:\n{server_log}\nagent.log:\n{agent_log}",
         run.err.text()
     );
-    assert!(out.contains("session reused=true"), "{out}");
+    // Stock s_server issues tickets: the device resumes with the one the agent got.
+    assert!(
+        out.contains("session reused=true resumed_by=ticket"),
+        "{out}"
+    );
     assert!(out.contains("sent: hello from the device"), "{out}");
     assert!(out.contains("received: hello from the server"), "{out}");
     let block = reused_block(&server_log)

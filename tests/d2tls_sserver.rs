@@ -1,7 +1,8 @@
 //! D2TLS against a stock `openssl s_server`: the agent runs the full handshake with the
 //! device's certificate, the device resumes, and s_server reports a reused session with the
 //! device's subject; data flows both ways. DTLS 1.2 and TLS 1.2, CCM-8 and GCM, and DTLS
-//! over a link that loses datagrams.
+//! over a link that loses datagrams; resumption by session ID (`-no_ticket`) and by session
+//! ticket (RFC 5077) from a server with a session cache and from one without (`-no_cache`).
 
 mod common;
 mod d2tls_common;
@@ -12,13 +13,33 @@ use std::time::Duration;
 use d2tls_common::*;
 use d2tls_linkemu::{self as linkemu, Dir, DropRule};
 
+/// How the server resumes sessions: its s_server options and the device's `resumed_by`.
+#[derive(Clone, Copy)]
+enum Resumption {
+    /// `-no_ticket`: session IDs only.
+    SessionId,
+    /// Default s_server: a session cache and tickets; the agent takes the ticket.
+    TicketWithCache,
+    /// `-no_cache`: no session cache, tickets only.
+    TicketOnly,
+}
+
 fn run_case(transport: &str, suite: &str, lossy: bool) {
+    run_resumption(transport, suite, lossy, Resumption::SessionId);
+}
+
+fn run_resumption(transport: &str, suite: &str, lossy: bool, resumption: Resumption) {
     common::require_tool("openssl");
     let tmp = TempDir::new(&format!("ss-{transport}-{suite}"));
     let pki = Pki::new(tmp.path());
     let key = pairing_key_hex();
     let server_port = port();
-    let mut server = s_server(&pki, transport, suite, server_port);
+    let (options, resumed_by): (&[&str], _) = match resumption {
+        Resumption::SessionId => (&["-no_ticket"], "resumed_by=session_id"),
+        Resumption::TicketWithCache => (&[], "resumed_by=ticket"),
+        Resumption::TicketOnly => (&["-no_cache"], "resumed_by=ticket"),
+    };
+    let mut server = s_server_with(&pki, transport, suite, server_port, options);
 
     // The lossy case puts a link in front of the server that loses the 2nd and 4th datagram
     // of each direction of every client (agent and device) when it carries a handshake or
@@ -73,6 +94,7 @@ fn run_case(transport: &str, suite: &str, lossy: bool) {
         agent.err.text()
     );
     assert!(dev_out.contains("session reused=true"), "{dev_out}");
+    assert!(dev_out.contains(resumed_by), "{dev_out}");
     assert!(dev_out.contains(&format!("received: {pong}")), "{dev_out}");
     let cipher = if suite == "ccm8" {
         "ECDHE-ECDSA-AES128-CCM8"
@@ -132,4 +154,24 @@ fn tls_gcm_with_s_server() {
 #[test]
 fn dtls_over_a_lossy_link_still_completes() {
     run_case("dtls", "ccm8", true);
+}
+
+#[test]
+fn dtls_ticket_from_a_server_with_a_session_cache() {
+    run_resumption("dtls", "ccm8", false, Resumption::TicketWithCache);
+}
+
+#[test]
+fn tls_ticket_from_a_server_with_a_session_cache() {
+    run_resumption("tls", "gcm", false, Resumption::TicketWithCache);
+}
+
+#[test]
+fn dtls_ticket_from_a_server_without_a_session_cache() {
+    run_resumption("dtls", "ccm8", false, Resumption::TicketOnly);
+}
+
+#[test]
+fn tls_ticket_from_a_server_without_a_session_cache() {
+    run_resumption("tls", "ccm8", false, Resumption::TicketOnly);
 }

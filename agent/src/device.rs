@@ -242,6 +242,8 @@ mod tests {
             master_secret: Box::new([5; 48]),
             extended_master_secret: true,
             lifetime_secs: 60,
+            ticket: vec![],
+            ticket_lifetime_hint: 0,
         }
     }
 

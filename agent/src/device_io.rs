@@ -353,6 +353,9 @@ fn read_frame(
 pub fn boot_for_resumption(transport: Transport) -> Result<SslContext, DeviceError> {
     seed_rng()?;
     let mut b = tls::client_context(transport, &Suite::ALL).map_err(TlsError::from)?;
+    // A context with a ticket resumes by ticket; one without turns tickets off per
+    // connection ([`resume`]), so that its ClientHello stays as small as before.
+    tls::allow_tickets(&mut b);
     b.set_verify_callback(SslVerifyMode::PEER, |_, _| false);
     Ok(b.build())
 }
@@ -376,6 +379,9 @@ pub fn resume(
 ) -> Result<Connection, ResumeError> {
     let session = ctx.to_ssl_session()?;
     let mut ssl = Ssl::new(sslctx).map_err(TlsError::from)?;
+    if ctx.ticket.is_empty() {
+        ffi::no_ticket(&mut ssl);
+    }
     ffi::set_imported_session(&mut ssl, &session).map_err(TlsError::from)?;
     let name = server_name(target);
     if name.parse::<std::net::IpAddr>().is_err() {
@@ -492,7 +498,7 @@ pub fn delegate_and_resume(
         };
         let Some(ctx) = ctx else { continue };
         let received = Instant::now();
-        info!(event = "context.received", session_id = %hex::encode(&ctx.session_id), suite = %format!("{:#06x}", ctx.suite));
+        info!(event = "context.received", session_id = %hex::encode(&ctx.session_id), suite = %format!("{:#06x}", ctx.suite), ticket_len = ctx.ticket.len());
         match resume(sslctx, &ctx, target, Instant::now() + timeout) {
             Ok(conn) => {
                 info!(event = "session.resumed", session_id = %hex::encode(&ctx.session_id), attempt);
@@ -550,6 +556,15 @@ pub struct HeldContext {
 }
 
 impl HeldContext {
+    /// How it resumes: `ticket` (RFC 5077) or `session_id`.
+    pub fn resumed_by(&self) -> &'static str {
+        if self.context.ticket.is_empty() {
+            "session_id"
+        } else {
+            "ticket"
+        }
+    }
+
     /// Whether the agent's lifetime for it has run out.
     pub fn expired(&self) -> bool {
         self.received.elapsed() >= Duration::from_secs(u64::from(self.context.lifetime_secs))

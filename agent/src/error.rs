@@ -133,6 +133,9 @@ pub enum ContextError {
     /// The handshake did not use the extended master secret.
     #[error("session context: no extended master secret (RFC 7627); refusing to resume")]
     NoExtendedMasterSecret,
+    /// A session ticket longer than RFC 5077 allows.
+    #[error("session context: session ticket of {0} bytes (at most 65535)")]
+    TicketLength(usize),
     /// Zero lifetime.
     #[error("session context: lifetime of 0 s")]
     Lifetime,

@@ -6,6 +6,9 @@
 //!   present, and the only hook that lets libssl's own CertificateVerify code call out);
 //! - `SSL_set_session` for a session built from DER (it has no context of another `SSL_CTX`);
 //! - `DTLSv1_handle_timeout` and `SSL_get_extms_support`, which are `SSL_ctrl` macros in C;
+//! - `SSL_SESSION_get0_ticket` / `SSL_SESSION_get_ticket_lifetime_hint` (the agent exports a
+//!   session ticket, RFC 5077) and `SSL_set_options` (the device offers no ticket extension
+//!   when it resumes by session ID);
 //! - `EVP_KDF_fetch`/`EVP_MAC_fetch`, to fetch once at boot what libssl would fetch by name in
 //!   the first handshake.
 //!
@@ -82,6 +85,9 @@ unsafe extern "C" {
     fn EC_KEY_set_method(key: *mut sys::EC_KEY, meth: *const EcKeyMethod) -> c_int;
     fn EC_KEY_set_ex_data(key: *mut sys::EC_KEY, idx: c_int, arg: *mut c_void) -> c_int;
     fn EC_KEY_get_ex_data(key: *const sys::EC_KEY, idx: c_int) -> *mut c_void;
+    fn SSL_SESSION_get0_ticket(s: *const sys::SSL_SESSION, tick: *mut *const u8, len: *mut usize);
+    fn SSL_SESSION_get_ticket_lifetime_hint(s: *const sys::SSL_SESSION) -> std::ffi::c_ulong;
+    fn SSL_set_options(s: *mut sys::SSL, op: u64) -> u64;
 }
 
 /// The method table and ex-data slot, made once per process and never freed (process-lifetime
@@ -277,6 +283,37 @@ pub fn dtls_handle_timeout(ssl: &SslRef) -> Result<bool, ErrorStack> {
         r if r > 0 => Ok(true),
         0 => Ok(false),
         _ => Err(ErrorStack::get()),
+    }
+}
+
+/// The session ticket (RFC 5077) the server issued for `session`, with its lifetime hint in
+/// seconds; `None` when it issued none.
+pub fn session_ticket(session: &SslSessionRef) -> Option<(Vec<u8>, u64)> {
+    let mut tick: *const u8 = std::ptr::null();
+    let mut len: usize = 0;
+    // SAFETY: `session` is a live SSL_SESSION; get0 writes a pointer into the session's own
+    // buffer (valid while the session lives, which spans this function) and its length.
+    let (ticket, hint) = unsafe {
+        SSL_SESSION_get0_ticket(session.as_ptr(), &mut tick, &mut len);
+        if tick.is_null() || len == 0 {
+            return None;
+        }
+        (
+            std::slice::from_raw_parts(tick, len).to_vec(),
+            SSL_SESSION_get_ticket_lifetime_hint(session.as_ptr()),
+        )
+    };
+    // `unsigned long` is 64 bits here and 32 on some targets.
+    #[allow(clippy::useless_conversion)]
+    Some((ticket, u64::from(hint)))
+}
+
+/// Sets `SSL_OP_NO_TICKET` on one connection (the `openssl` crate sets options only on a
+/// context): its ClientHello then carries no SessionTicket extension.
+pub fn no_ticket(ssl: &mut SslRef) {
+    // SAFETY: `ssl` is a live SSL; SSL_set_options only ORs the bits into its options.
+    unsafe {
+        SSL_set_options(ssl.as_ptr(), openssl::ssl::SslOptions::NO_TICKET.bits());
     }
 }
 

@@ -2,8 +2,13 @@
 //!
 //! The device imports a context with `SslSession::from_der` of a minimal `SSL_SESSION` DER
 //! (OpenSSL's `SSL_SESSION_ASN1`): version, protocol, suite, session ID, master key, time,
-//! timeout and flags. Field [13] (flags) must carry the extended-master-secret bit when the
-//! full handshake used EMS, or the server refuses the resumption with handshake_failure.
+//! timeout, the session ticket and its lifetime hint when the server issued one (RFC 5077),
+//! and flags. Field [13] (flags) must carry the extended-master-secret bit when the full
+//! handshake used EMS, or the server refuses the resumption with handshake_failure.
+//!
+//! With a ticket, the session ID is the one OpenSSL's client gives a ticket session: the
+//! SHA-256 of the ticket (the server echoes it in its ServerHello when it accepts the ticket,
+//! which is how the client knows). A server that keeps no session cache resumes only so.
 
 use openssl::ssl::{SslRef, SslSession, SslVersion};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
@@ -18,6 +23,8 @@ pub const TLS1_2: u16 = 0x0303;
 /// Length of a TLS 1.2 master secret.
 pub const MASTER_SECRET_LEN: usize = 48;
 const SSL_SESS_FLAG_EXTMS: u64 = 0x1;
+/// Longest session ticket (RFC 5077: `opaque ticket<0..2^16-1>`).
+pub const MAX_TICKET: usize = 0xFFFF;
 
 /// A cipher suite we delegate: ECDHE-ECDSA with AES-128 in CCM-8 or GCM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +88,11 @@ pub struct SessionContext {
     pub extended_master_secret: bool,
     /// Seconds the device may resume this session for.
     pub lifetime_secs: u32,
+    /// The server's session ticket (RFC 5077), empty when it issued none (then the device
+    /// resumes by session ID). Opaque to the device: the server encrypted it for itself.
+    pub ticket: Vec<u8>,
+    /// The server's lifetime hint for the ticket, in seconds (0: none given).
+    pub ticket_lifetime_hint: u32,
 }
 
 impl std::fmt::Debug for SessionContext {
@@ -92,12 +104,15 @@ impl std::fmt::Debug for SessionContext {
             .field("session_id", &hex::encode(&self.session_id))
             .field("extended_master_secret", &self.extended_master_secret)
             .field("lifetime_secs", &self.lifetime_secs)
+            .field("ticket_len", &self.ticket.len())
+            .field("ticket_lifetime_hint", &self.ticket_lifetime_hint)
             .finish_non_exhaustive()
     }
 }
 
 impl SessionContext {
-    /// Exports the context of a finished client handshake.
+    /// Exports the context of a finished client handshake. With a ticket whose lifetime hint
+    /// is shorter than `lifetime_secs`, the context lives as long as the hint says.
     pub fn from_ssl(ssl: &SslRef, lifetime_secs: u32) -> Result<SessionContext, ContextError> {
         let session = ssl.session().ok_or(ContextError::NoSession)?;
         let version = match session.protocol_version() {
@@ -114,6 +129,12 @@ impl SessionContext {
             master_secret.zeroize();
             return Err(ContextError::MasterSecretLength(session.master_key_len()));
         }
+        let (ticket, hint) = ffi::session_ticket(session).unwrap_or_default();
+        let ticket_lifetime_hint = u32::try_from(hint).unwrap_or(u32::MAX);
+        let lifetime_secs = match ticket_lifetime_hint {
+            0 => lifetime_secs,
+            hint => lifetime_secs.min(hint),
+        };
         let ctx = SessionContext {
             version,
             suite,
@@ -121,6 +142,8 @@ impl SessionContext {
             master_secret,
             extended_master_secret: ffi::extended_master_secret(ssl).unwrap_or(false),
             lifetime_secs,
+            ticket,
+            ticket_lifetime_hint,
         };
         ctx.validate()?;
         Ok(ctx)
@@ -147,12 +170,15 @@ impl SessionContext {
         if self.lifetime_secs == 0 {
             return Err(ContextError::Lifetime);
         }
+        if self.ticket.len() > MAX_TICKET {
+            return Err(ContextError::TicketLength(self.ticket.len()));
+        }
         Ok(())
     }
 
     /// The minimal `SSL_SESSION` DER OpenSSL imports (`time` is the Unix time of creation).
     pub fn to_der(&self, time: u64) -> Zeroizing<Vec<u8>> {
-        let mut body = Zeroizing::new(Vec::with_capacity(160));
+        let mut body = Zeroizing::new(Vec::with_capacity(160 + self.ticket.len()));
         der_uint(&mut body, 1); // SSL_SESSION_ASN1_VERSION
         der_uint(&mut body, u64::from(self.version));
         der_octets(&mut body, &self.suite.to_be_bytes());
@@ -160,6 +186,12 @@ impl SessionContext {
         der_octets(&mut body, &self.master_secret[..]);
         der_explicit_uint(&mut body, 1, time);
         der_explicit_uint(&mut body, 2, u64::from(self.lifetime_secs));
+        if !self.ticket.is_empty() {
+            der_explicit_uint(&mut body, 9, u64::from(self.ticket_lifetime_hint));
+            let mut tick = Vec::with_capacity(self.ticket.len() + 4);
+            der_octets(&mut tick, &self.ticket);
+            out_explicit(&mut body, 10, &tick);
+        }
         if self.extended_master_secret {
             der_explicit_uint(&mut body, 13, SSL_SESS_FLAG_EXTMS);
         }
@@ -181,14 +213,19 @@ impl SessionContext {
     }
 }
 
+/// A DER length: short form below 128, else the long form in as few bytes as it takes.
 fn der_len(out: &mut Vec<u8>, len: usize) {
     if len < 0x80 {
         out.push(len as u8);
-    } else if len < 0x100 {
-        out.extend_from_slice(&[0x81, len as u8]);
-    } else {
-        out.extend_from_slice(&[0x82, (len >> 8) as u8, len as u8]);
+        return;
     }
+    let bytes = len.to_be_bytes();
+    let first = bytes
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(bytes.len() - 1);
+    out.push(0x80 | (bytes.len() - first) as u8);
+    out.extend_from_slice(&bytes[first..]);
 }
 
 fn der_uint(out: &mut Vec<u8>, v: u64) {
@@ -212,9 +249,14 @@ fn der_octets(out: &mut Vec<u8>, v: &[u8]) {
 fn der_explicit_uint(out: &mut Vec<u8>, tag: u8, v: u64) {
     let mut inner = Vec::with_capacity(10);
     der_uint(&mut inner, v);
+    out_explicit(out, tag, &inner);
+}
+
+/// `[tag] EXPLICIT` around the encoded `inner` (context-specific, constructed).
+fn out_explicit(out: &mut Vec<u8>, tag: u8, inner: &[u8]) {
     out.push(0xA0 | tag);
     der_len(out, inner.len());
-    out.extend_from_slice(&inner);
+    out.extend_from_slice(inner);
 }
 
 #[cfg(test)]
@@ -229,6 +271,55 @@ mod tests {
             master_secret: Box::new([7u8; 48]),
             extended_master_secret: true,
             lifetime_secs: 300,
+            ticket: vec![],
+            ticket_lifetime_hint: 0,
+        }
+    }
+
+    #[test]
+    fn a_ticket_travels_in_fields_9_and_10() {
+        let mut ctx = sample();
+        ctx.ticket = (0..=255u8).cycle().take(700).collect();
+        ctx.ticket_lifetime_hint = 7200;
+        let der = ctx.to_der(0x6000_0000);
+        // [9] { INTEGER 7200 } then [10] { OCTET STRING (700) } then [13].
+        let hint = [0xA9, 0x04, 0x02, 0x02, 0x1C, 0x20];
+        let at = der.windows(6).position(|w| w == hint).expect("field 9");
+        assert_eq!(
+            &der[at + 6..at + 14],
+            &[0xAA, 0x82, 0x02, 0xC0, 0x04, 0x82, 0x02, 0xBC]
+        );
+        assert_eq!(&der[at + 14..at + 714], &ctx.ticket[..]);
+        assert_eq!(&der[at + 714..at + 719], &[0xAD, 0x03, 0x02, 0x01, 0x01]);
+        assert_eq!(&der[..2], &[0x30, 0x82]);
+        assert_eq!(
+            usize::from(u16::from_be_bytes([der[2], der[3]])),
+            der.len() - 4
+        );
+        // OpenSSL reads it back as a ticket session.
+        let session = ctx.to_ssl_session().unwrap();
+        let (ticket, hint) = ffi::session_ticket(&session).expect("ticket");
+        assert_eq!((ticket, hint), (ctx.ticket.clone(), 7200));
+        assert_eq!(session.id(), &ctx.session_id[..]);
+        // A ticket longer than RFC 5077 allows is refused, not cut.
+        ctx.ticket = vec![1; MAX_TICKET + 1];
+        assert!(matches!(
+            ctx.validate(),
+            Err(ContextError::TicketLength(65536))
+        ));
+    }
+
+    #[test]
+    fn der_lengths_take_as_many_bytes_as_needed() {
+        for (len, want) in [
+            (5usize, vec![5u8]),
+            (0x80, vec![0x81, 0x80]),
+            (0x1234, vec![0x82, 0x12, 0x34]),
+            (0x01_0000, vec![0x83, 1, 0, 0]),
+        ] {
+            let mut out = vec![];
+            der_len(&mut out, len);
+            assert_eq!(out, want, "{len}");
         }
     }
 

@@ -163,13 +163,20 @@ pub fn client_context(
     b.set_groups_list("P-256")?;
     // The device signs ECDSA-P256-SHA256 only; offer nothing else.
     b.set_sigalgs_list("ECDSA+SHA256")?;
-    // Session IDs, not tickets: a ticket-less context is all the device needs to resume.
+    // No tickets by default (the device's baseline resumes by session ID); the agent and the
+    // device's resumption context turn them on ([`allow_tickets`]).
     let mut opts = SslOptions::NO_TICKET;
     if transport == Transport::Dtls {
         opts |= SslOptions::NO_QUERY_MTU;
     }
     b.set_options(opts);
     Ok(b)
+}
+
+/// Lets a context offer the SessionTicket extension (RFC 5077): a server that issues tickets
+/// then gives one, and a server that keeps no session cache can resume at all.
+pub fn allow_tickets(b: &mut SslContextBuilder) {
+    b.clear_options(SslOptions::NO_TICKET);
 }
 
 /// Why a device certificate whose extended key usage leaves out TLS client authentication is

@@ -18,6 +18,7 @@ const T_DELEGATION: u8 = 0x11;
 const T_SIGN: u8 = 0x12;
 const T_SIGNATURE: u8 = 0x13;
 const T_CONTEXT: u8 = 0x14;
+const T_CONTEXT_TICKET: u8 = 0x15;
 const T_ERROR: u8 = 0x1F;
 
 /// Transport the device wants the session for.
@@ -217,7 +218,10 @@ impl Message {
                 delegation_id,
                 context,
             } => {
-                b.push(T_CONTEXT);
+                // A context without a ticket keeps the first version's bytes (type 0x14); a
+                // ticket context (0x15) adds the ticket and its lifetime hint.
+                let ticket = !context.ticket.is_empty();
+                b.push(if ticket { T_CONTEXT_TICKET } else { T_CONTEXT });
                 b.extend_from_slice(&delegation_id.to_be_bytes());
                 b.extend_from_slice(&context.version.to_be_bytes());
                 b.extend_from_slice(&context.suite.to_be_bytes());
@@ -225,6 +229,10 @@ impl Message {
                 b.extend_from_slice(&context.master_secret[..]);
                 b.push(u8::from(context.extended_master_secret));
                 b.extend_from_slice(&context.lifetime_secs.to_be_bytes());
+                if ticket {
+                    lp16(&mut b, "session ticket", &context.ticket)?;
+                    b.extend_from_slice(&context.ticket_lifetime_hint.to_be_bytes());
+                }
             }
             Message::Error {
                 delegation_id,
@@ -303,7 +311,7 @@ impl Message {
                     signature,
                 }
             }
-            T_CONTEXT => {
+            T_CONTEXT | T_CONTEXT_TICKET => {
                 let delegation_id = r.u64("delegation id")?;
                 let version = r.u16("protocol version")?;
                 let suite = r.u16("suite")?;
@@ -318,6 +326,16 @@ impl Message {
                     _ => return Err(r.bad("ems flag", at, "not 0 or 1")),
                 };
                 let lifetime_secs = r.u32("lifetime")?;
+                let (ticket, ticket_lifetime_hint) = if kind == T_CONTEXT_TICKET {
+                    let at = r.pos;
+                    let ticket = r.lp16("session ticket")?.to_vec();
+                    if ticket.is_empty() {
+                        return Err(r.bad("session ticket", at, "empty (type 0x14 has none)"));
+                    }
+                    (ticket, r.u32("ticket lifetime hint")?)
+                } else {
+                    (Vec::new(), 0)
+                };
                 Message::Context {
                     delegation_id,
                     context: SessionContext {
@@ -327,6 +345,8 @@ impl Message {
                         master_secret,
                         extended_master_secret,
                         lifetime_secs,
+                        ticket,
+                        ticket_lifetime_hint,
                     },
                 }
             }
@@ -455,7 +475,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::DTLS1_2;
+    use crate::session::{DTLS1_2, TLS1_2};
 
     fn all() -> Vec<Message> {
         vec![
@@ -486,6 +506,21 @@ mod tests {
                     master_secret: Box::new([3; 48]),
                     extended_master_secret: true,
                     lifetime_secs: 300,
+                    ticket: vec![],
+                    ticket_lifetime_hint: 0,
+                },
+            },
+            Message::Context {
+                delegation_id: 8,
+                context: SessionContext {
+                    version: TLS1_2,
+                    suite: 0xC0AE,
+                    session_id: vec![6; 32],
+                    master_secret: Box::new([4; 48]),
+                    extended_master_secret: true,
+                    lifetime_secs: 7200,
+                    ticket: vec![0x77; 900],
+                    ticket_lifetime_hint: 7200,
                 },
             },
             Message::Error {

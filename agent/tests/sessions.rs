@@ -21,8 +21,8 @@ use d2tls::ffi;
 use d2tls::wire::{ErrorCode, Message, SIG_ECDSA_P256_SHA256};
 use d2tls_common::*;
 use openssl::ssl::{
-    ErrorCode as SslErrorCode, Ssl, SslContext, SslFiletype, SslMethod, SslOptions, SslStream,
-    SslVerifyMode, SslVersion,
+    ErrorCode as SslErrorCode, Ssl, SslContext, SslFiletype, SslMethod, SslOptions,
+    SslSessionCacheMode, SslStream, SslVerifyMode, SslVersion,
 };
 
 const AGENT: &str = env!("CARGO_BIN_EXE_d2tls-agent");
@@ -39,6 +39,12 @@ struct Seen {
 }
 
 fn server_context(pki: &Pki) -> SslContext {
+    server_context_with(pki, false)
+}
+
+/// With `tickets`: the server issues session tickets (its own random ticket keys) and keeps
+/// no session cache, so it resumes by ticket only.
+fn server_context_with(pki: &Pki, tickets: bool) -> SslContext {
     let mut b = SslContext::builder(SslMethod::tls_server()).expect("ctx");
     b.set_max_proto_version(Some(SslVersion::TLS1_2))
         .expect("max");
@@ -49,7 +55,11 @@ fn server_context(pki: &Pki) -> SslContext {
     b.set_ca_file(&pki.ca).expect("ca");
     b.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
     b.set_session_id_context(b"d2tls-test").expect("sid ctx");
-    b.set_options(SslOptions::NO_TICKET);
+    if tickets {
+        b.set_session_cache_mode(SslSessionCacheMode::OFF);
+    } else {
+        b.set_options(SslOptions::NO_TICKET);
+    }
     b.set_cipher_list("ECDHE-ECDSA-AES128-CCM8:ECDHE-ECDSA-AES128-GCM-SHA256")
         .expect("ciphers");
     b.build()
@@ -58,7 +68,16 @@ fn server_context(pki: &Pki) -> SslContext {
 /// Serves `plan.len()` TLS connections; connection i uses session cache `plan[i]` (0 or 1),
 /// so a session made under cache 0 is unknown to cache 1 (a server that forgot it).
 fn start_server(pki: &Pki, plan: Vec<usize>) -> (String, mpsc::Receiver<Seen>) {
-    let caches = [server_context(pki), server_context(pki)];
+    start_server_with(pki, plan, false)
+}
+
+/// As [`start_server`]; with `tickets`, two ticket-only servers whose ticket keys differ (a
+/// ticket of one is refused by the other, as by a server that changed its keys).
+fn start_server_with(pki: &Pki, plan: Vec<usize>, tickets: bool) -> (String, mpsc::Receiver<Seen>) {
+    let caches = [
+        server_context_with(pki, tickets),
+        server_context_with(pki, tickets),
+    ];
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     let (tx, rx) = mpsc::channel();
@@ -345,12 +364,22 @@ fn tls_with_an_in_process_server_and_the_agent_keeps_nothing() {
 
 #[test]
 fn resumption_refused_then_a_new_delegation_succeeds() {
-    let tmp = TempDir::new("refused");
+    refused_then_resumed_on_a_new_delegation(false);
+}
+
+#[test]
+fn a_rejected_ticket_means_a_new_delegation() {
+    refused_then_resumed_on_a_new_delegation(true);
+}
+
+/// 1: agent (server 0); 2: the device resumes on server 1, which never saw the session (or,
+/// with `tickets`, ticket-only servers whose ticket keys differ: the ticket is rejected);
+/// 3: agent again (server 1); 4: the device resumes on server 1.
+fn refused_then_resumed_on_a_new_delegation(tickets: bool) {
+    let tmp = TempDir::new(if tickets { "ticket-refused" } else { "refused" });
     let pki = Pki::new(tmp.path());
     let key = pairing_key_hex();
-    // 1: agent (cache 0); 2: device resumes on cache 1, which never saw the session;
-    // 3: agent again (cache 1); 4: device resumes on cache 1.
-    let (server, seen) = start_server(&pki, vec![0, 1, 1, 1]);
+    let (server, seen) = start_server_with(&pki, vec![0, 1, 1, 1], tickets);
     let agent_port = port();
     let agent = start_agent(Path::new(AGENT), &agent_config(&pki, agent_port, &key));
     let mut dev = device(&device_config(
@@ -363,8 +392,10 @@ fn resumption_refused_then_a_new_delegation_succeeds() {
         "device failed:\n{out}\n{log}\nagent:\n{}",
         agent.err.text()
     );
+    let by = if tickets { "ticket" } else { "session_id" };
     assert!(
-        out.contains("session reused=true") && out.contains("delegations=2"),
+        out.contains(&format!("session reused=true resumed_by={by}"))
+            && out.contains("delegations=2"),
         "{out}"
     );
     assert!(log.contains("refused to resume"), "{log}");
@@ -377,6 +408,11 @@ fn resumption_refused_then_a_new_delegation_succeeds() {
     );
     assert!(
         results[3].reused && results[3].subject == "sensor-1,D2TLS Devices",
+        "{:?}",
+        results[3]
+    );
+    assert!(
+        results[3].data.contains("ping-in-process"),
         "{:?}",
         results[3]
     );

@@ -361,8 +361,15 @@ impl Drop for Proc {
     }
 }
 
-/// A stock `openssl s_server` that requires a client certificate and issues session IDs.
+/// A stock `openssl s_server` that requires a client certificate and issues session IDs only.
 pub fn s_server(pki: &Pki, transport: &str, suite: &str, port: u16) -> Proc {
+    s_server_with(pki, transport, suite, port, &["-no_ticket"])
+}
+
+/// A stock `openssl s_server` that requires a client certificate, with `extra` options
+/// (`-no_ticket`: session IDs only; none: a session cache and tickets; `-no_cache`: tickets
+/// only).
+pub fn s_server_with(pki: &Pki, transport: &str, suite: &str, port: u16, extra: &[&str]) -> Proc {
     let cipher = match suite {
         "ccm8" => "ECDHE-ECDSA-AES128-CCM8",
         _ => "ECDHE-ECDSA-AES128-GCM-SHA256",
@@ -384,7 +391,8 @@ pub fn s_server(pki: &Pki, transport: &str, suite: &str, port: u16) -> Proc {
                 "-CAfile",
                 "ca.pem",
             ])
-            .args(["-Verify", "1", "-no_ticket", "-cipher", cipher]),
+            .args(["-Verify", "1", "-cipher", cipher])
+            .args(extra),
     );
     assert!(
         p.out.wait_for("ACCEPT"),

@@ -109,7 +109,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         for _ in 0..cli.connections {
             let mark = Mark::start();
             let mut conn = device_io::full_handshake(&sslctx, &cfg, Instant::now() + timeout)?;
-            report(&mut out, &conn, 0, 1, (0, 0), (0, 0, 0), mark.finish())?;
+            report(
+                &mut out,
+                &conn,
+                "none",
+                0,
+                1,
+                (0, 0),
+                (0, 0, 0),
+                mark.finish(),
+            )?;
             exchange(&mut out, &mut conn, cli.send.as_deref(), cli.expect_reply)?;
             conn.close();
         }
@@ -153,9 +162,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let setup = mark.finish();
         // Channel bytes of this setup only (the boot-time hello is reported apart).
         let channel = (link.bytes_sent - before.0, link.bytes_received - before.1);
+        let resumed_by = held.as_ref().map_or("none", |h| h.resumed_by());
         report(
             &mut out,
             &conn,
+            resumed_by,
             delegations,
             device.signatures(),
             channel,
@@ -258,9 +269,11 @@ mod probe {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn report(
     out: &mut impl Write,
     conn: &Connection,
+    resumed_by: &str,
     delegations: u32,
     signatures: u64,
     channel: (u64, u64),
@@ -276,8 +289,9 @@ fn report(
     let cipher = ssl.current_cipher().map(|c| c.name()).unwrap_or("none");
     writeln!(
         out,
-        "session reused={} version={} cipher={} session_id={} delegations={} signatures={} channel_sent={} channel_received={} channel_boot_sent={} channel_boot_received={} channel_connects={} server_sent={} server_received={} setup_us={}{}",
+        "session reused={} resumed_by={} version={} cipher={} session_id={} delegations={} signatures={} channel_sent={} channel_received={} channel_boot_sent={} channel_boot_received={} channel_connects={} server_sent={} server_received={} setup_us={}{}",
         ssl.session_reused(),
+        resumed_by,
         ssl.version_str(),
         cipher,
         sid,
