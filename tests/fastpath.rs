@@ -445,6 +445,16 @@ fn fast_and_hickory_paths_give_the_same_bytes_on_a_demo_like_hierarchy() {
         names.push("deep.x.com.".into());
         queries += compare_zone(&mut c, &fast, &slow, &ks.name, &names);
         compare_odd(&mut c, &fast, &slow, &names[0]);
+        if ks.name != "example.com." {
+            // BADVERS on the referral path and the transfer path too (RFC 6891 §6.1.3).
+            for (name, qtype) in [("deep.x.com.", TPKEY), (ks.name.as_str(), 252)] {
+                let mut v1 = query(5, name, qtype, SHAPES[2]);
+                let at = v1.len() - 5;
+                v1[at] = 1;
+                let r = c.same(&fast, &slow, &v1, "EDNS version 1").unwrap();
+                assert_eq!(r[r.len() - 6], 1, "BADVERS for {name}: {}", hex::encode(&r));
+            }
+        }
         if ks.name == "example.com." {
             truncation(&mut c, &fast, &slow, "mail.example.com.");
         }
