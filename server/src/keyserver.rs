@@ -531,20 +531,46 @@ impl KeyServer {
         let now = time::now();
         let served = self.zone.load_full();
         let window = self.window(now, self.cfg.resign_validity_secs);
+        let due: Vec<&twinpeaks::zone::Member> = served
+            .members()
+            .iter()
+            .filter(|m| {
+                let end = u64::from(m.record.not_after);
+                end > now && end <= now.saturating_add(self.cfg.resign_margin_secs)
+            })
+            .collect();
+        // Signing is the cost (one ECDSA signature a member): spread over the cores.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunk = due.len().div_ceil(threads).max(1);
+        let signed: Vec<Result<Vec<KeyRecord>, RecordError>> = std::thread::scope(|scope| {
+            let tasks: Vec<_> = due
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|m| {
+                                let mut rec = KeyRecord {
+                                    not_before: window.0,
+                                    not_after: window.1,
+                                    signature: None,
+                                    ..m.record.clone()
+                                };
+                                rec.sign(&m.owner, &self.own)?;
+                                Ok(rec)
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            tasks
+                .into_iter()
+                .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        let signed: Vec<Vec<KeyRecord>> = signed.into_iter().collect::<Result<_, _>>()?;
         let mut members = Vec::new();
         let mut copies = Vec::new();
-        for m in served.members() {
-            let end = u64::from(m.record.not_after);
-            if end <= now || end > now.saturating_add(self.cfg.resign_margin_secs) {
-                continue;
-            }
-            let mut rec = KeyRecord {
-                not_before: window.0,
-                not_after: window.1,
-                signature: None,
-                ..m.record.clone()
-            };
-            rec.sign(&m.owner, &self.own)?;
+        for (m, rec) in due.iter().zip(signed.into_iter().flatten()) {
             match m.source {
                 Source::Store => members.push((m.owner.clone(), m.ttl, rec)),
                 Source::File(..) => copies.push((m.owner.clone(), rec)),

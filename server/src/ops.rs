@@ -56,6 +56,9 @@ pub enum OpsError {
     /// I/O that names no file.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// The key server is running; this operation needs it stopped.
+    #[error("tpkd is running (its control socket {} answers): stop it first", .0.display())]
+    Running(PathBuf),
     /// I/O on this file or directory.
     #[error("{}", path.display())]
     Path {
@@ -229,6 +232,7 @@ pub fn kgc_setup(state: &Path, name: &str) -> Result<Kgc, OpsError> {
 }
 
 /// A root key server's self-issued key, as [`self_issue_root`] wrote it.
+#[derive(Debug)]
 pub struct RootKey {
     /// The apex record, signed with the root's own key.
     pub record: KeyRecord,
@@ -239,10 +243,10 @@ pub struct RootKey {
 }
 
 /// Self-issue a root key server's key: writes `server.key` and the `anchor` file in `state`,
-/// and puts the apex record in the store at `store` (the root's `<state>/store`).
+/// and puts the apex record in `store` (the root's `<state>/store`).
 pub fn self_issue_root(
     state: &Path,
-    store: &Path,
+    store: &Store,
     kgc: &Kgc,
     ip: IpAddr,
     port: u16,
@@ -269,7 +273,6 @@ pub fn self_issue_root(
         signature: None,
     };
     rec.sign(&name, &own)?;
-    let store = Store::open(store)?;
     store.put(&name, &name, 86_400, &rec)?;
     let line = format!("{name} 86400 IN {TPKEY_MNEMONIC} {rec}\n");
     let anchor = format!("; trust anchor: the self-issued key-server record of {name}\n{line}");
@@ -572,16 +575,23 @@ pub fn gen_zone(count: usize, out: &Path, origin: &str) -> Result<String, OpsErr
     let state = out.join("state");
     let kgc = kgc_setup(&state, &origin)?;
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    self_issue_root(&state, &state.join("store"), &kgc, ip, 5300, 3650)?;
+    self_issue_root(
+        &state,
+        &Store::open(&state.join("store"))?,
+        &kgc,
+        ip,
+        5300,
+        3650,
+    )?;
     let (own, _) = keyfile::read_entity(&state.join(KEY_FILE))?;
     let nb = not_before_now();
     let soa = format!(
         "$ORIGIN {origin}\n$TTL 3600\n@ IN SOA ns.{origin} hostmaster.{origin} 1 7200 3600 1209600 300\n@ IN NS ns.{origin}\nns IN A 127.0.0.1\n"
     );
-    let mut ours = soa.clone();
-    let mut generic = soa;
-    let mut queries = String::new();
-    for i in 0..count {
+    // One issuance a member (the cost): spread over the cores, lines kept in member order.
+    // (our line, the RFC 3597 line, the query line) of member i.
+    type Lines = (String, String, String);
+    let one = |i: usize| -> Result<Lines, OpsError> {
         let name = format!("www{i}.{origin}");
         let ip = IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
         let id = Identity::new(&name, ip, kgc.params())?;
@@ -592,13 +602,37 @@ pub fn gen_zone(count: usize, out: &Path, origin: &str) -> Result<String, OpsErr
             key_server: None,
         };
         let (rec, _) = issue::issue(&kgc, &own, &KeyRequest::new(id, &x), &opts, &mut OsRng)?;
-        ours.push_str(&format!("{name} 3600 IN {TPKEY_MNEMONIC} {rec}\n"));
-        generic.push_str(&format!(
-            "{name} 3600 IN TYPE{} {}\n",
-            record::TPKEY,
-            record::generic_rdata(&rec.to_wire()?)
-        ));
-        queries.push_str(&format!("{name} TYPE{}\n", record::TPKEY));
+        Ok((
+            format!("{name} 3600 IN {TPKEY_MNEMONIC} {rec}\n"),
+            format!(
+                "{name} 3600 IN TYPE{} {}\n",
+                record::TPKEY,
+                record::generic_rdata(&rec.to_wire()?)
+            ),
+            format!("{name} TYPE{}\n", record::TPKEY),
+        ))
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = count.div_ceil(threads).max(1);
+    let parts: Vec<Result<Vec<Lines>, OpsError>> = std::thread::scope(|s| {
+        let tasks: Vec<_> = (0..count)
+            .step_by(per)
+            .map(|start| s.spawn(move || (start..(start + per).min(count)).map(one).collect()))
+            .collect();
+        tasks
+            .into_iter()
+            .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut ours = soa.clone();
+    let mut generic = soa;
+    let mut queries = String::new();
+    for part in parts {
+        for (a, b, c) in part? {
+            ours.push_str(&a);
+            generic.push_str(&b);
+            queries.push_str(&c);
+        }
     }
     std::fs::write(out.join("bench.keys"), ours)?;
     std::fs::write(out.join("bench.rfc3597.zone"), generic)?;
@@ -773,4 +807,137 @@ async fn enroll_one(
     }
     keyfile::write_public(response, &text)?;
     Ok(())
+}
+
+/// A member issued under the retired KGC params.
+#[derive(Debug)]
+pub struct Retired {
+    /// Its name.
+    pub name: String,
+    /// Its IP.
+    pub ip: IpAddr,
+    /// A child key server (its port), whose own KGC and members are not affected.
+    pub key_server: Option<u16>,
+    /// Where it was: the zone file and line, or `None` for a member enrolled online.
+    pub line: Option<(PathBuf, usize)>,
+}
+
+/// What [`kgc_rotate`] did.
+#[derive(Debug)]
+pub struct Rotation {
+    /// The new params file (public).
+    pub params_file: PathBuf,
+    /// Digest of the new params.
+    pub digest: [u8; 32],
+    /// Enrolled members withdrawn from the store (the apex record of a root excepted).
+    pub withdrawn: Vec<Retired>,
+    /// Zone-file members: tpkd refuses the zone until each line is re-issued or deleted.
+    pub file_members: Vec<Retired>,
+    /// A root: its key self-issued again, and the new trust anchor.
+    pub root: Option<RootKey>,
+    /// Not a root: this key server's own name, IP and port, whose record at the parent
+    /// carries the retired P_pub.
+    pub own: (String, IpAddr, u16),
+}
+
+/// KGC compromise: a new master secret and params for the key server of `config` (tpkd
+/// stopped). Every member enrolled online is withdrawn in one store transaction (its record
+/// was issued under the retired params) and listed, as are the zone file's members; a root
+/// self-issues its own key again and writes a new trust anchor. The retired master secret is
+/// deleted. Crash-safe: the new files are made in a staging directory and renamed into place
+/// last; running it again after a crash rotates again.
+pub fn kgc_rotate(config: &Path, validity_days: u32) -> Result<Rotation, OpsError> {
+    let cfg = Config::load(config).map_err(OpsError::Config)?;
+    let sock = cfg.control_path().to_path_buf();
+    if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+        return Err(OpsError::Running(sock));
+    }
+    let (old, own) = keyserver::read_keys(&cfg).map_err(OpsError::Keys)?;
+    let (_, own_issuer) = keyfile::read_entity(&cfg.state_dir.join(KEY_FILE))?;
+    let is_root = own_issuer == *old.params();
+    let name = cfg.name.clone();
+    let ip = own.identity().ip;
+    let store = Store::open(cfg.store_path()).map_err(|reason| OpsError::StoreUnavailable {
+        path: cfg.store_path().to_path_buf(),
+        reason,
+    })?;
+    let view = store.view(&name)?;
+    let port = view
+        .get(&name, ip)
+        .and_then(|(_, r)| r.key_server.as_ref().map(|k| k.port))
+        .or_else(|| cfg.listen.first().map(|a| a.port()))
+        .unwrap_or(53);
+    let parsed = keyserver::read_zone_file(&cfg).map_err(OpsError::ZoneLoad)?;
+    let file_members = parsed
+        .lines
+        .iter()
+        .filter_map(|l| match &l.entry {
+            zonefile::Entry::Key(rec) => Some(Retired {
+                name: l.owner.to_ascii().to_ascii_lowercase(),
+                ip: rec.ip,
+                key_server: rec.key_server.as_ref().map(|k| k.port),
+                line: Some((parsed.file.clone(), l.line)),
+            }),
+            _ => None,
+        })
+        .collect();
+    let mut withdrawn = Vec::new();
+    let mut changes = twinpeaks::store::Changes::default();
+    for (owner, _, rec) in view.members() {
+        changes.removed.push((owner.clone(), rec.ip));
+        if !(is_root && owner == &name) {
+            withdrawn.push(Retired {
+                name: owner.clone(),
+                ip: rec.ip,
+                key_server: rec.key_server.as_ref().map(|k| k.port),
+                line: None,
+            });
+        }
+    }
+    let staging = cfg.state_dir.join("rotating");
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(|source| OpsError::Path {
+            path: staging.clone(),
+            source,
+        })?;
+    }
+    let new = kgc_setup(&staging, &name)?;
+    store.apply(&name, &changes)?;
+    let root = if is_root {
+        Some(self_issue_root(
+            &staging,
+            &store,
+            &new,
+            ip,
+            port,
+            validity_days,
+        )?)
+    } else {
+        None
+    };
+    drop(store);
+    let mut files = vec![KGC_FILE, PARAMS_FILE];
+    if is_root {
+        files.extend([KEY_FILE, "anchor"]);
+    }
+    for f in files {
+        let (from, to) = (staging.join(f), cfg.state_dir.join(f));
+        std::fs::rename(&from, &to).map_err(|source| OpsError::Path { path: to, source })?;
+    }
+    std::fs::remove_dir(&staging).map_err(|source| OpsError::Path {
+        path: staging,
+        source,
+    })?;
+    let root = root.map(|r| RootKey {
+        anchor_file: cfg.state_dir.join("anchor"),
+        ..r
+    });
+    Ok(Rotation {
+        params_file: cfg.state_dir.join(PARAMS_FILE),
+        digest: new.params().digest(),
+        withdrawn,
+        file_members,
+        root,
+        own: (name, ip, port),
+    })
 }

@@ -70,6 +70,17 @@ enum Cmd {
         #[arg(long, default_value_t = 3650)]
         validity_days: u32,
     },
+    /// KGC compromise: a new master secret and params for a stopped key server; every member
+    /// issued under the old params is withdrawn and listed (each must re-enroll); a root
+    /// self-issues its key again and writes a new trust anchor. See docs/operator.md.
+    KgcRotate {
+        /// The key server's tpkd.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// Validity of a root's new self-issued record, days.
+        #[arg(long, default_value_t = 3650)]
+        validity_days: u32,
+    },
     /// Make an entity's secret value and its key request (public, like a CSR).
     Keygen {
         /// The entity's name.
@@ -449,7 +460,7 @@ fn run(cmd: Cmd) -> Result<()> {
             if let (Some(ip), Some(port)) = (root_ip, port) {
                 let root = ops::self_issue_root(
                     &state,
-                    &state.join("store"),
+                    &twinpeaks::store::Store::open(&state.join("store"))?,
                     &kgc,
                     ip,
                     port,
@@ -695,6 +706,62 @@ fn run(cmd: Cmd) -> Result<()> {
         ),
         Cmd::Open { key, input, output } => tls::open(&key, input.as_deref(), output.as_deref()),
         Cmd::ExportKey { key, pkcs8, spki } => tls::export_key(&key, &pkcs8, spki.as_ref()),
+        Cmd::KgcRotate {
+            config,
+            validity_days,
+        } => {
+            let r = ops::kgc_rotate(&config, validity_days)?;
+            let (name, ip, port) = &r.own;
+            sayln!(
+                "KGC of {name} rotated: new params in {} (digest {}); the old master secret is deleted",
+                r.params_file.display(),
+                hex::encode(r.digest)
+            );
+            let kind = |m: &ops::Retired| match m.key_server {
+                Some(p) => format!(
+                    "child key server, port {p}: it enrolls again with --key-server-port {p} --child-params <its params>; its own members are not affected"
+                ),
+                None => "entity".to_string(),
+            };
+            sayln!(
+                "{} enrolled member(s) withdrawn; each makes a new request from the new params (tp keygen --issuer-params {}) and enrolls again:",
+                r.withdrawn.len(),
+                r.params_file.display()
+            );
+            for m in &r.withdrawn {
+                sayln!("  {} {} ({})", m.name, m.ip, kind(m));
+            }
+            if !r.file_members.is_empty() {
+                sayln!(
+                    "{} zone-file member(s) were issued under the old params; tpkd refuses the zone until each line is re-issued (tp issue) or deleted:",
+                    r.file_members.len()
+                );
+                for m in &r.file_members {
+                    let (file, line) = m.line.clone().unwrap_or_default();
+                    sayln!(
+                        "  {}:{line}: {} {} ({})",
+                        file.display(),
+                        m.name,
+                        m.ip,
+                        kind(m)
+                    );
+                }
+            }
+            match &r.root {
+                Some(root) => {
+                    sayln!(
+                        "this key server is a root: its key is self-issued again; every resolver replaces its trust anchor with {}:",
+                        root.anchor_file.display()
+                    );
+                    say!("{}", root.line);
+                }
+                None => sayln!(
+                    "this key server's own record at its parent carries the old P_pub: the parent's operator removes it (tp ctl remove {name} {ip}), then this server enrolls again as a key server (tp keygen --name {name} --ip {ip} --issuer-params <the parent's params>; tp enroll ... --key-server-port {port} --child-params {}; tp finalize into state/server.key)",
+                    r.params_file.display()
+                ),
+            }
+            Ok(())
+        }
         Cmd::GenZone { count, out, origin } => {
             let origin = ops::gen_zone(count, &out, &origin)?;
             sayln!("{count} members of {origin} written to {}", out.display());

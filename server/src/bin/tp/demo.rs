@@ -73,7 +73,14 @@ fn setup(zones: &Path, state: &Path) -> Result<()> {
         let ip: IpAddr = ip.parse()?;
         match parent {
             None => {
-                ops::self_issue_root(&st, &st.join("store"), &kgc, ip, PORT, 3650)?;
+                ops::self_issue_root(
+                    &st,
+                    &twinpeaks::store::Store::open(&st.join("store"))?,
+                    &kgc,
+                    ip,
+                    PORT,
+                    3650,
+                )?;
                 std::fs::copy(st.join("anchor"), state.join("anchors"))?;
             }
             Some(parent) => {
