@@ -40,12 +40,17 @@ pub struct Changes {
     pub resigned: Vec<(String, KeyRecord)>,
     /// Members removed: (owner, IP).
     pub removed: Vec<(String, std::net::IpAddr)>,
+    /// Re-signed copies dropped (their zone-file line is gone or changed): (owner, IP).
+    pub dropped_copies: Vec<(String, std::net::IpAddr)>,
 }
 
 impl Changes {
     /// Nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.members.is_empty() && self.resigned.is_empty() && self.removed.is_empty()
+        self.members.is_empty()
+            && self.resigned.is_empty()
+            && self.removed.is_empty()
+            && self.dropped_copies.is_empty()
     }
 }
 
@@ -79,6 +84,9 @@ impl View {
         let key = |owner: &str, ip| member_key(&self.zone, owner, ip);
         for (owner, ip) in &changes.removed {
             v.members.remove(&key(owner, *ip));
+            v.resigned.remove(&key(owner, *ip));
+        }
+        for (owner, ip) in &changes.dropped_copies {
             v.resigned.remove(&key(owner, *ip));
         }
         for m in &changes.members {
@@ -182,10 +190,18 @@ impl Store {
             .iter()
             .map(|(owner, ip)| member_key(zone, owner, *ip))
             .collect();
+        let dropped: Vec<Vec<u8>> = changes
+            .dropped_copies
+            .iter()
+            .map(|(owner, ip)| member_key(zone, owner, *ip))
+            .collect();
         (&self.members, &self.resigned, &self.meta)
             .transaction(|(m, r, meta)| {
                 for k in &gone {
                     m.remove(k.as_slice())?;
+                    r.remove(k.as_slice())?;
+                }
+                for k in &dropped {
                     r.remove(k.as_slice())?;
                 }
                 for (k, v) in &rows {

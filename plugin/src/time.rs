@@ -10,6 +10,20 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// How far back a new validity window starts, by default, against clients whose clocks are
+/// behind (DNSSEC signers backdate inception the same way).
+pub const DEFAULT_BACKDATE_SECS: u64 = 3600;
+
+/// A validity window of `len` seconds from `now`, starting `backdate` seconds before it:
+/// (not-before, not-after), clamped to the 32-bit range of the record.
+pub fn window(now: u64, len: u64, backdate: u64) -> (u32, u32) {
+    let clamp = |t: u64| u32::try_from(t).unwrap_or(u32::MAX);
+    (
+        clamp(now.saturating_sub(backdate)),
+        clamp(now.saturating_add(len)),
+    )
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
 fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };

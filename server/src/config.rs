@@ -142,7 +142,7 @@ fn default_resign_validity() -> u64 {
     365 * 86_400
 }
 fn default_backdate() -> u64 {
-    3600
+    twinpeaks::time::DEFAULT_BACKDATE_SECS
 }
 fn default_resign_check() -> u64 {
     3600

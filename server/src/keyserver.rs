@@ -265,7 +265,16 @@ pub fn build_zone(
     let members = stored.members().cloned().collect();
     let zone = KeyZone::build(parsed, members, generation, signer, time::now())
         .map_err(KeyServerError::ZoneRefused)?;
+    // Said once, when a member is first withdrawn, not at every rebuild.
+    let before: std::collections::HashSet<(&str, std::net::IpAddr)> = signer
+        .verified
+        .into_iter()
+        .flat_map(|z| z.withdrawn().iter().map(|m| (m.owner.as_str(), m.record.ip)))
+        .collect();
     for m in zone.withdrawn() {
+        if before.contains(&(m.owner.as_str(), m.record.ip)) {
+            continue;
+        }
         warn!(
             zone = %cfg.name,
             member = %m.owner,
@@ -328,8 +337,32 @@ impl KeyServer {
     pub fn reload(&self) -> Result<(u32, usize), KeyServerError> {
         let mut w = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let parsed = read_zone_file(&self.cfg)?;
+        // Re-signed copies of lines that are gone or changed (other key or fields) are
+        // dropped: the file is what the operator means.
+        let keyed: std::collections::HashMap<(String, std::net::IpAddr), &KeyRecord> = parsed
+            .lines
+            .iter()
+            .filter_map(|l| match &l.entry {
+                Entry::Key(rec) => Some(((l.owner.to_ascii().to_ascii_lowercase(), rec.ip), rec)),
+                _ => None,
+            })
+            .collect();
+        let stale: Vec<(String, std::net::IpAddr)> = w
+            .stored
+            .resigned()
+            .filter(|(o, r)| {
+                !keyed
+                    .get(&(o.clone(), r.ip))
+                    .is_some_and(|line| same_key(line, r))
+            })
+            .map(|(o, r)| (o.clone(), r.ip))
+            .collect();
+        let changes = Changes {
+            dropped_copies: stale,
+            ..Changes::default()
+        };
         let file = std::mem::replace(&mut w.file, parsed);
-        let stats = self.commit(&mut w, &Changes::default());
+        let stats = self.commit(&mut w, &changes);
         if stats.is_err() {
             w.file = file;
         }
@@ -731,9 +764,7 @@ impl KeyServer {
 
     /// A validity window of `len` seconds from now, starting `inception_backdate_secs` ago.
     fn window(&self, now: u64, len: u64) -> (u32, u32) {
-        let start = now.saturating_sub(self.cfg.inception_backdate_secs);
-        let clamp = |t: u64| u32::try_from(t).unwrap_or(u32::MAX);
-        (clamp(start), clamp(now.saturating_add(len)))
+        time::window(now, len, self.cfg.inception_backdate_secs)
     }
 
     /// Serial and member count of the served zone.

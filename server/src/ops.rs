@@ -209,8 +209,13 @@ fn with_ext(prefix: &Path, ext: &str) -> PathBuf {
 }
 
 /// Start of a validity window: now.
-fn not_before_now() -> u32 {
-    u32::try_from(time::now()).unwrap_or(u32::MAX)
+/// A window of `days` from now, backdated as tpkd's default `inception_backdate_secs`.
+fn window_days(days: u32) -> (u32, u32) {
+    time::window(
+        time::now(),
+        u64::from(days) * 86_400,
+        time::DEFAULT_BACKDATE_SECS,
+    )
 }
 
 /// Create the KGC of a key server: `state` (created), its master secret (0600) and params.
@@ -259,13 +264,13 @@ pub fn self_issue_root(
     let partial = kgc.extract(&req, &mut OsRng)?;
     let own = EntityKey::combine(&id, &x, &partial, kgc.params())?;
     keyfile::write_entity(&state.join(KEY_FILE), &own, kgc.params())?;
-    let nb = not_before_now();
+    let (not_before, not_after) = window_days(validity_days);
     let mut rec = KeyRecord {
         ip,
         w: *own.w(),
         issuer: kgc.params().digest(),
-        not_before: nb,
-        not_after: nb.saturating_add(validity_days.saturating_mul(86_400)),
+        not_before,
+        not_after,
         key_server: Some(KeyServerInfo {
             port,
             p_pub: kgc.params().p_pub,
@@ -340,10 +345,10 @@ pub fn issue_to(
 ) -> Result<KeyRecord, OpsError> {
     let kgc = keyfile::read_kgc(&state.join(KGC_FILE))?;
     let (own, _) = keyfile::read_entity(&state.join(KEY_FILE))?;
-    let nb = not_before_now();
+    let (not_before, not_after) = window_days(validity_days);
     let opts = IssueOptions {
-        not_before: nb,
-        not_after: nb.saturating_add(validity_days.saturating_mul(86_400)),
+        not_before,
+        not_after,
         key_server: child,
     };
     let name = &req.identity.name;
@@ -584,7 +589,7 @@ pub fn gen_zone(count: usize, out: &Path, origin: &str) -> Result<String, OpsErr
         3650,
     )?;
     let (own, _) = keyfile::read_entity(&state.join(KEY_FILE))?;
-    let nb = not_before_now();
+    let (not_before, not_after) = window_days(365);
     let soa = format!(
         "$ORIGIN {origin}\n$TTL 3600\n@ IN SOA ns.{origin} hostmaster.{origin} 1 7200 3600 1209600 300\n@ IN NS ns.{origin}\nns IN A 127.0.0.1\n"
     );
@@ -597,8 +602,8 @@ pub fn gen_zone(count: usize, out: &Path, origin: &str) -> Result<String, OpsErr
         let id = Identity::new(&name, ip, kgc.params())?;
         let x = SecretValue::generate(&mut OsRng);
         let opts = IssueOptions {
-            not_before: nb,
-            not_after: nb.saturating_add(365 * 86_400),
+            not_before,
+            not_after,
             key_server: None,
         };
         let (rec, _) = issue::issue(&kgc, &own, &KeyRequest::new(id, &x), &opts, &mut OsRng)?;
