@@ -253,7 +253,8 @@ fn under(zone: &str, label: &str) -> String {
 /// Every name of the zone and a few that are not in it, × every type × every shape.
 fn compare_zone(c: &mut Client, fast: &str, slow: &str, zone: &str, names: &[String]) -> usize {
     let mut names = names.to_vec();
-    for extra in ["nope", "deep.nope", "x-y_z"] {
+    let long = "l".repeat(63);
+    for extra in ["nope", "deep.nope", "x-y_z", "a.b.c.d.e.f", long.as_str()] {
         names.push(under(zone, extra));
     }
     let mut n = 0;

@@ -344,9 +344,10 @@ impl KeyServerHandler {
 
 impl KeyServerHandler {
     /// The fast path: answer the plain query `pkt` into `out` from the encoded answers of the
-    /// deepest zone holding its name. `None` (the hickory path answers) when it is not a plain
-    /// query or its name has no encoded answer (names that do not exist, names below a
-    /// delegation). No allocation and no lock: one atomic load of the zone, one hash probe.
+    /// deepest zone holding its name (NXDOMAIN from a template for names that do not exist, in
+    /// zones that delegate nothing). `None` (the hickory path answers) when it is not a plain
+    /// query, or its name has no answer there (below a delegation, or in a zone that has one).
+    /// No allocation and no lock: one atomic load of the zone, one hash probe.
     pub fn answer_plain(&self, pkt: &[u8], out: &mut [u8]) -> Option<usize> {
         let mut name = [0u8; wire::NAME_MAX];
         let (q, n) = wire::parse(pkt, &mut name)?;
@@ -355,9 +356,7 @@ impl KeyServerHandler {
             .wire_zones
             .iter()
             .find(|(origin, _)| wire::in_zone(name, origin))?;
-        let zone = cell.load();
-        let template = zone.encoded().get(name, q.qtype)?;
-        let len = wire::write_answer(template, &q, out)?;
+        let len = cell.load().encoded().answer(name, &q, out)?;
         self.counters.udp.fetch_add(1, Ordering::Relaxed);
         Some(len)
     }
@@ -557,6 +556,10 @@ mod tests {
             (query(www1, 65300, true), "a key, mixed case, EDNS with DO"),
             (query(www1, 65300, false), "a key, no EDNS"),
             (query(www1, 1, true), "NODATA"),
+            (
+                query(b"\x04NoPe\x02fp\x07example\x00", 65300, true),
+                "NXDOMAIN",
+            ),
             (query(b"\x02fp\x07example\x00", 6, false), "the SOA"),
             (
                 query(b"\x02fp\x07example\x00", 255, false),
@@ -580,24 +583,63 @@ mod tests {
                 );
             }
         }
-        assert_eq!(h.counters.udp.load(Ordering::Relaxed), 5);
-        // The hickory path answers these: not in the zone's names, not plain, or a transfer.
+        assert_eq!(h.counters.udp.load(Ordering::Relaxed), 6);
+        // The hickory path answers these: not plain, a transfer, or outside the zones.
         let mut v1 = query(www1, 65300, true);
         let at = v1.len() - 5;
         v1[at] = 1;
         let mut resp = query(www1, 65300, false);
         resp[2] |= 0x80;
         for (q, what) in [
-            (
-                query(b"\x04nope\x02fp\x07example\x00", 65300, false),
-                "NXDOMAIN",
-            ),
             (query(b"\x02fp\x07example\x00", 252, false), "AXFR"),
             (query(b"\x03com\x00", 1, false), "outside the zone"),
             (v1, "EDNS version 1"),
             (resp, "a response"),
         ] {
             assert_eq!(h.answer_plain(&q, &mut out), None, "{what}");
+        }
+    }
+
+    static HANDLER: std::sync::OnceLock<KeyServerHandler> = std::sync::OnceLock::new();
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+        /// Plain queries bent at random (bytes overwritten, cut, grown; out buffers of any
+        /// size): the fast path never panics, and what it answers is a well-formed message
+        /// within the client's size.
+        #[test]
+        fn no_packet_panics_the_fast_path_and_its_answers_decode(
+            base in 0usize..5,
+            flips in proptest::collection::vec((0usize..64, proptest::prelude::any::<u8>()), 0..5),
+            cut in 0usize..80,
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12),
+            room in 0usize..700,
+        ) {
+            let h = HANDLER.get_or_init(|| handler(3));
+            let mut pkt = [
+                query(b"\x04www1\x02fp\x07example\x00", 65300, true),
+                query(b"\x04www2\x02fp\x07example\x00", 65300, false),
+                query(b"\x04nope\x02fp\x07example\x00", 1, true),
+                query(b"\x02fp\x07example\x00", 6, true),
+                query(b"\x02fp\x07example\x00", 255, false),
+            ][base].clone();
+            for (i, b) in flips {
+                if let Some(x) = pkt.get_mut(i) {
+                    *x = b;
+                }
+            }
+            if cut < pkt.len() {
+                pkt.truncate(pkt.len() - cut % 8);
+            }
+            pkt.extend(tail);
+            let mut out = vec![0u8; room];
+            if let Some(n) = h.answer_plain(&pkt, &mut out) {
+                let m = hickory_proto::op::Message::from_vec(&out[..n]);
+                proptest::prop_assert!(m.is_ok(), "{}", hex::encode(&out[..n]));
+                let (q, _) = wire::parse(&pkt, &mut [0u8; wire::NAME_MAX]).unwrap();
+                proptest::prop_assert!(n <= q.udp_limit());
+            }
+            let _ = wire::truncate(&mut pkt);
         }
     }
 }

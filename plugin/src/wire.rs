@@ -191,20 +191,27 @@ pub fn response_opt(edns: Edns0) -> [u8; OPT_LEN] {
 }
 
 /// Answer `q` from `template`: a whole response encoded for the lower-cased name, with ID 0,
-/// RD and CD clear, no OPT and no additional records of its own. Written into `out` with ID,
-/// RD, CD, the question's case and QTYPE patched, the OPT appended when the query had one, and
-/// cut to a well-formed TC answer when it does not fit the client's size. `None` when `out`
-/// is too small or the template does not match the question.
+/// RD and CD clear, no OPT and no additional records of its own. Written into `out` and
+/// finished by [`finish_answer`]. `None` when `out` is too small or the template does not
+/// match the question.
 pub fn write_answer(template: &[u8], q: &Question<'_>, out: &mut [u8]) -> Option<usize> {
     let n = template.len();
+    out.get_mut(..n)?.copy_from_slice(template);
+    finish_answer(out, n, q)
+}
+
+/// Finish the response in `out[..n]` (shaped as [`write_answer`]'s template, its question's
+/// name as long as the query's) for `q`: ID, RD, CD, the question's case and QTYPE patched,
+/// the OPT appended when the query had one, and cut to a well-formed TC answer when it does
+/// not fit the client's size. Returns the length to send.
+pub fn finish_answer(out: &mut [u8], n: usize, q: &Question<'_>) -> Option<usize> {
     let qend = 12 + q.qname.len();
-    if template.get(10..12)? != [0u8, 0].as_slice() || n < qend + 4 {
+    if out.get(10..12)? != [0u8, 0].as_slice() || n < qend + 4 {
         return None;
     }
     let opt = q.edns.map(response_opt);
     let total = n + opt.map_or(0, |o| o.len());
     let dst = out.get_mut(..total)?;
-    dst[..n].copy_from_slice(template);
     patch_from_query(dst, q)?;
     dst[qend..qend + 2].copy_from_slice(&q.qtype.to_be_bytes());
     if let Some(o) = opt {

@@ -4,6 +4,13 @@
 //! rest), for a question in lower case with ID 0, RD and CD clear and no EDNS. The UDP fast
 //! path copies one and patches ID, flags, case, QTYPE and OPT (`crate::wire::write_answer`).
 //! Built with the zone and swapped with it, so an answer is always of the zone being served.
+//!
+//! A name with no answer of its own gets NXDOMAIN from one template: hickory never compresses
+//! a name against the question (it keeps the question's name, type and class together as one
+//! compression candidate, which no name equals), so its NXDOMAIN is the query's question and
+//! the same SOA record bytes, whose compression pointers all point into the record itself and
+//! move with the question's length. Only in zones that delegate nothing: below a delegation
+//! the answer is a referral, which the hickory path gives.
 
 use std::collections::HashMap;
 
@@ -13,6 +20,7 @@ use hickory_proto::serialize::binary::{BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 
 use super::{Answer, KeyZone, TPKEY_TYPE};
+use crate::wire::{self, Question};
 
 /// QTYPEs that can have answers of their own at a name. Any other QTYPE gets what `OTHER`
 /// gets there (NODATA, or a referral below or at a delegation), with its own QTYPE.
@@ -34,6 +42,15 @@ const fn qtype_at(n: usize) -> usize {
 #[derive(Default)]
 pub struct Encoded {
     names: HashMap<Box<[u8]>, Owner>,
+    nx: Option<NxTemplate>,
+}
+
+/// The NXDOMAIN response of the zone for a reference name, QTYPE zeroed, and where the
+/// compression pointers of its record section are.
+struct NxTemplate {
+    wire: Box<[u8]>,
+    qname_len: usize,
+    pointers: Box<[usize]>,
 }
 
 struct Owner {
@@ -54,17 +71,44 @@ impl Encoded {
     /// non-terminals, delegations) and each QTYPE that can differ there.
     pub(super) fn build(zone: &KeyZone) -> Self {
         let mut names = HashMap::with_capacity(zone.names.len() + zone.delegations.len());
+        // Every name that exists must have its answers, or NXDOMAIN would be wrong for it.
+        let mut complete = true;
         for lower in zone.names.iter().chain(&zone.delegations) {
             let name = Name::from(lower.clone());
-            let Ok(wire) = name.to_bytes() else { continue };
+            let Ok(wire) = name.to_bytes() else {
+                complete = false;
+                continue;
+            };
             if names.contains_key(wire.as_slice()) {
                 continue;
             }
-            if let Some(owner) = encode_owner(zone, lower, &wire) {
-                names.insert(wire.into_boxed_slice(), owner);
+            match encode_owner(zone, lower, &wire) {
+                Some(owner) => {
+                    names.insert(wire.into_boxed_slice(), owner);
+                }
+                None => complete = false,
             }
         }
-        Self { names }
+        let nx = if complete && zone.delegations.is_empty() {
+            NxTemplate::build(zone)
+        } else {
+            None
+        };
+        Self { names, nx }
+    }
+
+    /// Answer `q`, whose lower-cased wire name `name` lies in this zone, into `out`: from the
+    /// name's encoded answers, or NXDOMAIN when the name has none and the zone delegates
+    /// nothing. `None`: the hickory path answers.
+    pub fn answer(&self, name: &[u8], q: &Question<'_>, out: &mut [u8]) -> Option<usize> {
+        if !answerable(q.qtype) {
+            return None;
+        }
+        match self.get(name, q.qtype) {
+            Some(template) => wire::write_answer(template, q, out),
+            None if !self.names.contains_key(name) => self.nx.as_ref()?.write(q, out),
+            None => None,
+        }
     }
 
     /// The encoded response to `qtype` at the lower-cased wire name `name` (QTYPE zeroed).
@@ -89,6 +133,79 @@ impl Encoded {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
+    }
+}
+
+impl NxTemplate {
+    fn build(zone: &KeyZone) -> Option<Self> {
+        // A name of the zone that does not exist.
+        let (lower, wire) = (0..64).find_map(|i| {
+            let label = Name::from_ascii(format!("nxdomain{i}")).ok()?;
+            let name = label.append_domain(zone.origin_name()).ok()?;
+            let lower = LowerName::new(&name);
+            (!zone.names.contains(&lower)).then(|| Some((lower, name.to_bytes().ok()?)))?
+        })?;
+        let mut b = encode(zone, &lower, &wire, OTHER)?;
+        let qname_len = wire.len();
+        let section = 12 + qname_len + 4;
+        b.get_mut(qname_len + 12..qname_len + 14)?
+            .copy_from_slice(&[0, 0]);
+        // NXDOMAIN, AA; one question, one SOA in AUTHORITY, nothing else.
+        if b.get(2..12)? != [0x84, 0x03, 0, 1, 0, 0, 0, 1, 0, 0].as_slice() {
+            return None;
+        }
+        let mut pointers = Vec::new();
+        let mut names_at = |b: &[u8], mut pos: usize| -> Option<usize> {
+            loop {
+                match *b.get(pos)? {
+                    0 => return Some(pos + 1),
+                    l if l & 0xc0 == 0xc0 => {
+                        let to = usize::from(u16::from_be_bytes([l, *b.get(pos + 1)?]) & 0x3fff);
+                        // Only pointers into the record section can be moved.
+                        if to < section {
+                            return None;
+                        }
+                        pointers.push(pos);
+                        return Some(pos + 2);
+                    }
+                    l if l <= 63 => pos += 1 + usize::from(l),
+                    _ => return None,
+                }
+            }
+        };
+        let owner_end = names_at(&b, section)?;
+        let rtype = u16::from_be_bytes([*b.get(owner_end)?, *b.get(owner_end + 1)?]);
+        let rdata = owner_end + 10;
+        let mname_end = names_at(&b, rdata)?;
+        let rname_end = names_at(&b, mname_end)?;
+        if rtype != u16::from(RecordType::SOA) || rname_end + 20 != b.len() {
+            return None;
+        }
+        Some(Self {
+            wire: b.into_boxed_slice(),
+            qname_len,
+            pointers: pointers.into_boxed_slice(),
+        })
+    }
+
+    /// NXDOMAIN for `q`: the header, the query's question, the SOA moved behind it.
+    fn write(&self, q: &Question<'_>, out: &mut [u8]) -> Option<usize> {
+        let from = 12 + self.qname_len + 4;
+        let to = 12 + q.qname.len() + 4;
+        let n = to + self.wire.len().checked_sub(from)?;
+        let dst = out.get_mut(..n)?;
+        dst[..12].copy_from_slice(self.wire.get(..12)?);
+        dst[to - 2..to].copy_from_slice(&[0, 1]);
+        dst[to..].copy_from_slice(self.wire.get(from..)?);
+        for &p in self.pointers.iter() {
+            let at = p - from + to;
+            let was = usize::from(u16::from_be_bytes([dst[at], dst[at + 1]]) & 0x3fff);
+            let now = u16::try_from(was - from + to)
+                .ok()
+                .filter(|v| *v < 0x4000)?;
+            dst[at..at + 2].copy_from_slice(&(0xc000 | now).to_be_bytes());
+        }
+        wire::finish_answer(out, n, q)
     }
 }
 
