@@ -284,9 +284,10 @@ fn a_year_old_key_server_withdraws_expired_members_and_keeps_serving() {
     assert!(decode(&apex[0].1).key_server.is_some());
     let after = t.log();
     for name in [WWW, DEV] {
+        // Said once, when first withdrawn at startup, not again at every rebuild.
         assert!(
-            withdrawn(&after, name) > withdrawn(&log, name),
-            "the reload logged no withdrawn line for {name}:\n{after}"
+            withdrawn(&log, name) >= 1 && withdrawn(&after, name) == withdrawn(&log, name),
+            "one withdrawn line for {name}:\n{after}"
         );
         let out = ask(&ks.ip, ks.port, name);
         assert!(out.contains("ANSWER: 0"), "{out}");
@@ -476,6 +477,32 @@ fn members_due_are_re_signed_and_the_new_records_survive_a_restart() {
     }
     let out = ok(tp().arg("zone-check").arg("--config").arg(&ks.config));
     assert!(out.contains("3 key records"), "real clock: {out}");
+
+    // The operator deletes www's line and reloads: its re-signed copy is dropped with it, so
+    // putting the original line back serves that line, not the old copy.
+    let t = Tpkd::start(&ks, None, &dir.path().join("tpkd-edit.log"));
+    assert_eq!(
+        one_rdata(&ks.ip, ks.port, WWW),
+        new_www,
+        "the copy is served"
+    );
+    let zone = std::fs::read_to_string(&ks.zone_file).unwrap();
+    let without: String = zone
+        .lines()
+        .filter(|l| !l.starts_with(WWW))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&ks.zone_file, &without).unwrap();
+    assert!(reload(&ks, "+0d").status.success());
+    assert!(ask(&ks.ip, ks.port, WWW).contains("NXDOMAIN"));
+    std::fs::write(&ks.zone_file, &zone).unwrap();
+    assert!(reload(&ks, "+0d").status.success());
+    assert_eq!(
+        one_rdata(&ks.ip, ks.port, WWW),
+        old_www,
+        "the line as written, not the dropped copy"
+    );
+    drop(t);
 }
 
 /// Case 3: NOTIFY leaves from the listen address: an NSD secondary that allows NOTIFY from tpkd's
