@@ -38,13 +38,19 @@ struct Seen {
     error: Option<String>,
 }
 
-fn server_context(pki: &Pki) -> SslContext {
-    server_context_with(pki, false)
+unsafe extern "C" {
+    // Not wrapped by the openssl crate: the lifetime of the server's sessions and tickets.
+    fn SSL_CTX_set_timeout(ctx: *mut openssl_sys::SSL_CTX, t: std::ffi::c_long)
+    -> std::ffi::c_long;
 }
 
-/// With `tickets`: the server issues session tickets (its own random ticket keys) and keeps
-/// no session cache, so it resumes by ticket only.
-fn server_context_with(pki: &Pki, tickets: bool) -> SslContext {
+fn server_context(pki: &Pki) -> SslContext {
+    server_context_with(pki, None)
+}
+
+/// With `tickets = Some(secs)`: the server issues session tickets (its own random ticket keys)
+/// valid for `secs`, and keeps no session cache, so it resumes by ticket only.
+fn server_context_with(pki: &Pki, tickets: Option<u64>) -> SslContext {
     let mut b = SslContext::builder(SslMethod::tls_server()).expect("ctx");
     b.set_max_proto_version(Some(SslVersion::TLS1_2))
         .expect("max");
@@ -55,8 +61,11 @@ fn server_context_with(pki: &Pki, tickets: bool) -> SslContext {
     b.set_ca_file(&pki.ca).expect("ca");
     b.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
     b.set_session_id_context(b"d2tls-test").expect("sid ctx");
-    if tickets {
+    if let Some(secs) = tickets {
         b.set_session_cache_mode(SslSessionCacheMode::OFF);
+        let secs = std::ffi::c_long::try_from(secs).expect("secs");
+        // SAFETY: `b` holds a live SSL_CTX; SSL_CTX_set_timeout only stores the number.
+        unsafe { SSL_CTX_set_timeout(b.as_ptr(), secs) };
     } else {
         b.set_options(SslOptions::NO_TICKET);
     }
@@ -68,12 +77,18 @@ fn server_context_with(pki: &Pki, tickets: bool) -> SslContext {
 /// Serves `plan.len()` TLS connections; connection i uses session cache `plan[i]` (0 or 1),
 /// so a session made under cache 0 is unknown to cache 1 (a server that forgot it).
 fn start_server(pki: &Pki, plan: Vec<usize>) -> (String, mpsc::Receiver<Seen>) {
-    start_server_with(pki, plan, false)
+    start_server_with(pki, plan, None, None)
 }
 
 /// As [`start_server`]; with `tickets`, two ticket-only servers whose ticket keys differ (a
-/// ticket of one is refused by the other, as by a server that changed its keys).
-fn start_server_with(pki: &Pki, plan: Vec<usize>, tickets: bool) -> (String, mpsc::Receiver<Seen>) {
+/// ticket of one is refused by the other, as by a server that changed its keys). With
+/// `pause = Some((i, d))` the server waits `d` before it takes connection `i`.
+fn start_server_with(
+    pki: &Pki,
+    plan: Vec<usize>,
+    tickets: Option<u64>,
+    pause: Option<(usize, Duration)>,
+) -> (String, mpsc::Receiver<Seen>) {
     let caches = [
         server_context_with(pki, tickets),
         server_context_with(pki, tickets),
@@ -82,7 +97,12 @@ fn start_server_with(pki: &Pki, plan: Vec<usize>, tickets: bool) -> (String, mps
     let addr = listener.local_addr().expect("addr").to_string();
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
-        for which in plan {
+        for (i, which) in plan.into_iter().enumerate() {
+            if let Some((at, d)) = pause
+                && at == i
+            {
+                thread::sleep(d);
+            }
             let Ok((sock, _)) = listener.accept() else {
                 return;
             };
@@ -378,13 +398,38 @@ fn a_rejected_ticket_means_a_new_delegation() {
 fn refused_then_resumed_on_a_new_delegation(tickets: bool) {
     let tmp = TempDir::new(if tickets { "ticket-refused" } else { "refused" });
     let pki = Pki::new(tmp.path());
+    let (server, seen) = start_server_with(&pki, vec![0, 1, 1, 1], tickets.then_some(3600), None);
+    resumed_on_the_second_delegation(&pki, &server, &seen, tickets);
+}
+
+#[test]
+fn an_expired_ticket_means_a_new_delegation() {
+    let tmp = TempDir::new("ticket-expired");
+    let pki = Pki::new(tmp.path());
+    // One ticket-only server whose tickets last 2 s; it takes the device's first resumption
+    // 3.5 s after the agent's handshake, when the ticket has expired (full handshake, which
+    // the device stops); the second delegation's ticket is used at once.
+    let (server, seen) = start_server_with(
+        &pki,
+        vec![0, 0, 0, 0],
+        Some(2),
+        Some((1, Duration::from_millis(3500))),
+    );
+    resumed_on_the_second_delegation(&pki, &server, &seen, true);
+}
+
+/// The device's first resumption is refused (connection 1 of `seen`), its second delegation
+/// (connections 2 and 3) resumes, by ticket if `tickets`.
+fn resumed_on_the_second_delegation(
+    pki: &Pki,
+    server: &str,
+    seen: &mpsc::Receiver<Seen>,
+    tickets: bool,
+) {
     let key = pairing_key_hex();
-    let (server, seen) = start_server_with(&pki, vec![0, 1, 1, 1], tickets);
     let agent_port = port();
-    let agent = start_agent(Path::new(AGENT), &agent_config(&pki, agent_port, &key));
-    let mut dev = device(&device_config(
-        &pki, agent_port, &key, &server, "tls", "ccm8",
-    ));
+    let agent = start_agent(Path::new(AGENT), &agent_config(pki, agent_port, &key));
+    let mut dev = device(&device_config(pki, agent_port, &key, server, "tls", "ccm8"));
     let status = dev.wait();
     let (out, log) = (dev.out.text(), dev.err.text());
     assert!(
@@ -399,7 +444,7 @@ fn refused_then_resumed_on_a_new_delegation(tickets: bool) {
         "{out}"
     );
     assert!(log.contains("refused to resume"), "{log}");
-    let results: Vec<Seen> = (0..4).map(|_| recv(&seen)).collect();
+    let results: Vec<Seen> = (0..4).map(|_| recv(seen)).collect();
     assert!(!results[0].reused && results[0].error.is_none());
     assert!(
         results[1].error.is_some(),
