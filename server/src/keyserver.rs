@@ -3,7 +3,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result, anyhow};
 use arc_swap::ArcSwap;
 use rand_core::OsRng;
 use twinpeaks::clpkc::CryptoError;
@@ -135,6 +134,27 @@ pub enum KeyServerError {
         /// The zone.
         zone: String,
     },
+    /// A key file cannot be read or is not a key of the right kind.
+    #[error(transparent)]
+    KeyFile(#[from] keyfile::KeyFileError),
+    /// A key file holds the keys of another key server than the config names.
+    #[error("{}: holds the keys of {holds}, the config names {config}", file.display())]
+    WrongKeys {
+        /// The key file.
+        file: std::path::PathBuf,
+        /// Whose keys it holds.
+        holds: String,
+        /// The config's name.
+        config: String,
+    },
+    /// The store cannot be opened (another tpkd holds it, or the directory is unusable).
+    #[error("{}: cannot open store: {source}", path.display())]
+    StoreOpen {
+        /// The store's directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: StoreError,
+    },
     /// The enrollment's commit ended without an answer (a panic in another thread).
     #[error("enrollment lost: the commit that took it did not finish")]
     Lost,
@@ -204,24 +224,20 @@ pub struct KeyServer {
 }
 
 /// Read a key server's KGC and own key from its state directory.
-pub fn read_keys(cfg: &Config) -> Result<(Kgc, EntityKey)> {
+pub fn read_keys(cfg: &Config) -> Result<(Kgc, EntityKey), KeyServerError> {
     let kgc = keyfile::read_kgc(&cfg.state_dir.join(KGC_FILE))?;
     let (own, _issuer) = keyfile::read_entity(&cfg.state_dir.join(KEY_FILE))?;
-    if kgc.params().name != cfg.name {
-        return Err(anyhow!(
-            "{}: KGC is for {}, the config names {}",
-            cfg.state_dir.join(KGC_FILE).display(),
-            kgc.params().name,
-            cfg.name
-        ));
-    }
-    if own.identity().name != cfg.name {
-        return Err(anyhow!(
-            "{}: key is for {}, the config names {}",
-            cfg.state_dir.join(KEY_FILE).display(),
-            own.identity().name,
-            cfg.name
-        ));
+    for (file, holds) in [
+        (KGC_FILE, &kgc.params().name),
+        (KEY_FILE, &own.identity().name),
+    ] {
+        if *holds != cfg.name {
+            return Err(KeyServerError::WrongKeys {
+                file: cfg.state_dir.join(file),
+                holds: holds.clone(),
+                config: cfg.name.clone(),
+            });
+        }
     }
     Ok((kgc, own))
 }
@@ -269,7 +285,11 @@ pub fn build_zone(
     let before: std::collections::HashSet<(&str, std::net::IpAddr)> = signer
         .verified
         .into_iter()
-        .flat_map(|z| z.withdrawn().iter().map(|m| (m.owner.as_str(), m.record.ip)))
+        .flat_map(|z| {
+            z.withdrawn()
+                .iter()
+                .map(|m| (m.owner.as_str(), m.record.ip))
+        })
         .collect();
     for m in zone.withdrawn() {
         if before.contains(&(m.owner.as_str(), m.record.ip)) {
@@ -298,10 +318,13 @@ fn same_key(a: &KeyRecord, b: &KeyRecord) -> bool {
 
 impl KeyServer {
     /// Load keys, open the store and load the zone; any failure is fatal at startup.
-    pub fn open(cfg: Config) -> Result<Self> {
+    pub fn open(cfg: Config) -> Result<Self, KeyServerError> {
         let (kgc, own) = read_keys(&cfg)?;
-        let store = Store::open(cfg.store_path())
-            .with_context(|| format!("{}: cannot open store", cfg.store_path().display()))?;
+        let store =
+            Store::open(cfg.store_path()).map_err(|source| KeyServerError::StoreOpen {
+                path: cfg.store_path().to_path_buf(),
+                source,
+            })?;
         let parsed = read_zone_file(&cfg)?;
         let signer = ZoneSigner {
             params: kgc.params(),

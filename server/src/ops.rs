@@ -34,7 +34,7 @@ pub enum OpsError {
     Config(crate::config::ConfigError),
     /// A key server's own keys are missing or are for another name than its config's.
     #[error(transparent)]
-    Keys(anyhow::Error),
+    Keys(keyserver::KeyServerError),
     /// A CL-PKC step failed: a bad name, identity, request or encoding.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
