@@ -10,35 +10,6 @@ use std::process::Command;
 
 use common::{KeyServer, bin, dig, ok, run, tp};
 
-fn keygen(ks: &KeyServer, dir: &Path, name: &str, ip: &str) -> std::path::PathBuf {
-    let prefix = dir.join(name);
-    ok(tp()
-        .args(["keygen", "--name", name, "--ip", ip])
-        .arg("--issuer-params")
-        .arg(ks.params())
-        .arg("--out")
-        .arg(&prefix));
-    prefix
-}
-
-/// keygen + `tp ctl enroll` + finalize; returns the key file.
-fn enroll(ks: &KeyServer, dir: &Path, name: &str, ip: &str) -> std::path::PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let p = keygen(ks, dir, name, ip);
-    let with = |ext: &str| format!("{}.{ext}", p.display());
-    ok(tp()
-        .arg("ctl")
-        .arg("--config")
-        .arg(&ks.config)
-        .arg("enroll")
-        .args(["--request", &with("req"), "--response", &with("resp")]));
-    ok(tp()
-        .arg("finalize")
-        .args(["--secret", &with("secret"), "--response", &with("resp")])
-        .args(["--out", &with("key")]));
-    with("key").into()
-}
-
 fn resolve(anchor: &Path, name: &str) -> std::process::Output {
     run(tp()
         .arg("resolve")
@@ -62,7 +33,7 @@ fn a_compromised_kgc_is_rotated_and_every_member_enrolls_again() {
     // A zone-file member (offline issuance) and one enrolled online.
     ks.issue_to_file("mail.example.", "10.11.0.2");
     ks.start();
-    let www_old = enroll(&ks, &d.join("old"), "www.example.", "10.11.0.1");
+    let www_old = ks.ctl_enroll("www.example.", "10.11.0.1", "www-old");
     let old_anchor = d.join("old-anchor");
     std::fs::copy(ks.state.join("anchor"), &old_anchor).unwrap();
     let out = resolve(&old_anchor, "www.example.");
@@ -128,7 +99,7 @@ fn a_compromised_kgc_is_rotated_and_every_member_enrolls_again() {
 
     // www enrolls again (a new request from the new params): it resolves under the new
     // anchor, with a new key.
-    let www_new = enroll(&ks, &d.join("new"), "www.example.", "10.11.0.1");
+    let www_new = ks.ctl_enroll("www.example.", "10.11.0.1", "www-new");
     let new_anchor = ks.state.join("anchor");
     let out = resolve(&new_anchor, "www.example.");
     assert!(out.status.success(), "{out:?}");

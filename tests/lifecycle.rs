@@ -119,35 +119,6 @@ fn child_of(p: &mut Proc) -> u32 {
 }
 
 /// Enroll `name` at `ip` online (`tp ctl enroll`) and finalize its key; returns the key file.
-fn enroll(ks: &KeyServer, name: &str, ip: &str) -> PathBuf {
-    let prefix = ks.dir.join(format!("enroll-{name}{ip}"));
-    ok(tp()
-        .args(["keygen", "--name", name, "--ip", ip])
-        .arg("--issuer-params")
-        .arg(ks.params())
-        .arg("--out")
-        .arg(&prefix));
-    let resp = ks.dir.join(format!("enroll-{name}{ip}.resp"));
-    ok(tp()
-        .arg("ctl")
-        .arg("--config")
-        .arg(&ks.config)
-        .arg("enroll")
-        .arg("--request")
-        .arg(format!("{}.req", prefix.display()))
-        .arg("--response")
-        .arg(&resp));
-    let key = ks.dir.join(format!("enroll-{name}{ip}.key"));
-    ok(tp()
-        .arg("finalize")
-        .arg("--secret")
-        .arg(format!("{}.secret", prefix.display()))
-        .arg("--response")
-        .arg(&resp)
-        .arg("--out")
-        .arg(&key));
-    key
-}
 
 /// The dig answer for `name` TYPE65300 from ip:port.
 fn ask(ip: &str, port: u16, name: &str) -> String {
@@ -217,7 +188,7 @@ fn within<T>(secs: u64, what: &str, mut cond: impl FnMut() -> Option<T>) -> T {
 fn with_members(ks: &KeyServer, log: &Path) -> (Tpkd, PathBuf, PathBuf) {
     let www = ks.issue_to_file(WWW, "192.0.2.10");
     let t = Tpkd::start(ks, None, log);
-    let dev = enroll(ks, DEV, "192.0.2.50");
+    let dev = ks.ctl_enroll(DEV, "192.0.2.50", "enroll-dev");
     (t, www, dev)
 }
 

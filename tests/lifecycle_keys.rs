@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use common::{KeyServer, dig, ok, rdata_hex, run, tp};
+use common::{KeyServer, dig, finalize, ok, rdata_hex, run, tp, with_ext};
 use twinpeaks::clpkc::{self, Identity, KgcParams, PublicKey};
 use twinpeaks::keyfile;
 use twinpeaks::record::KeyRecord;
@@ -19,52 +19,10 @@ const ZONE: &str = "example.test.";
 const WWW: &str = "www.example.test.";
 const DEV: &str = "dev.example.test.";
 
-/// `tp keygen` for (name, ip) into `ks.dir/TAG`: the prefix of `.secret` and `.req`.
-fn keygen(ks: &KeyServer, name: &str, ip: &str, tag: &str) -> PathBuf {
-    let prefix = ks.dir.join(tag);
-    ok(tp()
-        .args(["keygen", "--name", name, "--ip", ip])
-        .arg("--issuer-params")
-        .arg(ks.params())
-        .arg("--out")
-        .arg(&prefix));
-    prefix
-}
-
 fn ctl(ks: &KeyServer) -> Command {
     let mut c = tp();
     c.arg("ctl").arg("--config").arg(&ks.config);
     c
-}
-
-fn with_ext(prefix: &Path, ext: &str) -> PathBuf {
-    PathBuf::from(format!("{}.{ext}", prefix.display()))
-}
-
-/// `tp finalize` of `prefix`'s secret and response into `prefix.key`.
-fn finalize(prefix: &Path) -> PathBuf {
-    let key = with_ext(prefix, "key");
-    ok(tp()
-        .arg("finalize")
-        .arg("--secret")
-        .arg(with_ext(prefix, "secret"))
-        .arg("--response")
-        .arg(with_ext(prefix, "resp"))
-        .arg("--out")
-        .arg(&key));
-    key
-}
-
-/// Keygen, `tp ctl enroll`, finalize: the key file.
-fn enroll(ks: &KeyServer, name: &str, ip: &str, tag: &str) -> PathBuf {
-    let prefix = keygen(ks, name, ip, tag);
-    ok(ctl(ks)
-        .arg("enroll")
-        .arg("--request")
-        .arg(with_ext(&prefix, "req"))
-        .arg("--response")
-        .arg(with_ext(&prefix, "resp")));
-    finalize(&prefix)
 }
 
 /// Every TPKEY record served for `name`, decoded.
@@ -125,13 +83,13 @@ fn change_ip_enrolls_the_new_ip_and_withdraws_the_old_record() {
     let mut ks = KeyServer::new(dir.path(), ZONE, "127.0.4.1", "", "");
     let www_key = ks.issue_to_file(WWW, "192.0.2.10");
     ks.start();
-    let old_key = enroll(&ks, DEV, "192.0.2.50", "dev-old");
+    let old_key = ks.ctl_enroll(DEV, "192.0.2.50", "dev-old");
     let old = served(&ks, DEV);
     assert_eq!(old.len(), 1, "{old:?}");
     let old = old[0].clone();
     assert_eq!(old.ip.to_string(), "192.0.2.50");
 
-    let new_prefix = keygen(&ks, DEV, "192.0.2.51", "dev-new");
+    let new_prefix = ks.keygen(DEV, "192.0.2.51", "dev-new");
     let out = ok(ctl(&ks)
         .arg("change-ip")
         .arg("--request")
@@ -185,7 +143,7 @@ fn change_ip_enrolls_the_new_ip_and_withdraws_the_old_record() {
     );
 
     // A zone-file member is refused, naming its line; nothing changes.
-    let www_prefix = keygen(&ks, WWW, "192.0.2.11", "www-new");
+    let www_prefix = ks.keygen(WWW, "192.0.2.11", "www-new");
     let out = run(ctl(&ks)
         .arg("change-ip")
         .arg("--request")
@@ -205,7 +163,7 @@ fn change_ip_enrolls_the_new_ip_and_withdraws_the_old_record() {
     assert_eq!(www[0].public_key(WWW, &params).unwrap(), key_q(&www_key));
 
     // An old IP that is not a member: refused, the new IP is not served.
-    let stray = keygen(&ks, DEV, "192.0.2.52", "dev-stray");
+    let stray = ks.keygen(DEV, "192.0.2.52", "dev-stray");
     let out = run(ctl(&ks)
         .arg("change-ip")
         .arg("--request")
@@ -235,7 +193,7 @@ fn enrolling_again_for_the_same_name_and_ip_rotates_the_key() {
     let mut ks = KeyServer::new(dir.path(), ZONE, "127.0.4.2", "", "");
     ks.start();
     let (params, ks_q) = anchor(&ks);
-    let old_key = enroll(&ks, DEV, "192.0.2.60", "dev-1");
+    let old_key = ks.ctl_enroll(DEV, "192.0.2.60", "dev-1");
     let first = served(&ks, DEV);
     assert_eq!(first.len(), 1);
     assert_eq!(
@@ -244,7 +202,7 @@ fn enrolling_again_for_the_same_name_and_ip_rotates_the_key() {
     );
     assert_eq!(resolve(&ks, DEV)[0].1, q_hex(&key_q(&old_key)));
 
-    let new_key = enroll(&ks, DEV, "192.0.2.60", "dev-2");
+    let new_key = ks.ctl_enroll(DEV, "192.0.2.60", "dev-2");
     let now_served = served(&ks, DEV);
     assert_eq!(
         now_served.len(),

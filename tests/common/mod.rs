@@ -375,35 +375,66 @@ impl KeyServer {
 
     /// Keygen + issue into the zone file (offline flow) + finalize. Returns the key file.
     pub fn issue_to_file(&self, name: &str, ip: &str) -> PathBuf {
-        let prefix = self.dir.join(format!("{name}{ip}"));
+        let prefix = self.keygen(name, ip, &format!("{name}{ip}"));
+        ok(tp()
+            .arg("issue")
+            .arg("--state")
+            .arg(&self.state)
+            .arg("--request")
+            .arg(with_ext(&prefix, "req"))
+            .arg("--zone-file")
+            .arg(&self.zone_file)
+            .arg("--response")
+            .arg(with_ext(&prefix, "resp")));
+        finalize(&prefix)
+    }
+
+    /// `tp keygen` for (name, ip) against this server's params into `<dir>/<tag>`: the prefix
+    /// of `<tag>.secret` and `<tag>.req`.
+    pub fn keygen(&self, name: &str, ip: &str, tag: &str) -> PathBuf {
+        let prefix = self.dir.join(tag);
         ok(tp()
             .args(["keygen", "--name", name, "--ip", ip])
             .arg("--issuer-params")
             .arg(self.params())
             .arg("--out")
             .arg(&prefix));
-        let resp = self.dir.join(format!("{name}{ip}.resp"));
-        ok(tp()
-            .arg("issue")
-            .arg("--state")
-            .arg(&self.state)
-            .arg("--request")
-            .arg(format!("{}.req", prefix.display()))
-            .arg("--zone-file")
-            .arg(&self.zone_file)
-            .arg("--response")
-            .arg(&resp));
-        let key = self.dir.join(format!("{name}{ip}.key"));
-        ok(tp()
-            .arg("finalize")
-            .arg("--secret")
-            .arg(format!("{}.secret", prefix.display()))
-            .arg("--response")
-            .arg(&resp)
-            .arg("--out")
-            .arg(&key));
-        key
+        prefix
     }
+
+    /// Keygen, `tp ctl enroll` (the running tpkd), finalize: the key file `<dir>/<tag>.key`.
+    pub fn ctl_enroll(&self, name: &str, ip: &str, tag: &str) -> PathBuf {
+        let prefix = self.keygen(name, ip, tag);
+        ok(tp()
+            .arg("ctl")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("enroll")
+            .arg("--request")
+            .arg(with_ext(&prefix, "req"))
+            .arg("--response")
+            .arg(with_ext(&prefix, "resp")));
+        finalize(&prefix)
+    }
+}
+
+/// `prefix.ext`.
+pub fn with_ext(prefix: &std::path::Path, ext: &str) -> PathBuf {
+    PathBuf::from(format!("{}.{ext}", prefix.display()))
+}
+
+/// `tp finalize` of `prefix.secret` and `prefix.resp` into `prefix.key`.
+pub fn finalize(prefix: &std::path::Path) -> PathBuf {
+    let key = with_ext(prefix, "key");
+    ok(tp()
+        .arg("finalize")
+        .arg("--secret")
+        .arg(with_ext(prefix, "secret"))
+        .arg("--response")
+        .arg(with_ext(prefix, "resp"))
+        .arg("--out")
+        .arg(&key));
+    key
 }
 
 /// RDATA hex of every TYPE65300 record in dig output (`\# len hex…` joined).
