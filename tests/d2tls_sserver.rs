@@ -22,6 +22,8 @@ enum Resumption {
     TicketWithCache,
     /// `-no_cache`: no session cache, tickets only.
     TicketOnly,
+    /// Default s_server, but the agent has `session_tickets = false`: session IDs.
+    SessionIdByChoice,
 }
 
 fn run_case(transport: &str, suite: &str, lossy: bool) {
@@ -38,6 +40,7 @@ fn run_resumption(transport: &str, suite: &str, lossy: bool, resumption: Resumpt
         Resumption::SessionId => (&["-no_ticket"], "resumed_by=session_id"),
         Resumption::TicketWithCache => (&[], "resumed_by=ticket"),
         Resumption::TicketOnly => (&["-no_cache"], "resumed_by=ticket"),
+        Resumption::SessionIdByChoice => (&[], "resumed_by=session_id"),
     };
     let mut server = s_server_with(&pki, transport, suite, server_port, options);
 
@@ -63,10 +66,15 @@ fn run_resumption(transport: &str, suite: &str, lossy: bool, resumption: Resumpt
     };
 
     let agent_port = port();
-    let agent = start_agent(
-        &common::bin("d2tls-agent"),
-        &agent_config(&pki, agent_port, &key),
-    );
+    let agent_cfg = agent_config(&pki, agent_port, &key);
+    if let Resumption::SessionIdByChoice = resumption {
+        let text = std::fs::read_to_string(&agent_cfg).expect("read");
+        write_private(
+            &agent_cfg,
+            text.replace("ca_file", "session_tickets = false\nca_file"),
+        );
+    }
+    let agent = start_agent(&common::bin("d2tls-agent"), &agent_cfg);
     let dev_cfg = device_config(&pki, agent_port, &key, &server_addr, transport, suite);
     let ping = format!("ping-{transport}-{suite}");
     let pong = format!("pong-{transport}-{suite}");
@@ -174,4 +182,9 @@ fn dtls_ticket_from_a_server_without_a_session_cache() {
 #[test]
 fn tls_ticket_from_a_server_without_a_session_cache() {
     run_resumption("tls", "ccm8", false, Resumption::TicketOnly);
+}
+
+#[test]
+fn dtls_session_id_when_the_agent_asks_for_no_ticket() {
+    run_resumption("dtls", "ccm8", false, Resumption::SessionIdByChoice);
 }

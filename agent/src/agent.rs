@@ -120,7 +120,9 @@ impl Agent {
         let build = |t: Transport| -> Result<SslContext, anyhow::Error> {
             let mut b = tls::client_context(t, &cfg.suites)?;
             // The server's ticket goes to the device with the context.
-            tls::allow_tickets(&mut b);
+            if cfg.session_tickets {
+                tls::allow_tickets(&mut b);
+            }
             b.set_ca_file(&cfg.ca_file)
                 .map_err(|e| anyhow::anyhow!("ca_file {}: {e}", cfg.ca_file.display()))?;
             Ok(b.build())

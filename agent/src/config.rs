@@ -123,6 +123,8 @@ struct RawAgent {
     allowed_servers: Vec<String>,
     #[serde(default = "default_max_delegations")]
     max_concurrent_delegations: usize,
+    #[serde(default = "default_true")]
+    session_tickets: bool,
     #[serde(default)]
     device: Vec<RawAgentDevice>,
 }
@@ -147,6 +149,9 @@ fn default_sign_timeout() -> u64 {
 }
 fn default_max_delegations() -> usize {
     64
+}
+fn default_true() -> bool {
+    true
 }
 
 /// One device the agent serves.
@@ -177,6 +182,8 @@ pub struct AgentConfig {
     pub allowed_servers: Vec<String>,
     /// Handshakes run at once; more wait their turn.
     pub max_concurrent_delegations: usize,
+    /// Whether the agent asks servers for session tickets (RFC 5077) and hands them on.
+    pub session_tickets: bool,
     /// Paired devices.
     pub devices: Vec<AgentDevice>,
 }
@@ -260,6 +267,7 @@ impl AgentConfig {
                 .map(|s| s.to_ascii_lowercase())
                 .collect(),
             max_concurrent_delegations: raw.max_concurrent_delegations,
+            session_tickets: raw.session_tickets,
             devices,
         })
     }
@@ -463,6 +471,13 @@ mod tests {
         let cfg = AgentConfig::load(&f).unwrap();
         assert_eq!(cfg.devices.len(), 1);
         assert_eq!(cfg.suites, Suite::ALL.to_vec());
+        assert!(cfg.session_tickets);
+        let f = write(
+            dir.path(),
+            "t.toml",
+            &format!("session_tickets = false\n{ok}"),
+        );
+        assert!(!AgentConfig::load(&f).unwrap().session_tickets);
 
         let cases = [
             (ok.replace("127.0.0.1:7000", "nowhere"), "listen"),
@@ -471,6 +486,10 @@ mod tests {
             (ok.replace("\"s1\"", "\"bad id\""), "device[0].id"),
             (format!("{ok}private_key = \"device.key\"\n"), "private_key"),
             (format!("suites = [\"rc4\"]\n{ok}"), "suites"),
+            (
+                format!("session_tickets = \"yes\"\n{ok}"),
+                "session_tickets",
+            ),
             (
                 format!("allowed_servers = [\"nohost\"]\n{ok}"),
                 "allowed_servers[0]",
