@@ -5,17 +5,21 @@
 //! path copies one and patches ID, flags, case, QTYPE and OPT (`crate::wire::write_answer`).
 //! Built with the zone and swapped with it, so an answer is always of the zone being served.
 //!
-//! A name with no answer of its own gets NXDOMAIN from one template: hickory never compresses
-//! a name against the question (it keeps the question's name, type and class together as one
-//! compression candidate, which no name equals), so its NXDOMAIN is the query's question and
-//! the same SOA record bytes, whose compression pointers all point into the record itself and
-//! move with the question's length. Only in zones that delegate nothing: below a delegation
-//! the answer is a referral, which the hickory path gives.
+//! Negative answers come from one template of the zone: hickory never compresses a name
+//! against the question (it keeps the question's name, type and class together as one
+//! compression candidate, which no name equals), so its NODATA and NXDOMAIN are the query's
+//! question and the same SOA record bytes, whose compression pointers all point into the
+//! record itself and move with the question's length; the two differ in the RCODE only. So a
+//! member stores its TPKEY answer alone, and a name with no answer of its own gets NXDOMAIN —
+//! in zones that delegate nothing (below a delegation the answer is a referral, which the
+//! hickory path gives).
 
 use std::collections::HashMap;
 
 use hickory_proto::op::{MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::{LowerName, Name, Record, RecordType};
+use std::sync::Arc;
+
+use hickory_proto::rr::{LowerName, Name, Record, RecordSet, RecordType};
 use hickory_proto::serialize::binary::{BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 
@@ -42,22 +46,40 @@ const fn qtype_at(n: usize) -> usize {
 #[derive(Default)]
 pub struct Encoded {
     names: HashMap<Box<[u8]>, Owner>,
-    nx: Option<NxTemplate>,
+    negative: Option<Negative>,
+    // Every existing name has its answers and nothing is delegated: a name not in `names`
+    // is NXDOMAIN.
+    nxdomain: bool,
 }
 
 /// The NXDOMAIN response of the zone for a reference name, QTYPE zeroed, and where the
 /// compression pointers of its record section are.
-struct NxTemplate {
+struct Negative {
     wire: Box<[u8]>,
     qname_len: usize,
     pointers: Box<[usize]>,
 }
 
 struct Owner {
-    /// QTYPEs whose answer is not the last blob's, with the index of theirs.
+    /// QTYPEs with answers of their own, with the index of theirs in `blobs`.
     types: Box<[(u16, u8)]>,
-    /// Distinct responses, QTYPE zeroed; the last one answers every QTYPE not in `types`.
+    /// Distinct responses, QTYPE zeroed; unless `other_nodata`, the last one answers every
+    /// QTYPE not in `types`.
     blobs: Box<[Box<[u8]>]>,
+    /// Every QTYPE not in `types` gets NODATA from the zone's negative template.
+    other_nodata: bool,
+}
+
+impl Owner {
+    /// The encoded answer to `qtype`; `None`: NODATA from the template.
+    fn blob(&self, qtype: u16) -> Option<&[u8]> {
+        let i = match self.types.iter().find(|(t, _)| *t == qtype) {
+            Some(&(_, i)) => usize::from(i),
+            None if self.other_nodata => return None,
+            None => self.blobs.len().checked_sub(1)?,
+        };
+        self.blobs.get(i).map(|b| &b[..])
+    }
 }
 
 /// Whether the fast path may answer `qtype` from encoded answers: not a meta type (OPT, zone
@@ -70,6 +92,7 @@ impl Encoded {
     /// Encode every answer of `zone`: for each name that exists in it (owners, empty
     /// non-terminals, delegations) and each QTYPE that can differ there.
     pub(super) fn build(zone: &KeyZone) -> Self {
+        let negative = Negative::build(zone);
         let mut names = HashMap::with_capacity(zone.names.len() + zone.delegations.len());
         // Every name that exists must have its answers, or NXDOMAIN would be wrong for it.
         let mut complete = true;
@@ -82,19 +105,18 @@ impl Encoded {
             if names.contains_key(wire.as_slice()) {
                 continue;
             }
-            match encode_owner(zone, lower, &wire) {
+            match encode_owner(zone, lower, &wire, negative.is_some()) {
                 Some(owner) => {
                     names.insert(wire.into_boxed_slice(), owner);
                 }
                 None => complete = false,
             }
         }
-        let nx = if complete && zone.delegations.is_empty() {
-            NxTemplate::build(zone)
-        } else {
-            None
-        };
-        Self { names, nx }
+        Self {
+            names,
+            nxdomain: complete && zone.delegations.is_empty() && negative.is_some(),
+            negative,
+        }
     }
 
     /// Answer `q`, whose lower-cased wire name `name` lies in this zone, into `out`: from the
@@ -104,25 +126,14 @@ impl Encoded {
         if !answerable(q.qtype) {
             return None;
         }
-        match self.get(name, q.qtype) {
-            Some(template) => wire::write_answer(template, q, out),
-            None if !self.names.contains_key(name) => self.nx.as_ref()?.write(q, out),
+        match self.names.get(name) {
+            Some(owner) => match owner.blob(q.qtype) {
+                Some(template) => wire::write_answer(template, q, out),
+                None => self.negative.as_ref()?.write(q, false, out),
+            },
+            None if self.nxdomain => self.negative.as_ref()?.write(q, true, out),
             None => None,
         }
-    }
-
-    /// The encoded response to `qtype` at the lower-cased wire name `name` (QTYPE zeroed).
-    pub fn get(&self, name: &[u8], qtype: u16) -> Option<&[u8]> {
-        if !answerable(qtype) {
-            return None;
-        }
-        let owner = self.names.get(name)?;
-        let i = owner
-            .types
-            .iter()
-            .find(|(t, _)| *t == qtype)
-            .map_or(owner.blobs.len().checked_sub(1)?, |&(_, i)| usize::from(i));
-        owner.blobs.get(i).map(|b| &b[..])
     }
 
     /// Names with encoded answers.
@@ -136,7 +147,7 @@ impl Encoded {
     }
 }
 
-impl NxTemplate {
+impl Negative {
     fn build(zone: &KeyZone) -> Option<Self> {
         // A name of the zone that does not exist.
         let (lower, wire) = (0..64).find_map(|i| {
@@ -188,13 +199,16 @@ impl NxTemplate {
         })
     }
 
-    /// NXDOMAIN for `q`: the header, the query's question, the SOA moved behind it.
-    fn write(&self, q: &Question<'_>, out: &mut [u8]) -> Option<usize> {
+    /// NXDOMAIN (or NODATA) for `q`: the header, the query's question, the SOA moved behind.
+    fn write(&self, q: &Question<'_>, nxdomain: bool, out: &mut [u8]) -> Option<usize> {
         let from = 12 + self.qname_len + 4;
         let to = 12 + q.qname.len() + 4;
         let n = to + self.wire.len().checked_sub(from)?;
         let dst = out.get_mut(..n)?;
         dst[..12].copy_from_slice(self.wire.get(..12)?);
+        if !nxdomain {
+            dst[3] &= 0xf0;
+        }
         dst[to - 2..to].copy_from_slice(&[0, 1]);
         dst[to..].copy_from_slice(self.wire.get(from..)?);
         for &p in self.pointers.iter() {
@@ -209,35 +223,72 @@ impl NxTemplate {
     }
 }
 
-fn encode_owner(zone: &KeyZone, name: &LowerName, wire: &[u8]) -> Option<Owner> {
+fn encode_owner(zone: &KeyZone, name: &LowerName, wire: &[u8], template: bool) -> Option<Owner> {
     let zeroed = |rtype: RecordType| {
         let mut b = encode(zone, name, wire, rtype)?;
         let at = qtype_at(wire.len());
         b.get_mut(at..at + 2)?.copy_from_slice(&[0, 0]);
         Some(b)
     };
-    let other = zeroed(OTHER)?;
+    // Types whose answers are made of the same parts give the same bytes but for the QTYPE:
+    // each shape is encoded once (a member's SOA, NS, A, AAAA and other types are one NODATA;
+    // its ANY is its TPKEY answer).
+    let other_shape = shape(zone, name, OTHER);
+    let other_nodata = template && other_shape == Shape::NoData;
+    let other = if other_nodata {
+        None
+    } else {
+        Some(zeroed(OTHER)?)
+    };
+    let mut shapes: Vec<Shape> = Vec::new();
     let mut blobs: Vec<Vec<u8>> = Vec::new();
     let mut types = Vec::new();
     for rtype in TYPES {
-        let Some(b) = zeroed(rtype) else { continue };
-        if b == other {
+        let sh = shape(zone, name, rtype);
+        if sh == other_shape {
             continue;
         }
-        let i = match blobs.iter().position(|x| *x == b) {
+        let i = match shapes.iter().position(|x| *x == sh) {
             Some(i) => i,
             None => {
+                let Some(b) = zeroed(rtype) else { continue };
+                shapes.push(sh);
                 blobs.push(b);
                 blobs.len() - 1
             }
         };
         types.push((u16::from(rtype), u8::try_from(i).ok()?));
     }
-    blobs.push(other);
+    blobs.extend(other);
     Some(Owner {
         types: types.into_boxed_slice(),
         blobs: blobs.into_iter().map(Vec::into_boxed_slice).collect(),
+        other_nodata,
     })
+}
+
+/// What an answer is made of, as [`encode`] puts it together: equal shapes, equal bytes.
+#[derive(PartialEq, Eq)]
+enum Shape {
+    Referral(*const RecordSet),
+    /// The rrsets in ANSWER (AA set); with the apex NS in AUTHORITY for SOA.
+    Answer(Vec<*const RecordSet>, bool),
+    NoData,
+    NxDomain,
+    None,
+}
+
+fn shape(zone: &KeyZone, name: &LowerName, rtype: RecordType) -> Shape {
+    if let Some(set) = zone.referral(name, rtype) {
+        return Shape::Referral(Arc::as_ptr(set));
+    }
+    match zone.lookup(name, rtype) {
+        Answer::Records(set) => Shape::Answer(vec![Arc::as_ptr(set)], rtype == RecordType::SOA),
+        Answer::Many(sets) => Shape::Answer(sets.iter().map(Arc::as_ptr).collect(), false),
+        Answer::NoData => Shape::NoData,
+        Answer::NxDomain => Shape::NxDomain,
+        Answer::Referral(_) | Answer::NotAuth => Shape::None,
+    }
 }
 
 /// The response the hickory path gives to `rtype` at `name`; `None` where it is no answer of
