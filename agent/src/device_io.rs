@@ -14,7 +14,7 @@ use crate::channel::{self, Channel, MAX_FRAME, NONCE_LEN, Opener, PairingKey, Ro
 use crate::config::DeviceConfig;
 use crate::device::{Device, Step, Target};
 use crate::error::{ChannelError, ContextError};
-use crate::ffi;
+use crate::openssl_ext;
 use crate::session::{SessionContext, Suite};
 use crate::tls::{self, Connection, TlsError};
 use crate::wire::{Message, Transport};
@@ -361,12 +361,12 @@ pub fn boot_for_resumption(transport: Transport) -> Result<SslContext, DeviceErr
 }
 
 /// Boot work of both modes: seed the DRBG and fetch the algorithms libssl would otherwise
-/// fetch by name in the first handshake ([`ffi::prefetch_algorithms`]).
+/// fetch by name in the first handshake ([`openssl_ext::prefetch_algorithms`]).
 fn seed_rng() -> Result<(), DeviceError> {
     let mut b = [0u8; 1];
     openssl::rand::rand_bytes(&mut b)
         .map_err(|e| DeviceError::Config(format!("random generator: {e}")))?;
-    ffi::prefetch_algorithms().map_err(TlsError::from)?;
+    openssl_ext::prefetch_algorithms().map_err(TlsError::from)?;
     Ok(())
 }
 
@@ -380,9 +380,9 @@ pub fn resume(
     let session = ctx.to_ssl_session()?;
     let mut ssl = Ssl::new(sslctx).map_err(TlsError::from)?;
     if ctx.ticket.is_empty() {
-        ffi::no_ticket(&mut ssl);
+        openssl_ext::no_ticket(&mut ssl);
     }
-    ffi::set_imported_session(&mut ssl, &session).map_err(TlsError::from)?;
+    openssl_ext::set_imported_session(&mut ssl, &session).map_err(TlsError::from)?;
     let name = server_name(target);
     if name.parse::<std::net::IpAddr>().is_err() {
         ssl.set_hostname(name).map_err(TlsError::from)?;

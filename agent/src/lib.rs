@@ -16,6 +16,7 @@ pub mod error;
 pub mod ffi;
 #[cfg(feature = "measure")]
 pub mod measure;
+pub mod openssl_ext;
 pub mod secret;
 pub mod session;
 pub mod tls;

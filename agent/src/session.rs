@@ -14,7 +14,7 @@ use openssl::ssl::{SslRef, SslSession, SslVersion};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::ContextError;
-use crate::ffi;
+use crate::openssl_ext;
 
 /// DTLS 1.2 on the wire.
 pub const DTLS1_2: u16 = 0xFEFD;
@@ -129,7 +129,7 @@ impl SessionContext {
             master_secret.zeroize();
             return Err(ContextError::MasterSecretLength(session.master_key_len()));
         }
-        let (ticket, hint) = ffi::session_ticket(session).unwrap_or_default();
+        let (ticket, hint) = openssl_ext::session_ticket(session).unwrap_or_default();
         let ticket_lifetime_hint = u32::try_from(hint).unwrap_or(u32::MAX);
         let lifetime_secs = match ticket_lifetime_hint {
             0 => lifetime_secs,
@@ -140,7 +140,7 @@ impl SessionContext {
             suite,
             session_id: session.id().to_vec(),
             master_secret,
-            extended_master_secret: ffi::extended_master_secret(ssl).unwrap_or(false),
+            extended_master_secret: openssl_ext::extended_master_secret(ssl).unwrap_or(false),
             lifetime_secs,
             ticket,
             ticket_lifetime_hint,
@@ -298,7 +298,7 @@ mod tests {
         );
         // OpenSSL reads it back as a ticket session.
         let session = ctx.to_ssl_session().unwrap();
-        let (ticket, hint) = ffi::session_ticket(&session).expect("ticket");
+        let (ticket, hint) = openssl_ext::session_ticket(&session).expect("ticket");
         assert_eq!((ticket, hint), (ctx.ticket.clone(), 7200));
         assert_eq!(session.id(), &ctx.session_id[..]);
         // A ticket longer than RFC 5077 allows is refused, not cut.

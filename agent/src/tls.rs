@@ -15,7 +15,7 @@ use openssl::ssl::{
 };
 use thiserror::Error;
 
-use crate::ffi;
+use crate::openssl_ext;
 use crate::session::Suite;
 use crate::wire::Transport;
 
@@ -275,7 +275,7 @@ fn drive<S: Read + Write>(
                     });
                 }
                 if dtls {
-                    ffi::dtls_handle_timeout(s.ssl()).map_err(|e| TlsError::Handshake {
+                    openssl_ext::dtls_handle_timeout(s.ssl()).map_err(|e| TlsError::Handshake {
                         server: server.to_owned(),
                         reason: format!("retransmission: {e}"),
                     })?;
@@ -346,7 +346,7 @@ impl Connection {
                     }
                     if let Connection::Dtls(s) = self {
                         // The server may resend its last flight if ours was lost.
-                        let _ = ffi::dtls_handle_timeout(s.ssl());
+                        let _ = openssl_ext::dtls_handle_timeout(s.ssl());
                     }
                 }
                 Err(e) => return Err(TlsError::Io(reason(&e))),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use d2tls::agent::{Agent, device_identity};
 use d2tls::channel::{self, Channel, NONCE_LEN, PairingKey, Role};
 use d2tls::config::AgentConfig;
-use d2tls::ffi;
+use d2tls::openssl_ext;
 use d2tls::wire::{ErrorCode, Message, SIG_ECDSA_P256_SHA256};
 use d2tls_common::*;
 use openssl::ssl::{
@@ -147,7 +147,7 @@ fn read_retry<S: Read + Write>(s: &mut SslStream<S>, buf: &mut [u8]) -> Option<u
                     || e.code() == SslErrorCode::WANT_WRITE)
                     && Instant::now() < deadline =>
             {
-                let _ = ffi::dtls_handle_timeout(s.ssl());
+                let _ = openssl_ext::dtls_handle_timeout(s.ssl());
             }
             Err(_) => return None,
         }
@@ -271,7 +271,7 @@ fn start_dtls_server(pki: &Pki, conns: usize) -> (String, mpsc::Receiver<Seen>) 
                                     || e.code() == SslErrorCode::WANT_WRITE)
                                     && Instant::now() < deadline =>
                             {
-                                let _ = ffi::dtls_handle_timeout(s.ssl());
+                                let _ = openssl_ext::dtls_handle_timeout(s.ssl());
                             }
                             Err(e) => break Err(e.to_string()),
                         }
