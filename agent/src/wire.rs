@@ -768,6 +768,35 @@ mod props {
                     signature
                 }
             ),
+            (
+                any::<u64>(),
+                any::<bool>(),
+                proptest::collection::vec(any::<u8>(), 1..=32),
+                any::<[u8; 48]>(),
+                any::<u32>(),
+                proptest::collection::vec(any::<u8>(), 0..1500),
+                any::<u32>(),
+            )
+                .prop_map(|(id, dtls, session_id, ms, lifetime, ticket, hint)| {
+                    Message::Context {
+                        delegation_id: id,
+                        context: crate::session::SessionContext {
+                            version: if dtls {
+                                crate::session::DTLS1_2
+                            } else {
+                                crate::session::TLS1_2
+                            },
+                            suite: 0xC0AE,
+                            session_id,
+                            master_secret: Box::new(ms),
+                            extended_master_secret: true,
+                            lifetime_secs: lifetime,
+                            // An empty ticket travels as type 0x14, without the hint.
+                            ticket_lifetime_hint: if ticket.is_empty() { 0 } else { hint },
+                            ticket,
+                        },
+                    }
+                }),
             (any::<u64>(), any::<u16>(), "[ -~]{0,200}").prop_map(|(id, code, reason)| {
                 Message::Error {
                     delegation_id: id,
