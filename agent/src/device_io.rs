@@ -264,7 +264,7 @@ fn open(
         // derived different keys from the same nonces.
         Err(ChannelError::Authentication { .. }) => Err(fail(format!(
             "its first record (ready) failed authentication: the agent holds a different \
-             pairing key for device `{device_id}`"
+             pairing key for device `{device_id}` (or the record was altered on the way)"
         ))),
         Err(e) => Err(e.into()),
     }

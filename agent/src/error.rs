@@ -84,8 +84,12 @@ pub enum ChannelError {
     /// Frame or message does not decode.
     #[error("channel frame: {0}")]
     Wire(#[from] WireError),
-    /// AEAD tag check failed: tampered record or wrong pairing key.
-    #[error("channel record {seq} failed authentication (tampered, or a different pairing key)")]
+    /// AEAD tag check failed: a tampered record, or (only for a connection's first record,
+    /// before any opened) a different pairing key.
+    #[error(
+        "channel record {seq} failed authentication ({})",
+        if *seq == 0 { "tampered, or a different pairing key" } else { "tampered in transit" }
+    )]
     Authentication {
         /// Sequence number claimed by the record.
         seq: u64,
@@ -147,6 +151,17 @@ pub enum ContextError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_first_record_suggests_the_pairing_key() {
+        let first = ChannelError::Authentication { seq: 0 }.to_string();
+        assert!(first.contains("different pairing key"), "{first}");
+        let later = ChannelError::Authentication { seq: 5 }.to_string();
+        assert!(
+            later.contains("tampered in transit") && !later.contains("pairing key"),
+            "{later}"
+        );
+    }
 
     #[test]
     fn one_line_says_each_reason_once() {
