@@ -13,6 +13,8 @@
 # Knobs (environment):
 #   ICOUNT_SERVERS  subset/order of: tpkd tpkd-hickory hickory nsd knot   (default all five;
 #                   tpkd-hickory is tpkd with fast_path = false: every query on the hickory path)
+#   ICOUNT_NAMES    members (default): each member's TYPE65300, in order; nxdomain: the same
+#                   names with "nx-" in front, none of which exists (NXDOMAIN with the SOA)
 #   ICOUNT_BIN      a directory holding tp, tpkd and tp-dnsd to measure instead of building
 #                   target/release (e.g. a copy of an earlier build, for a before/after run)
 set -euo pipefail
@@ -21,6 +23,7 @@ N=${1:-2000}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 REL=${ICOUNT_BIN:-$ROOT/target/release}
 SERVERS=${ICOUNT_SERVERS:-"tpkd tpkd-hickory hickory nsd knot"}
+NAMES=${ICOUNT_NAMES:-members}
 ORIGIN=bench.example.
 export PATH=$PATH:/usr/sbin:/sbin
 die() {
@@ -127,7 +130,11 @@ measure() {
     procs=$(tree_of $pid)
     for p in $procs; do callgrind_control -i on "$p" >/dev/null 2>&1; done
     if ((queries > 0)); then
-        head -n "$queries" "$WORK/zone/queries.txt" >"$WORK/q.txt"
+        case $NAMES in
+            members) head -n "$queries" "$WORK/zone/queries.txt" >"$WORK/q.txt" ;;
+            nxdomain) head -n "$queries" "$WORK/zone/queries.txt" | sed 's/^/nx-/' >"$WORK/q.txt" ;;
+            *) die "ICOUNT_NAMES is members or nxdomain, not '$NAMES'" ;;
+        esac
         while (($(wc -l <"$WORK/q.txt") < queries)); do cat "$WORK/q.txt" "$WORK/q.txt" | head -n "$queries" >"$WORK/q2.txt"; mv "$WORK/q2.txt" "$WORK/q.txt"; done
         dnsperf -s 127.0.0.1 -p $PORT -d "$WORK/q.txt" -n 1 -c 1 -q 20 -t 30 >"$WORK/dnsperf.$s.log" 2>&1
         local done
@@ -145,7 +152,7 @@ measure() {
     echo "$total $answered"
 }
 
-echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), valgrind $(valgrind --version)"
+echo "names: $NAMES; machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), valgrind $(valgrind --version)"
 printf '%-34s %16s %16s %10s %14s\n' server "empty window" "query window" answered "instr/query"
 declare -A per
 for s in $SERVERS; do
