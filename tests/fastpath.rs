@@ -446,6 +446,14 @@ fn fast_and_hickory_paths_give_the_same_bytes_on_a_demo_like_hierarchy() {
         names.push("deep.x.com.".into());
         queries += compare_zone(&mut c, &fast, &slow, &ks.name, &names);
         compare_odd(&mut c, &fast, &slow, &names[0]);
+        // The apex NS answer carries the glue of its name server, as NSD's does.
+        let ns = c.ask(&fast, &query(3, &ks.name, 2, SHAPES[0])).unwrap();
+        assert_eq!(
+            u16::from_be_bytes([ns[10], ns[11]]),
+            1,
+            "glue: {}",
+            hex::encode(&ns)
+        );
         if ks.name != "example.com." {
             // BADVERS on the referral path and the transfer path too (RFC 6891 §6.1.3).
             for (name, qtype) in [("deep.x.com.", TPKEY), (ks.name.as_str(), 252)] {

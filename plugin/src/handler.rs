@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{LowerName, RecordType, TSigResponseContext};
+use hickory_proto::rr::{LowerName, RecordSet, RecordType, TSigResponseContext};
 use hickory_server::dnssec::NxProofKind;
 use hickory_server::server::{Request, RequestInfo};
 use hickory_server::zone_handler::{
@@ -45,11 +45,17 @@ impl KeyZoneHandler {
     }
 }
 
-fn found(lookup_options: LookupOptions, answer: Answer<'_>) -> LookupControlFlow<AuthLookup> {
+/// What the zone found, as the Catalog takes it; `additionals` go with an answer of records
+/// (the glue of an apex NS answer).
+fn found(
+    lookup_options: LookupOptions,
+    answer: Answer<'_>,
+    additionals: Vec<Arc<RecordSet>>,
+) -> LookupControlFlow<AuthLookup> {
     let result = match answer {
         Answer::Records(set) => Ok(AuthLookup::answers(
             LookupRecords::new(lookup_options, set.clone()),
-            None,
+            (!additionals.is_empty()).then(|| LookupRecords::many(lookup_options, additionals)),
         )),
         Answer::Many(sets) => Ok(AuthLookup::answers(
             LookupRecords::many(lookup_options, sets),
@@ -64,6 +70,16 @@ fn found(lookup_options: LookupOptions, answer: Answer<'_>) -> LookupControlFlow
         Answer::NotAuth => Err(LookupError::from(ResponseCode::Refused)),
     };
     LookupControlFlow::Continue(result)
+}
+
+/// The additionals of `rtype` at `name`: the NS glue for the apex NS (also what the encoded
+/// answers put there: `KeyZone::ns_glue`).
+fn glue(zone: &KeyZone, name: &LowerName, rtype: RecordType) -> Vec<Arc<RecordSet>> {
+    if rtype == RecordType::NS && name == zone.origin() {
+        zone.ns_glue()
+    } else {
+        Vec::new()
+    }
 }
 
 #[async_trait::async_trait]
@@ -92,9 +108,17 @@ impl ZoneHandler for KeyZoneHandler {
         // The Catalog asks for the apex SOA without request info to fill the authority
         // section of a negative answer; that copy carries the negative-caching TTL.
         if rtype == RecordType::SOA && request_info.is_none() && name == zone.origin() {
-            return found(lookup_options, Answer::Records(zone.negative_soa()));
+            return found(
+                lookup_options,
+                Answer::Records(zone.negative_soa()),
+                Vec::new(),
+            );
         }
-        found(lookup_options, zone.lookup(name, rtype))
+        found(
+            lookup_options,
+            zone.lookup(name, rtype),
+            glue(&zone, name, rtype),
+        )
     }
 
     async fn search(
@@ -115,7 +139,11 @@ impl ZoneHandler for KeyZoneHandler {
         }
         let zone = self.zone.load();
         (
-            found(lookup_options, zone.lookup(info.query.name(), rtype)),
+            found(
+                lookup_options,
+                zone.lookup(info.query.name(), rtype),
+                glue(&zone, info.query.name(), rtype),
+            ),
             None,
         )
     }

@@ -191,7 +191,7 @@ pub fn response_opt(edns: Edns0) -> [u8; OPT_LEN] {
 }
 
 /// Answer `q` from `template`: a whole response encoded for the lower-cased name, with ID 0,
-/// RD and CD clear, no OPT and no additional records of its own. Written into `out` and
+/// RD and CD clear and no OPT. Written into `out` and
 /// finished by [`finish_answer`]. `None` when `out` is too small or the template does not
 /// match the question.
 pub fn write_answer(template: &[u8], q: &Question<'_>, out: &mut [u8]) -> Option<usize> {
@@ -206,7 +206,8 @@ pub fn write_answer(template: &[u8], q: &Question<'_>, out: &mut [u8]) -> Option
 /// not fit the client's size. Returns the length to send.
 pub fn finish_answer(out: &mut [u8], n: usize, q: &Question<'_>) -> Option<usize> {
     let qend = 12 + q.qname.len();
-    if out.get(10..12)? != [0u8, 0].as_slice() || n < qend + 4 {
+    let ar = u16_at(out, 10)?;
+    if n < qend + 4 {
         return None;
     }
     let opt = q.edns.map(response_opt);
@@ -215,8 +216,9 @@ pub fn finish_answer(out: &mut [u8], n: usize, q: &Question<'_>) -> Option<usize
     patch_from_query(dst, q)?;
     dst[qend..qend + 2].copy_from_slice(&q.qtype.to_be_bytes());
     if let Some(o) = opt {
+        // The OPT goes last, after any additional records (as hickory writes it).
         dst[n..].copy_from_slice(&o);
-        dst[11] = 1;
+        dst[10..12].copy_from_slice(&ar.checked_add(1)?.to_be_bytes());
     }
     if total > q.udp_limit() {
         return truncate(dst);

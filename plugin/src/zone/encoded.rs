@@ -223,6 +223,29 @@ impl Negative {
     }
 }
 
+impl KeyZone {
+    /// The glue of the apex NS names — their A and AAAA rrsets, in the NS records' order —
+    /// which an NS answer at the apex carries in ADDITIONAL, as NSD's does. (Here, beside the
+    /// encoder, which must give what the handler gives.)
+    pub fn ns_glue(&self) -> Vec<Arc<RecordSet>> {
+        let mut glue: Vec<Arc<RecordSet>> = Vec::new();
+        for r in self.ns.iter().flat_map(|s| s.records_without_rrsigs()) {
+            let hickory_proto::rr::RData::NS(target) = &r.data else {
+                continue;
+            };
+            let target = LowerName::new(&target.0);
+            for t in [RecordType::A, RecordType::AAAA] {
+                if let Some(set) = self.glue.get(&(target.clone(), t))
+                    && !glue.iter().any(|g| Arc::ptr_eq(g, set))
+                {
+                    glue.push(set.clone());
+                }
+            }
+        }
+        glue
+    }
+}
+
 fn encode_owner(zone: &KeyZone, name: &LowerName, wire: &[u8], template: bool) -> Option<Owner> {
     let zeroed = |rtype: RecordType| {
         let mut b = encode(zone, name, wire, rtype)?;
@@ -271,8 +294,9 @@ fn encode_owner(zone: &KeyZone, name: &LowerName, wire: &[u8], template: bool) -
 #[derive(PartialEq, Eq)]
 enum Shape {
     Referral(*const RecordSet),
-    /// The rrsets in ANSWER (AA set); with the apex NS in AUTHORITY for SOA.
-    Answer(Vec<*const RecordSet>, bool),
+    /// The rrsets in ANSWER (AA set); the QTYPE when it adds records: SOA (the apex NS in
+    /// AUTHORITY), NS at the apex (the glue in ADDITIONAL).
+    Answer(Vec<*const RecordSet>, u16),
     NoData,
     NxDomain,
     None,
@@ -283,8 +307,11 @@ fn shape(zone: &KeyZone, name: &LowerName, rtype: RecordType) -> Shape {
         return Shape::Referral(Arc::as_ptr(set));
     }
     match zone.lookup(name, rtype) {
-        Answer::Records(set) => Shape::Answer(vec![Arc::as_ptr(set)], rtype == RecordType::SOA),
-        Answer::Many(sets) => Shape::Answer(sets.iter().map(Arc::as_ptr).collect(), false),
+        Answer::Records(set) => {
+            let adds = matches!(rtype, RecordType::SOA | RecordType::NS);
+            Shape::Answer(vec![Arc::as_ptr(set)], if adds { rtype.into() } else { 0 })
+        }
+        Answer::Many(sets) => Shape::Answer(sets.iter().map(Arc::as_ptr).collect(), 0),
         Answer::NoData => Shape::NoData,
         Answer::NxDomain => Shape::NxDomain,
         Answer::Referral(_) | Answer::NotAuth => Shape::None,
@@ -301,8 +328,10 @@ fn encode(zone: &KeyZone, name: &LowerName, wire: &[u8], rtype: RecordType) -> O
     let request = Metadata::new(0, MessageType::Query, OpCode::Query);
     let mut meta = Metadata::response_from_request(&request);
     let many;
+    let glue;
     let mut answers: Vec<&Record> = Vec::new();
     let mut authorities: Vec<&Record> = Vec::new();
+    let mut additionals: Vec<&Record> = Vec::new();
     if let Some(set) = zone.referral(name, rtype) {
         // The front handler's referral: AA clear, the child's records in AUTHORITY.
         authorities.extend(set.records_without_rrsigs());
@@ -317,6 +346,11 @@ fn encode(zone: &KeyZone, name: &LowerName, wire: &[u8], rtype: RecordType) -> O
                     && let Answer::Records(ns) = zone.lookup(zone.origin(), RecordType::NS)
                 {
                     authorities.extend(ns.records_without_rrsigs());
+                }
+                // The apex NS answer carries its glue (the handler's additionals).
+                if rtype == RecordType::NS && name == zone.origin() {
+                    glue = zone.ns_glue();
+                    additionals.extend(glue.iter().flat_map(|s| s.records_without_rrsigs()));
                 }
             }
             Answer::Many(sets) => {
@@ -336,7 +370,7 @@ fn encode(zone: &KeyZone, name: &LowerName, wire: &[u8], rtype: RecordType) -> O
         answers,
         authorities,
         std::iter::empty(),
-        std::iter::empty(),
+        additionals,
     );
     let mut buf = Vec::with_capacity(512);
     let mut encoder = BinEncoder::new(&mut buf);
