@@ -554,3 +554,53 @@ fn fast_and_hickory_paths_give_the_same_bytes_on_a_generated_zone_and_after_a_re
     compare_zone(&mut c, &fast, &slow, zone, &names);
     assert!(p.child.try_wait().unwrap().is_none(), "tpkd died");
 }
+
+#[test]
+fn refusals_a_peer_can_cause_at_will_are_logged_at_most_ten_a_minute() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = KeyServer::new(dir.path(), "quiet.test.", "127.0.8.9", "", "");
+    let log = dir.path().join("tpkd.log");
+    let mut p = Proc::spawn(
+        "tpkd quiet.test.",
+        Command::new(bin("tpkd"))
+            .arg("--config")
+            .arg(&ks.config)
+            .stderr(std::fs::File::create(&log).unwrap()),
+    );
+    wait_dns(&ks.ip, ks.port, &ks.name, &mut p);
+    let to = format!("{}:{}", ks.ip, ks.port);
+    let mut c = Client::new();
+    for i in 0..40u16 {
+        let axfr = query(i, "quiet.test.", 252, SHAPES[0]);
+        assert!(
+            c.ask(&to, &axfr).is_some_and(|r| r[3] & 0x0f == 5),
+            "REFUSED"
+        );
+        let mut notify = query(i, "quiet.test.", 6, SHAPES[0]);
+        notify[2] = 4 << 3;
+        assert!(
+            c.ask(&to, &notify).is_some_and(|r| r[3] & 0x0f == 4),
+            "NOTIMP"
+        );
+    }
+    p.stop();
+    let text = std::fs::read_to_string(&log).unwrap();
+    for what in [
+        "AXFR over UDP refused",
+        "unsupported opcode refused (NOTIMP)",
+    ] {
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains(what)).collect();
+        // Ten a minute (twenty if the minute turned during the test), the tenth saying so.
+        assert!(
+            (10..=20).contains(&lines.len()),
+            "{what}: {} lines\n{text}",
+            lines.len()
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("no more such lines this minute")),
+            "{text}"
+        );
+    }
+}

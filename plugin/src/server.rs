@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use hickory_net::NetError;
 use hickory_net::runtime::{Time, TokioTime};
@@ -25,6 +25,50 @@ use crate::wire;
 
 /// UDP requests waiting for the hickory path at most, per listen address; more are dropped.
 const MAX_SLOW_IN_FLIGHT: usize = 4096;
+
+/// Lines a minute, at most, for one kind of refusal any peer can cause at will (one spoofed
+/// datagram each), as NSD limits its own.
+const LOG_BURST: u32 = 10;
+
+/// A per-minute budget of log lines for one kind of event.
+struct LogLimit {
+    minute: AtomicU64,
+    lines: AtomicU32,
+}
+
+impl LogLimit {
+    const fn new() -> Self {
+        Self {
+            minute: AtomicU64::new(0),
+            lines: AtomicU32::new(0),
+        }
+    }
+
+    /// `Some(last)`: log this one (`last`: the budget of this minute ends with it); `None`:
+    /// the budget is spent until the next minute.
+    fn allow(&self) -> Option<bool> {
+        let minute = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() / 60);
+        if self.minute.swap(minute, Ordering::Relaxed) != minute {
+            self.lines.store(0, Ordering::Relaxed);
+        }
+        let n = self.lines.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        (n <= LOG_BURST).then_some(n == LOG_BURST)
+    }
+}
+
+fn quiet(last: bool) -> &'static str {
+    if last {
+        " (no more such lines this minute)"
+    } else {
+        ""
+    }
+}
+
+static OPCODE_LOG: LogLimit = LogLimit::new();
+static ACL_LOG: LogLimit = LogLimit::new();
+static UDP_AXFR_LOG: LogLimit = LogLimit::new();
 
 /// Target size of one AXFR message; well below the 64 KiB limit of a DNS message over TCP.
 const AXFR_MESSAGE_BYTES: usize = 16 * 1024;
@@ -188,7 +232,6 @@ impl RequestHandler for KeyServerHandler {
             return crate::update::handle(self, request, response_handle).await;
         }
         if request.metadata.message_type == MessageType::Query
-            && request.metadata.op_code == OpCode::Query
             && request.edns.as_ref().is_some_and(|e| e.version() > 0)
         {
             // RFC 6891 §6.1.3, on every path (referrals and transfers too), as the Catalog.
@@ -205,7 +248,16 @@ impl RequestHandler for KeyServerHandler {
                 .unwrap_or_else(|_| failed(request));
         }
         if request.metadata.message_type == MessageType::Query
-            && request.metadata.op_code == OpCode::Query
+            && request.metadata.op_code != OpCode::Query
+        {
+            // NOTIFY, STATUS, …: NOTIMP, as the Catalog answers them, logged with a limit
+            // (a spoofed datagram each would otherwise write a line each).
+            if let Some(last) = OPCODE_LOG.allow() {
+                warn!(op = %request.metadata.op_code, peer = %request.src(), "unsupported opcode refused (NOTIMP){}", quiet(last));
+            }
+            return send_rcode(request, ResponseCode::NotImp, response_handle).await;
+        }
+        if request.metadata.message_type == MessageType::Query
             && let Ok(info) = request.request_info()
         {
             let query = info.query;
@@ -280,7 +332,9 @@ impl KeyServerHandler {
             return send_rcode(request, ResponseCode::NotAuth, handle).await;
         }
         if !self.acl.allows(peer.ip()) {
-            warn!(zone = %origin, %peer, "transfer refused: peer not in axfr_allow");
+            if let Some(last) = ACL_LOG.allow() {
+                warn!(zone = %origin, %peer, "transfer refused: peer not in axfr_allow{}", quiet(last));
+            }
             return send_rcode(request, ResponseCode::Refused, handle).await;
         }
         let zone = cell.load_full();
@@ -302,7 +356,9 @@ impl KeyServerHandler {
                     .await
                     .unwrap_or_else(|_| failed(request));
             }
-            warn!(zone = %origin, %peer, "AXFR over UDP refused");
+            if let Some(last) = UDP_AXFR_LOG.allow() {
+                warn!(zone = %origin, %peer, "AXFR over UDP refused{}", quiet(last));
+            }
             return send_rcode(request, ResponseCode::Refused, handle).await;
         }
         // IXFR is answered with the whole zone (RFC 1995 §4), as AXFR.
