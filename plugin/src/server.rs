@@ -412,7 +412,7 @@ impl KeyServerHandler {
             .wire_zones
             .iter()
             .find(|(origin, _)| wire::in_zone(name, origin))?;
-        let len = cell.load().encoded().answer(name, &q, out)?;
+        let len = cell.load().encoded()?.answer(name, &q, out)?;
         self.counters.udp.fetch_add(1, Ordering::Relaxed);
         Some(len)
     }

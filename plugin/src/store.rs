@@ -54,12 +54,25 @@ impl Changes {
     }
 }
 
+/// A stored member: (owner, ttl, record).
+type Stored = (String, u32, KeyRecord);
+/// A re-signed copy of a zone-file member: (owner, record).
+type Resigned = (String, KeyRecord);
+
+/// What [`View::apply`] replaced, for [`View::undo`]: each key with its value before.
+#[must_use]
+pub struct Undo {
+    generation: u32,
+    members: Vec<(Vec<u8>, Option<Stored>)>,
+    resigned: Vec<(Vec<u8>, Option<Resigned>)>,
+}
+
 /// A zone's stored state, in store order: what [`Store::view`] reads.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct View {
     zone: String,
-    members: std::collections::BTreeMap<Vec<u8>, (String, u32, KeyRecord)>,
-    resigned: std::collections::BTreeMap<Vec<u8>, (String, KeyRecord)>,
+    members: std::collections::BTreeMap<Vec<u8>, Stored>,
+    resigned: std::collections::BTreeMap<Vec<u8>, Resigned>,
     /// The generation (added to the SOA serial).
     pub generation: u32,
 }
@@ -75,28 +88,65 @@ impl View {
         }
     }
 
-    /// The state once [`Store::apply`] has written `changes`.
-    pub fn after(&self, changes: &Changes) -> Self {
+    /// Move to the state [`Store::apply`] of `changes` writes, in place; the returned
+    /// [`Undo`] puts it back (a write whose zone will not load, or whose store write fails).
+    pub fn apply(&mut self, changes: &Changes) -> Undo {
+        let mut undo = Undo {
+            generation: self.generation,
+            members: Vec::new(),
+            resigned: Vec::new(),
+        };
         if changes.is_empty() {
-            return self.clone();
+            return undo;
         }
-        let mut v = self.clone();
-        let key = |owner: &str, ip| member_key(&self.zone, owner, ip);
+        let zone = self.zone.clone();
+        let key = |owner: &str, ip| member_key(&zone, owner, ip);
+        let mut member = |v: &mut Self, k: Vec<u8>, new: Option<Stored>| {
+            let old = match new {
+                Some(m) => v.members.insert(k.clone(), m),
+                None => v.members.remove(&k),
+            };
+            undo.members.push((k, old));
+        };
         for (owner, ip) in &changes.removed {
-            v.members.remove(&key(owner, *ip));
-            v.resigned.remove(&key(owner, *ip));
-        }
-        for (owner, ip) in &changes.dropped_copies {
-            v.resigned.remove(&key(owner, *ip));
+            member(self, key(owner, *ip), None);
         }
         for m in &changes.members {
-            v.members.insert(key(&m.0, m.2.ip), m.clone());
+            member(self, key(&m.0, m.2.ip), Some(m.clone()));
+        }
+        let mut copy = |v: &mut Self, k: Vec<u8>, new: Option<Resigned>| {
+            let old = match new {
+                Some(c) => v.resigned.insert(k.clone(), c),
+                None => v.resigned.remove(&k),
+            };
+            undo.resigned.push((k, old));
+        };
+        for (owner, ip) in changes.removed.iter().chain(&changes.dropped_copies) {
+            copy(self, key(owner, *ip), None);
         }
         for c in &changes.resigned {
-            v.resigned.insert(key(&c.0, c.1.ip), c.clone());
+            copy(self, key(&c.0, c.1.ip), Some(c.clone()));
         }
-        v.generation = v.generation.wrapping_add(1);
-        v
+        self.generation = self.generation.wrapping_add(1);
+        undo
+    }
+
+    /// Put back what [`View::apply`] changed.
+    pub fn undo(&mut self, undo: Undo) {
+        // Newest first, so a key touched twice ends as it began.
+        for (k, old) in undo.members.into_iter().rev() {
+            match old {
+                Some(m) => self.members.insert(k, m),
+                None => self.members.remove(&k),
+            };
+        }
+        for (k, old) in undo.resigned.into_iter().rev() {
+            match old {
+                Some(c) => self.resigned.insert(k, c),
+                None => self.resigned.remove(&k),
+            };
+        }
+        self.generation = undo.generation;
     }
 
     /// Members: (owner, ttl, record).
@@ -219,7 +269,7 @@ impl Store {
     }
 
     /// What `zone` holds now; the key server keeps it in memory and moves it along with
-    /// every write ([`View::after`]), so a write does not read the store back.
+    /// every write ([`View::apply`]), so a write does not read the store back.
     pub fn view(&self, zone: &str) -> Result<View, StoreError> {
         let mut v = View {
             zone: zone.to_string(),
@@ -340,4 +390,76 @@ fn decode_value(v: &[u8]) -> Result<(u32, KeyRecord), String> {
         .ok_or_else(|| "value too short".to_string())?;
     let record = KeyRecord::from_wire(wire).map_err(|e| e.to_string())?;
     Ok((u32::from_be_bytes(*ttl), record))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clpkc::{KeyRequest, Kgc, SecretValue};
+    use rand_core::OsRng;
+
+    fn record(kgc: &Kgc, name: &str, ip: &str, not_after: u32) -> KeyRecord {
+        let id = crate::clpkc::Identity::new(name, ip.parse().unwrap(), kgc.params()).unwrap();
+        let x = SecretValue::generate(&mut OsRng);
+        let pk = kgc.extract(&KeyRequest::new(id, &x), &mut OsRng).unwrap();
+        let own = kgc
+            .self_issue("192.0.2.53".parse().unwrap(), &mut OsRng)
+            .unwrap();
+        let mut rec = KeyRecord {
+            ip: ip.parse().unwrap(),
+            w: pk.w,
+            issuer: kgc.params().digest(),
+            not_before: 1_700_000_000,
+            not_after,
+            key_server: None,
+            signature: None,
+        };
+        rec.sign(name, &own).unwrap();
+        rec
+    }
+
+    #[test]
+    fn a_view_moves_with_the_store_and_undoes_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let kgc = Kgc::setup("example.", &mut OsRng).unwrap();
+        let zone = "example.";
+        let a = record(&kgc, "a.example.", "192.0.2.1", 1_800_000_000);
+        let b = record(&kgc, "b.example.", "192.0.2.2", 1_800_000_000);
+        let a2 = record(&kgc, "a.example.", "192.0.2.1", 1_900_000_000);
+        let first = Changes {
+            members: vec![("a.example.".into(), 60, a), ("b.example.".into(), 60, b)],
+            resigned: vec![(
+                "f.example.".into(),
+                record(&kgc, "f.example.", "192.0.2.9", 1),
+            )],
+            ..Changes::default()
+        };
+        let second = Changes {
+            members: vec![("a.example.".into(), 90, a2)],
+            removed: vec![("b.example.".into(), "192.0.2.2".parse().unwrap())],
+            dropped_copies: vec![("f.example.".into(), "192.0.2.9".parse().unwrap())],
+            ..Changes::default()
+        };
+        let mut view = store.view(zone).unwrap();
+        let _ = view.apply(&first);
+        store.apply(zone, &first).unwrap();
+        assert_eq!(view, store.view(zone).unwrap(), "after the first write");
+        let before = view.clone();
+        let undo = view.apply(&second);
+        assert_eq!(view.members().count(), 1);
+        assert_eq!(
+            view.get("a.example.", "192.0.2.1".parse().unwrap())
+                .unwrap()
+                .0,
+            90
+        );
+        assert_eq!(view.resigned().count(), 0);
+        view.undo(undo);
+        assert_eq!(view, before, "undone");
+        let _ = view.apply(&second);
+        store.apply(zone, &second).unwrap();
+        assert_eq!(view, store.view(zone).unwrap(), "after the second write");
+        assert_eq!(view.generation, 2);
+    }
 }

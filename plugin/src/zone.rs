@@ -85,7 +85,8 @@ pub struct KeyZone {
     delegations: HashSet<LowerName>,
     members: Vec<Member>,
     withdrawn: Vec<Member>,
-    encoded: Encoded,
+    // Filled by `encode`, at once by `build` or later by whoever built it unencoded.
+    encoded: std::sync::OnceLock<Encoded>,
 }
 
 impl KeyZone {
@@ -93,6 +94,21 @@ impl KeyZone {
     /// are signed with `signer`; signed ones must verify under it. Any problem refuses the
     /// whole zone, with every problem listed.
     pub fn build(
+        parsed: ParsedZone,
+        stored: Vec<(String, u32, KeyRecord)>,
+        serial_offset: u32,
+        signer: &ZoneSigner<'_>,
+        now: u64,
+    ) -> Result<Self, ZoneErrors> {
+        let zone = Self::build_unencoded(parsed, stored, serial_offset, signer, now)?;
+        zone.encode();
+        Ok(zone)
+    }
+
+    /// [`KeyZone::build`] without its last stage: the fast path answers nothing from this
+    /// zone until [`KeyZone::encode`] has run (the hickory path answers everything). For a
+    /// writer that swaps zones faster than they encode (a burst of enrollments).
+    pub fn build_unencoded(
         parsed: ParsedZone,
         stored: Vec<(String, u32, KeyRecord)>,
         serial_offset: u32,
@@ -224,7 +240,9 @@ impl KeyZone {
             .collect();
 
         // Members: issuer, signature, validity, duplicates, placement.
-        let mut seen: HashMap<(String, std::net::IpAddr), String> = HashMap::new();
+        // (owner, IP) → the line of its first key (0: enrolled).
+        let mut seen: HashMap<(String, std::net::IpAddr), usize> =
+            HashMap::with_capacity(members.len());
         let mut delegations = HashSet::new();
         // Owner names parsed once; a bad one is reported below and refuses the zone.
         let mut owners: Vec<Option<Name>> = members
@@ -234,33 +252,50 @@ impl KeyZone {
         // Members past their window: withdrawn (not served, the zone still loads).
         let mut expired = HashSet::new();
         for (i, (m, owner_name)) in members.iter_mut().zip(&owners).enumerate() {
-            let (line, whence) = match &m.source {
-                Source::File(_, l) => (*l, format!("line {l}")),
-                Source::Store => (0, format!("enrolled member {} {}", m.owner, m.record.ip)),
+            let line = match &m.source {
+                Source::File(_, l) => *l,
+                Source::Store => 0,
             };
-            let prefix = if line == 0 {
-                format!("{whence}: ")
-            } else {
-                String::new()
+            // Made only for an error: most builds have none, and members are many.
+            let whence = |line: usize, m: &Member| match line {
+                0 => format!("enrolled member {} {}", m.owner, m.record.ip),
+                l => format!("line {l}"),
+            };
+            let prefix = |m: &Member| match line {
+                0 => format!("{}: ", whence(0, m)),
+                _ => String::new(),
             };
             let Some(owner_name) = owner_name else {
-                err(line, format!("{prefix}bad owner name {}", m.owner));
+                err(line, format!("{}bad owner name {}", prefix(m), m.owner));
                 continue;
             };
             let owner_l = LowerName::new(owner_name);
             if !origin.zone_of(&owner_l) {
-                err(line, format!("{prefix}{} is outside the zone", m.owner));
+                err(
+                    line,
+                    format!("{}{} is outside the zone", prefix(m), m.owner),
+                );
                 continue;
             }
             if m.record.issuer != digest {
                 err(
                     line,
                     format!(
-                        "{prefix}issued under params {} but this key server's params are {}",
+                        "{}issued under params {} but this key server's params are {}",
+                        prefix(m),
                         hex::encode(m.record.issuer),
                         hex::encode(digest)
                     ),
                 );
+                continue;
+            }
+            if m.record.not_before >= m.record.not_after {
+                err(line, format!("{}validity window is empty", prefix(m)));
+                continue;
+            }
+            // Withdrawn before any crypto: an expired member costs no signature.
+            if now > u64::from(m.record.not_after) {
+                expired.insert(i);
                 continue;
             }
             // Unchanged since the served zone was built (same fields, and the same signature
@@ -284,7 +319,7 @@ impl KeyZone {
                 _ if already => {}
                 None => {
                     if let Err(e) = m.record.sign(&m.owner, signer.key) {
-                        err(line, format!("{prefix}cannot sign: {e}"));
+                        err(line, format!("{}cannot sign: {e}", prefix(m)));
                         continue;
                     }
                 }
@@ -292,26 +327,21 @@ impl KeyZone {
                     if let Err(e) = m.record.verify_signature(&m.owner, signer.key.public()) {
                         err(
                             line,
-                            format!("{prefix}{e} (forged, or signed by another key server)"),
+                            format!("{}{e} (forged, or signed by another key server)", prefix(m)),
                         );
                         continue;
                     }
                 }
             }
-            if m.record.not_before >= m.record.not_after {
-                err(line, format!("{prefix}validity window is empty"));
-                continue;
-            }
-            if now > u64::from(m.record.not_after) {
-                expired.insert(i);
-                continue;
-            }
-            if let Some(first) = seen.insert((m.owner.clone(), m.record.ip), whence.clone()) {
+            if let Some(first) = seen.insert((m.owner.clone(), m.record.ip), line) {
                 err(
                     line,
                     format!(
-                        "{prefix}duplicate key for {} {} (first at {first})",
-                        m.owner, m.record.ip
+                        "{}duplicate key for {} {} (first at {})",
+                        prefix(m),
+                        m.owner,
+                        m.record.ip,
+                        whence(first, m)
                     ),
                 );
                 continue;
@@ -386,8 +416,8 @@ impl KeyZone {
             Arc::new(set)
         });
 
-        let mut sets: HashMap<LowerName, RecordSet> = HashMap::new();
-        let mut names = HashSet::new();
+        let mut sets: HashMap<LowerName, RecordSet> = HashMap::with_capacity(members.len());
+        let mut names = HashSet::with_capacity(members.len() + 1);
         names.insert(origin.clone());
         for (m, owner) in members.iter().zip(&owners) {
             let (Some(owner), Ok(wire)) = (owner, m.record.to_wire()) else {
@@ -415,7 +445,7 @@ impl KeyZone {
             .into_iter()
             .map(|(k, v)| (k, Arc::new(v)))
             .collect();
-        let mut zone = Self {
+        let zone = Self {
             glue,
             origin,
             origin_name,
@@ -427,15 +457,20 @@ impl KeyZone {
             delegations,
             members,
             withdrawn,
-            encoded: Encoded::default(),
+            encoded: std::sync::OnceLock::new(),
         };
-        zone.encoded = Encoded::build(&zone);
         Ok(zone)
     }
 
-    /// Every plain answer of the zone, encoded (the UDP fast path's).
-    pub fn encoded(&self) -> &Encoded {
-        &self.encoded
+    /// Encode every plain answer of the zone (the encode stage), once.
+    pub fn encode(&self) {
+        self.encoded.get_or_init(|| Encoded::build(self));
+    }
+
+    /// Every plain answer of the zone, encoded (the UDP fast path's); `None` until
+    /// [`KeyZone::encode`] has run.
+    pub fn encoded(&self) -> Option<&Encoded> {
+        self.encoded.get()
     }
 
     /// Members left out because their validity window has ended (see `tp ctl renew`).

@@ -170,6 +170,63 @@ struct Written {
     stored: View,
 }
 
+/// When a zone built by a write is encoded for the UDP fast path.
+#[derive(Clone, Copy)]
+enum Encode {
+    /// Before it is served (reload).
+    Now,
+    /// By the encoder thread once writes pause (enrollments, renewals, re-signing): a burst
+    /// of writes does not encode every intermediate zone; meanwhile the hickory path answers.
+    Later,
+}
+
+/// Work for the encoder thread.
+enum Job {
+    /// Encode this zone (unless a newer one comes first).
+    Encode(Arc<KeyZone>),
+    /// Let go of a zone no longer served.
+    Drop(Arc<KeyZone>),
+}
+
+/// The encoder thread: it encodes the latest zone it was sent once no newer one has come for
+/// `QUIET`, or once the oldest waiting has waited `MAX_WAIT` (a steady stream of writes), and
+/// frees the zones writes replaced.
+fn spawn_encoder() -> Option<std::sync::mpsc::Sender<Job>> {
+    use std::sync::mpsc::RecvTimeoutError;
+    use std::time::{Duration, Instant};
+    const QUIET: Duration = Duration::from_millis(50);
+    const MAX_WAIT: Duration = Duration::from_secs(1);
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("tpkd-encode".into())
+        .spawn(move || {
+            while let Ok(job) = rx.recv() {
+                let mut zone = match job {
+                    Job::Encode(zone) => zone,
+                    Job::Drop(old) => {
+                        drop(old);
+                        continue;
+                    }
+                };
+                let first = Instant::now();
+                loop {
+                    match rx.recv_timeout(QUIET) {
+                        Ok(Job::Encode(newer)) => zone = newer,
+                        Ok(Job::Drop(old)) => drop(old),
+                        Err(RecvTimeoutError::Timeout) => break,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                    if first.elapsed() >= MAX_WAIT {
+                        break;
+                    }
+                }
+                zone.encode();
+            }
+        })
+        .ok()?;
+    Some(tx)
+}
+
 /// An enrollment issued and waiting for a group commit.
 struct Waiting {
     owner: String,
@@ -217,6 +274,8 @@ pub struct KeyServer {
     write: Mutex<Written>,
     // Enrollments issued and waiting for the next group commit.
     pending: Mutex<Vec<Waiting>>,
+    // Encodes zones built by writes off the write path (`None`: no thread, encode inline).
+    encoder: Option<std::sync::mpsc::Sender<Job>>,
     /// Requests received, shown by `tp ctl status`.
     pub counters: Arc<twinpeaks::server::QueryCounters>,
     // The served serial, for whoever sends NOTIFY.
@@ -252,7 +311,8 @@ pub fn read_zone_file(cfg: &Config) -> Result<ParsedZone, KeyServerError> {
 /// served, whose unchanged members are taken without signing or verifying again). A zone-file
 /// member that the server re-signed is taken in its re-signed form while its line is otherwise
 /// unchanged and the copy's window ends later.
-/// `stored` is the store's content for the zone (nothing is written here).
+/// `stored` is the store's content for the zone (nothing is written here). The zone is not
+/// encoded for the UDP fast path yet ([`KeyZone::encode`]).
 pub fn build_zone(
     cfg: &Config,
     mut parsed: ParsedZone,
@@ -279,7 +339,7 @@ pub fn build_zone(
         }
     }
     let members = stored.members().cloned().collect();
-    let zone = KeyZone::build(parsed, members, generation, signer, time::now())
+    let zone = KeyZone::build_unencoded(parsed, members, generation, signer, time::now())
         .map_err(KeyServerError::ZoneRefused)?;
     // Said once, when a member is first withdrawn, not at every rebuild.
     let before: std::collections::HashSet<(&str, std::net::IpAddr)> = signer
@@ -320,11 +380,10 @@ impl KeyServer {
     /// Load keys, open the store and load the zone; any failure is fatal at startup.
     pub fn open(cfg: Config) -> Result<Self, KeyServerError> {
         let (kgc, own) = read_keys(&cfg)?;
-        let store =
-            Store::open(cfg.store_path()).map_err(|source| KeyServerError::StoreOpen {
-                path: cfg.store_path().to_path_buf(),
-                source,
-            })?;
+        let store = Store::open(cfg.store_path()).map_err(|source| KeyServerError::StoreOpen {
+            path: cfg.store_path().to_path_buf(),
+            source,
+        })?;
         let parsed = read_zone_file(&cfg)?;
         let signer = ZoneSigner {
             params: kgc.params(),
@@ -334,6 +393,7 @@ impl KeyServer {
         };
         let stored = store.view(&cfg.name)?;
         let zone = build_zone(&cfg, parsed.clone(), &signer, &stored)?;
+        zone.encode();
         let (serial, _) = tokio::sync::watch::channel(zone.serial());
         Ok(Self {
             serial,
@@ -347,6 +407,7 @@ impl KeyServer {
                 stored,
             }),
             pending: Mutex::default(),
+            encoder: spawn_encoder(),
             counters: Arc::default(),
         })
     }
@@ -385,7 +446,7 @@ impl KeyServer {
             ..Changes::default()
         };
         let file = std::mem::replace(&mut w.file, parsed);
-        let stats = self.commit(&mut w, &changes);
+        let stats = self.commit(&mut w, &changes, Encode::Now);
         if stats.is_err() {
             w.file = file;
         }
@@ -395,7 +456,12 @@ impl KeyServer {
     /// Build the zone from the file and the store with `changes`, reusing what the served zone
     /// verified; only if it loads, write `changes` (one transaction, durable) and serve it.
     /// On error nothing is stored and the old zone keeps serving.
-    fn commit(&self, w: &mut Written, changes: &Changes) -> Result<(u32, usize), KeyServerError> {
+    fn commit(
+        &self,
+        w: &mut Written,
+        changes: &Changes,
+        encode: Encode,
+    ) -> Result<(u32, usize), KeyServerError> {
         let served = self.zone.load_full();
         let fresh: Vec<(&str, &KeyRecord)> = changes
             .members
@@ -409,12 +475,41 @@ impl KeyServer {
             verified: Some(&served),
             fresh: &fresh,
         };
-        let stored = w.stored.after(changes);
-        let zone = build_zone(&self.cfg, w.file.clone(), &signer, &stored)?;
-        self.store.apply(&self.cfg.name, changes)?;
-        w.stored = stored;
+        let t0 = std::time::Instant::now();
+        let undo = w.stored.apply(changes);
+        let zone = match build_zone(&self.cfg, w.file.clone(), &signer, &w.stored) {
+            Ok(z) => z,
+            Err(e) => {
+                w.stored.undo(undo);
+                return Err(e);
+            }
+        };
+        let t1 = std::time::Instant::now();
+        if let Err(e) = self.store.apply(&self.cfg.name, changes) {
+            w.stored.undo(undo);
+            return Err(e.into());
+        }
         let stats = (zone.serial(), zone.members().len());
-        self.zone.store(Arc::new(zone));
+        let zone = Arc::new(zone);
+        match (encode, &self.encoder) {
+            (Encode::Later, Some(encoder)) if encoder.send(Job::Encode(zone.clone())).is_ok() => {}
+            // Encoded before it is served: the fast path never pauses.
+            _ => zone.encode(),
+        }
+        // Where a write's time goes (server/bench/enroll.sh reads these lines).
+        debug!(
+            zone = %self.cfg.name,
+            written = changes.members.len() + changes.resigned.len() + changes.removed.len(),
+            members = stats.1,
+            build_us = (t1 - t0).as_micros(),
+            store_us = t1.elapsed().as_micros(),
+            "commit"
+        );
+        let old = self.zone.swap(zone);
+        // Freeing a large zone takes a while: not on the write path.
+        if let Some(encoder) = &self.encoder {
+            let _ = encoder.send(Job::Drop(old));
+        }
         self.serial
             .send_if_modified(|s| std::mem::replace(s, stats.0) != stats.0);
         Ok(stats)
@@ -485,7 +580,6 @@ impl KeyServer {
             return r.map(|()| (record, partial));
         }
         let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
-        debug!(zone = %self.cfg.name, enrollments = batch.len(), "group commit");
         self.commit_enrollments(&mut w, batch);
         drop(w);
         match result.recv() {
@@ -556,7 +650,7 @@ impl KeyServer {
             if ok.is_empty() {
                 continue;
             }
-            match self.commit(w, &changes(&ok)) {
+            match self.commit(w, &changes(&ok), Encode::Later) {
                 Ok(_) => ok.into_iter().for_each(|one| {
                     let _ = one.done.send(Ok(()));
                 }),
@@ -568,7 +662,7 @@ impl KeyServer {
                 Err(_) => {
                     for one in ok {
                         let r = self
-                            .commit(w, &changes(std::slice::from_ref(&one)))
+                            .commit(w, &changes(std::slice::from_ref(&one)), Encode::Later)
                             .map(|_| ())
                             .map_err(|e| KeyServerError::EnrollRefused(Box::new(e)));
                         let _ = one.done.send(r);
@@ -641,7 +735,7 @@ impl KeyServer {
             resigned: copies,
             ..Changes::default()
         };
-        self.commit(&mut w, &changes)?;
+        self.commit(&mut w, &changes, Encode::Later)?;
         Ok(n)
     }
 
@@ -661,6 +755,11 @@ impl KeyServer {
                 ip,
                 zone: self.cfg.name.clone(),
             })?;
+        // A withdrawn member was never checked (the build withdraws before any crypto): its
+        // signature must be this server's before its fields are signed again.
+        if m.record.signature.is_some() {
+            m.record.verify_signature(&owner, self.own.public())?;
+        }
         let window = self.window(time::now(), self.cfg.resign_validity_secs);
         let mut rec = KeyRecord {
             not_before: window.0,
@@ -679,7 +778,7 @@ impl KeyServer {
                 ..Changes::default()
             },
         };
-        self.commit(&mut w, &changes)?;
+        self.commit(&mut w, &changes, Encode::Later)?;
         Ok(rec)
     }
 
@@ -714,7 +813,7 @@ impl KeyServer {
             removed: vec![(owner, ip)],
             ..Changes::default()
         };
-        self.commit(&mut w, &changes)?;
+        self.commit(&mut w, &changes, Encode::Later)?;
         Ok(())
     }
 
@@ -772,7 +871,7 @@ impl KeyServer {
             removed: vec![(name.clone(), old_ip)],
             ..Changes::default()
         };
-        self.commit(&mut w, &changes)
+        self.commit(&mut w, &changes, Encode::Later)
             .map_err(|e| KeyServerError::ChangeIpRefused(Box::new(e)))?;
         Ok((record, partial))
     }
