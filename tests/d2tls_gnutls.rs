@@ -14,7 +14,6 @@
 mod common;
 mod d2tls_common;
 
-use std::process::Command;
 
 use d2tls_common::*;
 
@@ -30,31 +29,12 @@ fn run_case(transport: &str, nodb: bool) {
     };
     let priority =
         format!("NORMAL:-VERS-ALL:{version}:-CIPHER-ALL:+AES-128-CCM-8:-KX-ALL:+ECDHE-ECDSA");
-    // stdbuf: gnutls-serv's stdout is block-buffered on a pipe; what it prints there about a
-    // connection must arrive when printed ("listening" goes to stderr).
-    let server = Proc::spawn(
-        Command::new(common::require_tool("stdbuf"))
-            .arg("-oL")
-            .arg(gnutls)
-            .current_dir(&pki.dir)
-            .args(udp)
-            .args(if nodb { &["--nodb"][..] } else { &[][..] })
-            .args(["--port", &server_port.to_string(), "--echo", "-d", "4"])
-            .args([
-                "--x509certfile",
-                "server.pem",
-                "--x509keyfile",
-                "server.key",
-            ])
-            .args(["--x509cafile", "ca.pem", "--require-client-cert"])
-            .args(["--verify-client-cert", "--priority", &priority]),
-    );
-    assert!(
-        server.err.wait_for("Server listening on IPv4"),
-        "gnutls-serv did not start:\n{}\n{}",
-        server.out.text(),
-        server.err.text()
-    );
+    let mut extra = udp.to_vec();
+    if nodb {
+        extra.push("--nodb");
+    }
+    extra.extend(["-d", "4"]);
+    let server = gnutls_serv(&gnutls, &pki, server_port, &priority, &extra);
     let agent_port = port();
     let agent = start_agent(
         &common::bin("d2tls-agent"),
@@ -69,21 +49,7 @@ fn run_case(transport: &str, nodb: bool) {
         "ccm8",
     );
     let line = format!("ping-gnutls-{transport}");
-    let mut device = Proc::spawn(
-        Command::new(common::bin("d2tls-device"))
-            .arg("--config")
-            .arg(&cfg)
-            .args(["--send", &line, "--expect-reply", "30"]),
-    );
-    let status = device.wait();
-    let out = device.out.text();
-    assert!(
-        status.success(),
-        "device failed\nstdout:\n{out}\nstderr:\n{}\nagent:\n{}\nserver:\n{}",
-        device.err.text(),
-        agent.err.text(),
-        server.err.text()
-    );
+    let out = device_echo(&common::bin("d2tls-device"), &cfg, &line, &agent, &server);
     assert!(
         out.contains("session reused=true resumed_by=ticket"),
         "{out}"

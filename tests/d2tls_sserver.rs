@@ -113,13 +113,7 @@ fn run_resumption(transport: &str, suite: &str, lossy: bool, resumption: Resumpt
     assert!(dev_out.contains("signatures=1"), "{dev_out}");
 
     let server_out = server.out.text();
-    let block = reused_block(&server_out)
-        .unwrap_or_else(|| panic!("s_server shows no reused session:\n{server_out}"));
-    assert!(
-        block.contains("subject=CN = sensor-1, O = D2TLS Devices"),
-        "reused session without the device's subject:\n{block}"
-    );
-    assert!(block.contains(&format!("CIPHER is {cipher}")), "{block}");
+    assert_resumed_by_device(&server_out, cipher);
 
     // The agent forgot the context once it was handed over.
     let agent_log = agent.err.text();

@@ -88,6 +88,7 @@ pub struct Agent {
     devices: HashMap<String, PairingKey>,
     dtls: SslContext,
     tls: SslContext,
+    tls13: SslContext,
 }
 
 /// The device's leaf certificate and its P-256 public key, checked.
@@ -119,9 +120,16 @@ impl Agent {
     pub fn new(cfg: AgentConfig) -> Result<Agent, anyhow::Error> {
         let build = |t: Transport| -> Result<SslContext, anyhow::Error> {
             let mut b = tls::client_context(t, &cfg.suites)?;
-            // The server's ticket goes to the device with the context.
-            if cfg.session_tickets {
+            // The server's ticket goes to the device with the context (TLS 1.3 resumes by
+            // ticket only, whatever session_tickets says).
+            if cfg.session_tickets || t == Transport::Tls13 {
                 tls::allow_tickets(&mut b);
+            }
+            // The agent never resumes, but a server whose priorities allow only psk_ke
+            // (gnutls-serv with +PSK and no (EC)DHE-PSK) sends tickets only to a client that
+            // offers it.
+            if t == Transport::Tls13 {
+                tls::allow_no_dhe_kex(&mut b);
             }
             b.set_ca_file(&cfg.ca_file)
                 .map_err(|e| anyhow::anyhow!("ca_file {}: {e}", cfg.ca_file.display()))?;
@@ -136,6 +144,7 @@ impl Agent {
                 .collect(),
             dtls: build(Transport::Dtls)?,
             tls: build(Transport::Tls)?,
+            tls13: build(Transport::Tls13)?,
             cfg,
         })
     }
@@ -161,14 +170,19 @@ impl Agent {
         let ctx = match req.transport {
             Transport::Dtls => &self.dtls,
             Transport::Tls => &self.tls,
+            Transport::Tls13 => &self.tls13,
         };
         let mut ssl = Ssl::new(ctx).map_err(TlsError::from)?;
         if req.suite != 0 {
-            let suite = Suite::from_id(req.suite)
+            let suite = Suite::from_id_for(req.transport.version(), req.suite)
                 .filter(|s| self.cfg.suites.contains(s))
                 .ok_or(DelegationError::Suite(req.suite))?;
-            ssl.set_cipher_list(suite.openssl_name())
-                .map_err(TlsError::from)?;
+            if req.transport == Transport::Tls13 {
+                ssl.set_ciphersuites(suite.tls13_name())
+            } else {
+                ssl.set_cipher_list(suite.openssl_name())
+            }
+            .map_err(TlsError::from)?;
         }
         let key = ffi::remote_signing_key(public, signer).map_err(TlsError::from)?;
         let (leaf, chain) = certs
@@ -186,7 +200,11 @@ impl Agent {
         };
         tls::verify_server_name(&mut ssl, name).map_err(TlsError::from)?;
         let deadline = Instant::now() + Duration::from_secs(self.cfg.handshake_timeout_secs);
-        let conn = tls::connect(ssl, req.transport, &req.server, deadline)?;
+        let mut conn = tls::connect(ssl, req.transport, &req.server, deadline)?;
+        // TLS 1.3: the ticket comes after the handshake, in a NewSessionTicket.
+        if req.transport == Transport::Tls13 {
+            conn.await_ticket(&req.server, deadline)?;
+        }
         let context = SessionContext::from_ssl(conn.ssl(), self.cfg.session_lifetime_secs);
         // close_notify keeps the session resumable on the server.
         conn.close();

@@ -294,6 +294,35 @@ struct RawDevice {
     max_delegations: u32,
     #[serde(default = "default_device_timeout")]
     timeout_secs: u64,
+    #[serde(default = "default_kex")]
+    tls13_kex: String,
+    #[serde(default = "default_true")]
+    early_data: bool,
+}
+
+fn default_kex() -> String {
+    "psk_dhe_ke".into()
+}
+
+/// How a TLS 1.3 device resumes (RFC 8446 §4.2.9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tls13Kex {
+    /// psk_dhe_ke only: the PSK and a fresh ECDHE (forward secrecy for the resumed session).
+    PskDheKe,
+    /// psk_ke offered beside psk_dhe_ke (`SSL_OP_ALLOW_NO_DHE_KEX`): the server may resume
+    /// without (EC)DHE, so the device derives no shared secret.
+    PskKe,
+}
+
+impl Tls13Kex {
+    /// Parses `psk_dhe_ke` / `psk_ke`.
+    pub fn parse(s: &str) -> Option<Tls13Kex> {
+        match s {
+            "psk_dhe_ke" => Some(Tls13Kex::PskDheKe),
+            "psk_ke" => Some(Tls13Kex::PskKe),
+            _ => None,
+        }
+    }
 }
 
 fn default_transport() -> String {
@@ -323,10 +352,14 @@ pub struct DeviceConfig {
     pub server: String,
     /// Name to verify on the server certificate (empty: the host of `server`).
     pub server_name: String,
-    /// DTLS or TLS.
+    /// DTLS 1.2, TLS 1.2 or TLS 1.3.
     pub transport: Transport,
     /// Fixed suite, or any delegated suite.
     pub suite: Option<Suite>,
+    /// TLS 1.3: the resumption's key exchange modes.
+    pub tls13_kex: Tls13Kex,
+    /// TLS 1.3: send the first data as early data (0-RTT) when the ticket allows it.
+    pub early_data: bool,
     /// Roots for verifying the server in standalone mode.
     pub ca_file: Option<PathBuf>,
     /// Delegations tried before giving up.
@@ -351,7 +384,13 @@ impl DeviceConfig {
         let transport = Transport::parse(&raw.transport).ok_or_else(|| {
             err(
                 file,
-                format!("transport: `{}` (dtls or tls)", raw.transport),
+                format!("transport: `{}` (dtls, tls or tls13)", raw.transport),
+            )
+        })?;
+        let tls13_kex = Tls13Kex::parse(&raw.tls13_kex).ok_or_else(|| {
+            err(
+                file,
+                format!("tls13_kex: `{}` (psk_dhe_ke or psk_ke)", raw.tls13_kex),
             )
         })?;
         let suite = match &raw.suite {
@@ -393,6 +432,8 @@ impl DeviceConfig {
             server_name: raw.server_name,
             transport,
             suite,
+            tls13_kex,
+            early_data: raw.early_data,
             ca_file: raw.ca_file.map(|p| rel(file, &p)),
             max_delegations: raw.max_delegations,
             timeout_secs: raw.timeout_secs,

@@ -11,7 +11,7 @@ use openssl::ec::EcKey;
 use openssl::ecdsa::EcdsaSig;
 use openssl::pkey::Private;
 
-use crate::session::{DTLS1_2, SessionContext, Suite, TLS1_2};
+use crate::session::{SessionContext, Suite};
 use crate::wire::{DelegationRequest, ErrorCode, Message, SIG_ECDSA_P256_SHA256, Transport};
 
 /// What the device wants a session with.
@@ -80,7 +80,9 @@ impl Device {
         Message::Delegation(DelegationRequest {
             delegation_id,
             transport: target.transport,
-            suite: target.suite.map_or(0, Suite::id),
+            suite: target
+                .suite
+                .map_or(0, |s| s.id_for(target.transport.version())),
             server: target.server.clone(),
             server_name: target.server_name.clone(),
             cert_chain: self.cert_chain.clone(),
@@ -191,18 +193,14 @@ impl Device {
         if let Err(e) = context.validate() {
             return Step::Failed(format!("{e}; discarded"));
         }
-        let want_version = match p.target.transport {
-            Transport::Dtls => DTLS1_2,
-            Transport::Tls => TLS1_2,
-        };
-        if context.version != want_version {
+        if context.version != p.target.transport.version() {
             return Step::Failed(format!(
                 "session context of version {:#06x} for a {:?} request; discarded",
                 context.version, p.target.transport
             ));
         }
         if let Some(s) = p.target.suite
-            && s.id() != context.suite
+            && s.id_for(context.version) != context.suite
         {
             return Step::Failed(format!(
                 "session context with suite {:#06x}, {} was asked for; discarded",
@@ -217,6 +215,7 @@ impl Device {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::DTLS1_2;
     use openssl::ec::EcGroup;
     use openssl::nid::Nid;
 
@@ -244,6 +243,8 @@ mod tests {
             lifetime_secs: 60,
             ticket: vec![],
             ticket_lifetime_hint: 0,
+            ticket_age_add: 0,
+            max_early_data: 0,
         }
     }
 
@@ -318,7 +319,7 @@ mod tests {
     fn bad_contexts_are_discarded() {
         type Tweak = Box<dyn Fn(&mut SessionContext)>;
         let cases: Vec<(Tweak, &str)> = vec![
-            (Box::new(|c| c.version = TLS1_2), "version"),
+            (Box::new(|c| c.version = crate::session::TLS1_2), "version"),
             (Box::new(|c| c.suite = 0xC02B), "suite"),
             (
                 Box::new(|c| c.extended_master_secret = false),
@@ -341,6 +342,64 @@ mod tests {
             }
             assert_eq!(d.pending_id(), None);
         }
+    }
+
+    #[test]
+    fn a_tls13_delegation_signs_once_and_takes_only_a_tls13_context() {
+        let mut t13 = target();
+        t13.transport = Transport::Tls13;
+        t13.suite = Some(Suite::EcdheEcdsaAes128GcmSha256);
+        // The request names TLS 1.3 and the TLS 1.3 suite of the same AEAD.
+        let Message::Delegation(req) = device().request(5, &t13) else {
+            panic!("not a delegation request");
+        };
+        assert_eq!((req.transport, req.suite), (Transport::Tls13, 0x1301));
+        let mut psk = Box::new([0u8; 48]);
+        psk[..32].fill(4);
+        let c13 = SessionContext {
+            version: crate::session::TLS1_3,
+            suite: 0x1301,
+            session_id: vec![],
+            master_secret: psk,
+            extended_master_secret: false,
+            lifetime_secs: 60,
+            ticket: vec![1; 100],
+            ticket_lifetime_hint: 60,
+            ticket_age_add: 7,
+            max_early_data: 0,
+        };
+        // The same rule as in TLS 1.2: one digest, for the delegation asked for.
+        let mut d = device();
+        d.request(5, &t13);
+        assert!(matches!(d.on_message(sign_req(5)), Step::Reply(_)));
+        assert!(matches!(d.on_message(sign_req(5)), Step::Refuse(..)));
+        let ok = d.on_message(Message::Context {
+            delegation_id: 5,
+            context: c13.clone(),
+        });
+        assert!(matches!(ok, Step::Context(_)), "{ok:?}");
+        // A TLS 1.2 context for a TLS 1.3 request, and the other way round, are discarded.
+        let mut d = device();
+        d.request(6, &t13);
+        let _ = d.on_message(sign_req(6));
+        let wrong = d.on_message(Message::Context {
+            delegation_id: 6,
+            context: {
+                let mut c = ctx();
+                c.version = crate::session::TLS1_2;
+                c.suite = 0xC02B;
+                c
+            },
+        });
+        assert!(matches!(wrong, Step::Failed(r) if r.contains("version")));
+        let mut d = device();
+        d.request(7, &target());
+        let _ = d.on_message(sign_req(7));
+        let wrong = d.on_message(Message::Context {
+            delegation_id: 7,
+            context: c13,
+        });
+        assert!(matches!(wrong, Step::Failed(_)));
     }
 
     #[test]

@@ -5,18 +5,18 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use openssl::ec::EcKey;
-use openssl::ssl::{Ssl, SslContext, SslVerifyMode};
+use openssl::ssl::{Ssl, SslContext, SslOptions, SslVerifyMode};
 use openssl::x509::X509;
 use thiserror::Error;
 use tracing::{info, warn};
 
 use crate::channel::{self, Channel, MAX_FRAME, NONCE_LEN, Opener, PairingKey, Role, Sealer};
-use crate::config::DeviceConfig;
+use crate::config::{DeviceConfig, Tls13Kex};
 use crate::device::{Device, Step, Target};
 use crate::error::{ChannelError, ContextError};
 use crate::openssl_ext;
-use crate::session::{SessionContext, Suite};
-use crate::tls::{self, Connection, TlsError};
+use crate::session::{SessionContext, Suite, TLS1_3};
+use crate::tls::{self, Connection, EarlyData, TlsError};
 use crate::wire::{Message, Transport};
 
 /// Why the device could not get a session.
@@ -349,13 +349,23 @@ fn read_frame(
 /// algorithms and build the TLS context
 /// for resumption. The context offers every delegated suite and refuses any certificate: a
 /// server that answers with one is starting a full handshake, which the device stops at once.
+/// In TLS 1.3 `kex` chooses the resumption's key exchange modes.
 #[inline(never)]
-pub fn boot_for_resumption(transport: Transport) -> Result<SslContext, DeviceError> {
+pub fn boot_for_resumption(transport: Transport, kex: Tls13Kex) -> Result<SslContext, DeviceError> {
     seed_rng()?;
     let mut b = tls::client_context(transport, &Suite::ALL).map_err(TlsError::from)?;
     // A context with a ticket resumes by ticket; one without turns tickets off per
     // connection ([`resume`]), so that its ClientHello stays as small as before.
     tls::allow_tickets(&mut b);
+    if transport == Transport::Tls13 {
+        // No middlebox compatibility mode (RFC 8446 §D.4): it costs a 32-byte legacy session
+        // ID and a dummy ChangeCipherSpec each way, for middleboxes a device's path to its
+        // cloud server does not have.
+        b.clear_options(SslOptions::ENABLE_MIDDLEBOX_COMPAT);
+        if kex == Tls13Kex::PskKe {
+            tls::allow_no_dhe_kex(&mut b);
+        }
+    }
     b.set_verify_callback(SslVerifyMode::PEER, |_, _| false);
     Ok(b.build())
 }
@@ -370,34 +380,62 @@ fn seed_rng() -> Result<(), DeviceError> {
     Ok(())
 }
 
-/// Resumes `ctx` with the server, without a private key (`sslctx` from [`boot_for_resumption`]).
+/// Resumes `ctx`, received `age_secs` ago, with the server, without a private key (`sslctx`
+/// from [`boot_for_resumption`]). In TLS 1.3, `early` is sent as early data (0-RTT) when the
+/// ticket allows that much; the result says whether the server took it.
 pub fn resume(
     sslctx: &SslContext,
     ctx: &SessionContext,
     target: &Target,
     deadline: Instant,
-) -> Result<Connection, ResumeError> {
-    let session = ctx.to_ssl_session()?;
+    age_secs: u64,
+    early: Option<&[u8]>,
+) -> Result<(Connection, EarlyData), ResumeError> {
+    let name = server_name(target);
+    let dns_name = name.parse::<std::net::IpAddr>().is_err().then_some(name);
+    let session = ctx.to_ssl_session_aged(age_secs, dns_name)?;
     let mut ssl = Ssl::new(sslctx).map_err(TlsError::from)?;
     if ctx.ticket.is_empty() {
         openssl_ext::no_ticket(&mut ssl);
     }
     openssl_ext::set_imported_session(&mut ssl, &session).map_err(TlsError::from)?;
-    let name = server_name(target);
-    if name.parse::<std::net::IpAddr>().is_err() {
+    if let Some(name) = dns_name {
         ssl.set_hostname(name).map_err(TlsError::from)?;
     }
-    let conn = match tls::connect(ssl, target.transport, &target.server, deadline) {
-        Ok(c) => c,
-        Err(TlsError::Handshake { reason, .. }) if reason.contains("certificate verify failed") => {
-            return Err(ResumeError::Refused);
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let limit = usize::try_from(ctx.max_early_data).unwrap_or(usize::MAX);
+    let early = early.filter(|d| ctx.version == TLS1_3 && !d.is_empty() && d.len() <= limit);
+    let (conn, early) =
+        match tls::connect_early(ssl, target.transport, &target.server, deadline, early) {
+            Ok(c) => c,
+            Err(TlsError::Handshake { reason, .. })
+                if reason.contains("certificate verify failed") =>
+            {
+                return Err(ResumeError::Refused);
+            }
+            Err(e) => return Err(e.into()),
+        };
     if !conn.ssl().session_reused() {
         return Err(ResumeError::Refused);
     }
-    Ok(conn)
+    Ok((conn, early))
+}
+
+/// How a resumed connection agreed its keys: `none` for a (D)TLS 1.2 abbreviated handshake
+/// (the master secret alone), `psk_dhe_ke` or `psk_ke` in TLS 1.3, `ecdhe` for a full
+/// handshake.
+pub fn kex_of(conn: &Connection) -> &'static str {
+    let ssl = conn.ssl();
+    match (ssl.session_reused(), ssl.version2()) {
+        (false, _) => "ecdhe",
+        (true, Some(v)) if v == openssl::ssl::SslVersion::TLS1_3 => {
+            if openssl_ext::server_key_share(ssl) {
+                "psk_dhe_ke"
+            } else {
+                "psk_ke"
+            }
+        }
+        (true, _) => "none",
+    }
 }
 
 fn server_name(target: &Target) -> &str {
@@ -481,7 +519,8 @@ pub fn delegate_and_resume(
     target: &Target,
     max_delegations: u32,
     timeout: Duration,
-) -> Result<(Connection, u32, HeldContext), DeviceError> {
+    early: Option<&[u8]>,
+) -> Result<(Connection, u32, HeldContext, EarlyData), DeviceError> {
     let mut last = String::from("no delegation tried");
     let mut reconnected = false;
     for attempt in 1..=max_delegations {
@@ -499,14 +538,14 @@ pub fn delegate_and_resume(
         let Some(ctx) = ctx else { continue };
         let received = Instant::now();
         info!(event = "context.received", session_id = %hex::encode(&ctx.session_id), suite = %format!("{:#06x}", ctx.suite), ticket_len = ctx.ticket.len());
-        match resume(sslctx, &ctx, target, Instant::now() + timeout) {
-            Ok(conn) => {
-                info!(event = "session.resumed", session_id = %hex::encode(&ctx.session_id), attempt);
+        match resume(sslctx, &ctx, target, Instant::now() + timeout, 0, early) {
+            Ok((conn, early)) => {
+                info!(event = "session.resumed", session_id = %hex::encode(&ctx.session_id), attempt, early_data = early.name());
                 let held = HeldContext {
                     context: ctx,
                     received,
                 };
-                return Ok((conn, attempt, held));
+                return Ok((conn, attempt, held, early));
             }
             Err(e) => {
                 warn!(event = "context.discarded", session_id = %hex::encode(&ctx.session_id), reason = %e);
@@ -556,7 +595,7 @@ pub struct HeldContext {
 }
 
 impl HeldContext {
-    /// How it resumes: `ticket` (RFC 5077) or `session_id`.
+    /// How it resumes: `ticket` (RFC 5077; in TLS 1.3 always) or `session_id`.
     pub fn resumed_by(&self) -> &'static str {
         if self.context.ticket.is_empty() {
             "session_id"
@@ -578,18 +617,27 @@ pub fn resume_held(
     held: &mut Option<HeldContext>,
     target: &Target,
     timeout: Duration,
-) -> Option<Connection> {
+    early: Option<&[u8]>,
+) -> Option<(Connection, EarlyData)> {
     let h = held.take()?;
     let sid = hex::encode(&h.context.session_id);
     if h.expired() {
         info!(event = "context.expired", session_id = %sid);
         return None;
     }
-    match resume(sslctx, &h.context, target, Instant::now() + timeout) {
-        Ok(conn) => {
-            info!(event = "session.resumed", session_id = %sid, attempt = 0);
+    let age = h.received.elapsed().as_secs();
+    match resume(
+        sslctx,
+        &h.context,
+        target,
+        Instant::now() + timeout,
+        age,
+        early,
+    ) {
+        Ok((conn, early)) => {
+            info!(event = "session.resumed", session_id = %sid, attempt = 0, early_data = early.name());
             *held = Some(h);
-            Some(conn)
+            Some((conn, early))
         }
         Err(e) => {
             warn!(event = "context.discarded", session_id = %sid, reason = %e);

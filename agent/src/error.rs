@@ -119,8 +119,8 @@ pub enum ContextError {
     /// The handshake produced no session.
     #[error("no session after the handshake")]
     NoSession,
-    /// Not DTLS 1.2 or TLS 1.2.
-    #[error("session context: protocol version {0:#06x} is not DTLS 1.2 or TLS 1.2")]
+    /// Not DTLS 1.2, TLS 1.2 or TLS 1.3.
+    #[error("session context: protocol version {0:#06x} is not DTLS 1.2, TLS 1.2 or TLS 1.3")]
     Version(u16),
     /// A suite D2TLS does not delegate.
     #[error("session context: cipher suite {0:#06x} is not delegated")]
@@ -128,8 +128,10 @@ pub enum ContextError {
     /// Session ID empty or longer than 32 bytes.
     #[error("session context: session ID of {0} bytes (1..=32 allowed)")]
     SessionIdLength(usize),
-    /// Master secret not 48 bytes.
-    #[error("session context: master secret of {0} bytes (48 required)")]
+    /// Master secret not 48 bytes (TLS 1.2), PSK not 32 bytes (TLS 1.3).
+    #[error(
+        "session context: secret of {0} bytes (48 for a TLS 1.2 master secret, 32 for a TLS 1.3 PSK)"
+    )]
     MasterSecretLength(usize),
     /// Master secret all zero.
     #[error("session context: master secret is all zero")]
@@ -140,6 +142,14 @@ pub enum ContextError {
     /// A session ticket longer than RFC 5077 allows.
     #[error("session context: session ticket of {0} bytes (at most 65535)")]
     TicketLength(usize),
+    /// A TLS 1.3 session without the server's NewSessionTicket (TLS 1.3 resumes by ticket only).
+    #[error(
+        "session context: TLS 1.3 session without a ticket (the server sent no NewSessionTicket)"
+    )]
+    NoTicket,
+    /// A TLS 1.2 field in a TLS 1.3 context.
+    #[error("session context: a TLS 1.3 context has {0}")]
+    Tls13Field(&'static str),
     /// Zero lifetime.
     #[error("session context: lifetime of 0 s")]
     Lifetime,

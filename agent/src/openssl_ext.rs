@@ -6,7 +6,9 @@
 //!   session ticket, RFC 5077) and `SSL_set_options` (the device offers no ticket extension
 //!   when it resumes by session ID);
 //! - `EVP_KDF_fetch`/`EVP_MAC_fetch`, to fetch once at boot what libssl would fetch by name in
-//!   the first handshake.
+//!   the first handshake;
+//! - TLS 1.3: `SSL_get_early_data_status` (was 0-RTT data accepted) and `SSL_get_peer_tmp_key`
+//!   (did the server send a key share: psk_dhe_ke, or none: psk_ke).
 #![allow(unsafe_code)]
 
 use std::ffi::c_int;
@@ -25,7 +27,11 @@ unsafe extern "C" {
     fn SSL_SESSION_get0_ticket(s: *const sys::SSL_SESSION, tick: *mut *const u8, len: *mut usize);
     fn SSL_SESSION_get_ticket_lifetime_hint(s: *const sys::SSL_SESSION) -> std::ffi::c_ulong;
     fn SSL_set_options(s: *mut sys::SSL, op: u64) -> u64;
+    fn SSL_get_early_data_status(s: *const sys::SSL) -> c_int;
 }
+
+/// `SSL_EARLY_DATA_ACCEPTED` (openssl/ssl.h of 3.0).
+const SSL_EARLY_DATA_ACCEPTED: c_int = 2;
 
 /// Puts a session on `ssl` for resumption.
 ///
@@ -83,6 +89,27 @@ pub fn no_ticket(ssl: &mut SslRef) {
     // SAFETY: `ssl` is a live SSL; SSL_set_options only ORs the bits into its options.
     unsafe {
         SSL_set_options(ssl.as_ptr(), openssl::ssl::SslOptions::NO_TICKET.bits());
+    }
+}
+
+/// Whether the server accepted the early data (TLS 1.3 0-RTT) of this connection.
+pub fn early_data_accepted(ssl: &SslRef) -> bool {
+    // SAFETY: `ssl` is a live SSL; the call only reads its state.
+    unsafe { SSL_get_early_data_status(ssl.as_ptr()) == SSL_EARLY_DATA_ACCEPTED }
+}
+
+/// Whether the server sent an ephemeral key share in this handshake (TLS 1.3: a resumption
+/// by psk_dhe_ke, or a full handshake; none: psk_ke, no (EC)DHE at all).
+pub fn server_key_share(ssl: &SslRef) -> bool {
+    let mut key: *mut sys::EVP_PKEY = std::ptr::null_mut();
+    // SAFETY: `ssl` is a live SSL; on success the call stores a new reference to the peer's
+    // ephemeral key in `key`, which we release at once.
+    unsafe {
+        let ok = sys::SSL_get_peer_tmp_key(ssl.as_ptr(), &mut key) > 0;
+        if !key.is_null() {
+            sys::EVP_PKEY_free(key);
+        }
+        ok && !key.is_null()
     }
 }
 

@@ -121,8 +121,30 @@ fn counted<S>(inner: S) -> Counted<S> {
 pub enum Connection {
     /// DTLS 1.2 over UDP.
     Dtls(SslStream<Counted<Datagrams>>),
-    /// TLS 1.2 over TCP.
+    /// TLS 1.2 or TLS 1.3 over TCP.
     Tls(SslStream<Counted<TcpStream>>),
+}
+
+/// What became of early data (TLS 1.3 0-RTT) offered with a resumption.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EarlyData {
+    /// None was sent (none given, or the ticket allows none).
+    NotSent,
+    /// The server accepted it: the data was delivered in the first flight.
+    Accepted,
+    /// The server rejected it: the data must be sent again after the handshake.
+    Rejected,
+}
+
+impl EarlyData {
+    /// For reports: `none`, `accepted`, `rejected`.
+    pub fn name(self) -> &'static str {
+        match self {
+            EarlyData::NotSent => "none",
+            EarlyData::Accepted => "accepted",
+            EarlyData::Rejected => "rejected",
+        }
+    }
 }
 
 /// Resolves `host:port` to one address.
@@ -146,7 +168,8 @@ pub fn host_of(server: &str) -> &str {
     host.trim_start_matches('[').trim_end_matches(']')
 }
 
-/// A client context for DTLS 1.2 or TLS 1.2, ECDHE-ECDSA on P-256 with the given suites.
+/// A client context for DTLS 1.2, TLS 1.2 or TLS 1.3, ECDHE-ECDSA on P-256 with the given
+/// suites (in TLS 1.3 the suites of the same AEAD, [`Suite::tls13_name`]).
 pub fn client_context(
     transport: Transport,
     suites: &[Suite],
@@ -154,23 +177,43 @@ pub fn client_context(
     let (method, version) = match transport {
         Transport::Dtls => (SslMethod::dtls_client(), SslVersion::DTLS1_2),
         Transport::Tls => (SslMethod::tls_client(), SslVersion::TLS1_2),
+        Transport::Tls13 => (SslMethod::tls_client(), SslVersion::TLS1_3),
     };
     let mut b = SslContext::builder(method)?;
     b.set_min_proto_version(Some(version))?;
     b.set_max_proto_version(Some(version))?;
-    let list: Vec<&str> = suites.iter().map(|s| s.openssl_name()).collect();
-    b.set_cipher_list(&list.join(":"))?;
+    if transport == Transport::Tls13 {
+        let list: Vec<&str> = suites.iter().map(|s| s.tls13_name()).collect();
+        b.set_ciphersuites(&list.join(":"))?;
+    } else {
+        let list: Vec<&str> = suites.iter().map(|s| s.openssl_name()).collect();
+        b.set_cipher_list(&list.join(":"))?;
+    }
     b.set_groups_list("P-256")?;
     // The device signs ECDSA-P256-SHA256 only; offer nothing else.
     b.set_sigalgs_list("ECDSA+SHA256")?;
-    // No tickets by default (the device's baseline resumes by session ID); the agent and the
-    // device's resumption context turn them on ([`allow_tickets`]).
-    let mut opts = SslOptions::NO_TICKET;
+    // No tickets by default in (D)TLS 1.2 (the device's baseline resumes by session ID); the
+    // agent and the device's resumption context turn them on ([`allow_tickets`]). TLS 1.3
+    // resumes by ticket only.
+    let mut opts = match transport {
+        Transport::Tls13 => SslOptions::empty(),
+        _ => SslOptions::NO_TICKET,
+    };
     if transport == Transport::Dtls {
         opts |= SslOptions::NO_QUERY_MTU;
     }
     b.set_options(opts);
     Ok(b)
+}
+
+/// `SSL_OP_ALLOW_NO_DHE_KEX` (not among the `openssl` crate's named options): a TLS 1.3
+/// client then offers psk_ke beside psk_dhe_ke, and accepts a resumption without (EC)DHE
+/// when the server chooses it.
+const ALLOW_NO_DHE_KEX: SslOptions = SslOptions::from_bits_retain(1 << 10);
+
+/// Offers psk_ke (resumption without (EC)DHE) as well as psk_dhe_ke in TLS 1.3.
+pub fn allow_no_dhe_kex(b: &mut SslContextBuilder) {
+    b.set_options(ALLOW_NO_DHE_KEX);
 }
 
 /// Lets a context offer the SessionTicket extension (RFC 5077): a server that issues tickets
@@ -220,42 +263,87 @@ fn reason(e: &openssl::ssl::Error) -> String {
 
 /// Runs a client handshake on `ssl` to `server` and returns the connection.
 pub fn connect(
-    mut ssl: Ssl,
+    ssl: Ssl,
     transport: Transport,
     server: &str,
     deadline: Instant,
 ) -> Result<Connection, TlsError> {
+    Ok(connect_early(ssl, transport, server, deadline, None)?.0)
+}
+
+/// [`connect`], sending `early` as TLS 1.3 early data (0-RTT, `SSL_write_early_data`) in the
+/// first flight when it is given: only for a resumption whose ticket allows that much.
+pub fn connect_early(
+    mut ssl: Ssl,
+    transport: Transport,
+    server: &str,
+    deadline: Instant,
+    early: Option<&[u8]>,
+) -> Result<(Connection, EarlyData), TlsError> {
     let addr = resolve(server)?;
     let io_err = |e: io::Error| TlsError::Connect {
         server: server.to_owned(),
         reason: e.to_string(),
     };
-    match transport {
-        Transport::Dtls => {
-            let local: SocketAddr = if addr.is_ipv4() {
-                (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-            } else {
-                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-            };
-            let sock = UdpSocket::bind(local).map_err(io_err)?;
-            sock.connect(addr).map_err(io_err)?;
-            sock.set_read_timeout(Some(POLL)).map_err(io_err)?;
-            ssl.set_mtu(DTLS_MTU)?;
-            let mut s = SslStream::new(ssl, counted(Datagrams(sock)))?;
-            drive(&mut s, true, server, deadline)?;
-            Ok(Connection::Dtls(s))
-        }
-        Transport::Tls => {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let sock = TcpStream::connect_timeout(&addr, left.max(Duration::from_millis(1)))
-                .map_err(io_err)?;
-            sock.set_nodelay(true).map_err(io_err)?;
-            sock.set_read_timeout(Some(POLL)).map_err(io_err)?;
-            let mut s = SslStream::new(ssl, counted(sock))?;
-            drive(&mut s, false, server, deadline)?;
-            Ok(Connection::Tls(s))
+    if transport == Transport::Dtls {
+        let local: SocketAddr = if addr.is_ipv4() {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let sock = UdpSocket::bind(local).map_err(io_err)?;
+        sock.connect(addr).map_err(io_err)?;
+        sock.set_read_timeout(Some(POLL)).map_err(io_err)?;
+        ssl.set_mtu(DTLS_MTU)?;
+        let mut s = SslStream::new(ssl, counted(Datagrams(sock)))?;
+        drive(&mut s, true, server, deadline)?;
+        return Ok((Connection::Dtls(s), EarlyData::NotSent));
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    let sock =
+        TcpStream::connect_timeout(&addr, left.max(Duration::from_millis(1))).map_err(io_err)?;
+    sock.set_nodelay(true).map_err(io_err)?;
+    sock.set_read_timeout(Some(POLL)).map_err(io_err)?;
+    let mut s = SslStream::new(ssl, counted(sock))?;
+    let mut status = EarlyData::NotSent;
+    if let Some(data) = early {
+        write_early(&mut s, data, server, deadline)?;
+        status = EarlyData::Rejected;
+    }
+    drive(&mut s, false, server, deadline)?;
+    if status == EarlyData::Rejected && openssl_ext::early_data_accepted(s.ssl()) {
+        status = EarlyData::Accepted;
+    }
+    Ok((Connection::Tls(s), status))
+}
+
+/// `SSL_write_early_data` of all of `data` (it sends the ClientHello first).
+fn write_early<S: Read + Write>(
+    s: &mut SslStream<S>,
+    data: &[u8],
+    server: &str,
+    deadline: Instant,
+) -> Result<(), TlsError> {
+    let mut done = 0;
+    while done < data.len() {
+        match s.write_early_data(&data[done..]) {
+            Ok(n) => done += n,
+            Err(e) if is_retry(&e) && Instant::now() < deadline => {}
+            Err(e) if is_retry(&e) => {
+                return Err(TlsError::Timeout {
+                    stage: "early data",
+                    server: server.to_owned(),
+                });
+            }
+            Err(e) => {
+                return Err(TlsError::Handshake {
+                    server: server.to_owned(),
+                    reason: format!("early data: {}", reason(&e)),
+                });
+            }
         }
     }
+    Ok(())
 }
 
 fn drive<S: Read + Write>(
@@ -350,6 +438,50 @@ impl Connection {
                     }
                 }
                 Err(e) => return Err(TlsError::Io(reason(&e))),
+            }
+        }
+    }
+
+    /// TLS 1.3: reads until the server's first NewSessionTicket has been processed (servers
+    /// send it after the handshake; OpenSSL then replaces the connection's session with one
+    /// that holds the ticket and the resumption PSK). Application data read meanwhile is
+    /// dropped: the agent has no use for it.
+    pub fn await_ticket(&mut self, server: &str, deadline: Instant) -> Result<(), TlsError> {
+        let mut buf = [0u8; 512];
+        loop {
+            if self
+                .ssl()
+                .session()
+                .and_then(openssl_ext::session_ticket)
+                .is_some()
+            {
+                return Ok(());
+            }
+            let r = match self {
+                Connection::Dtls(s) => s.ssl_read(&mut buf),
+                Connection::Tls(s) => s.ssl_read(&mut buf),
+            };
+            match r {
+                Ok(_) => {}
+                Err(e) if e.code() == ErrorCode::ZERO_RETURN => {
+                    return Err(TlsError::Handshake {
+                        server: server.to_owned(),
+                        reason: "closed the connection without sending a NewSessionTicket".into(),
+                    });
+                }
+                Err(e) if is_retry(&e) && Instant::now() < deadline => {}
+                Err(e) if is_retry(&e) => {
+                    return Err(TlsError::Timeout {
+                        stage: "waiting for the NewSessionTicket",
+                        server: server.to_owned(),
+                    });
+                }
+                Err(e) => {
+                    return Err(TlsError::Handshake {
+                        server: server.to_owned(),
+                        reason: reason(&e),
+                    });
+                }
             }
         }
     }

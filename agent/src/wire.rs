@@ -6,7 +6,7 @@
 use zeroize::Zeroizing;
 
 use crate::error::WireError;
-use crate::session::{MASTER_SECRET_LEN, SessionContext};
+use crate::session::{DTLS1_2, MASTER_SECRET_LEN, PSK_LEN, SessionContext, TLS1_2, TLS1_3};
 
 /// Message format version.
 pub const MESSAGE_VERSION: u8 = 1;
@@ -19,6 +19,7 @@ const T_SIGN: u8 = 0x12;
 const T_SIGNATURE: u8 = 0x13;
 const T_CONTEXT: u8 = 0x14;
 const T_CONTEXT_TICKET: u8 = 0x15;
+const T_CONTEXT_TLS13: u8 = 0x16;
 const T_ERROR: u8 = 0x1F;
 
 /// Transport the device wants the session for.
@@ -28,6 +29,8 @@ pub enum Transport {
     Dtls,
     /// TLS 1.2 over TCP.
     Tls,
+    /// TLS 1.3 over TCP.
+    Tls13,
 }
 
 impl Transport {
@@ -35,16 +38,32 @@ impl Transport {
         match self {
             Transport::Dtls => 1,
             Transport::Tls => 2,
+            Transport::Tls13 => 3,
         }
     }
 
-    /// Parses `dtls` / `tls`.
+    /// Parses `dtls` / `tls` / `tls13`.
     pub fn parse(s: &str) -> Option<Transport> {
         match s.to_ascii_lowercase().as_str() {
             "dtls" | "dtls1.2" => Some(Transport::Dtls),
             "tls" | "tls1.2" => Some(Transport::Tls),
+            "tls13" | "tls1.3" => Some(Transport::Tls13),
             _ => None,
         }
+    }
+
+    /// The protocol version on the wire.
+    pub fn version(self) -> u16 {
+        match self {
+            Transport::Dtls => DTLS1_2,
+            Transport::Tls => TLS1_2,
+            Transport::Tls13 => TLS1_3,
+        }
+    }
+
+    /// Whether it runs over TCP (TLS 1.2 and 1.3) rather than UDP.
+    pub fn is_tcp(self) -> bool {
+        self != Transport::Dtls
     }
 }
 
@@ -217,6 +236,22 @@ impl Message {
             Message::Context {
                 delegation_id,
                 context,
+            } if context.version == TLS1_3 => {
+                // TLS 1.3: the PSK and the NewSessionTicket; no session ID, no EMS flag.
+                b.push(T_CONTEXT_TLS13);
+                b.extend_from_slice(&delegation_id.to_be_bytes());
+                b.extend_from_slice(&context.version.to_be_bytes());
+                b.extend_from_slice(&context.suite.to_be_bytes());
+                b.extend_from_slice(context.secret());
+                b.extend_from_slice(&context.lifetime_secs.to_be_bytes());
+                lp16(&mut b, "session ticket", &context.ticket)?;
+                b.extend_from_slice(&context.ticket_lifetime_hint.to_be_bytes());
+                b.extend_from_slice(&context.ticket_age_add.to_be_bytes());
+                b.extend_from_slice(&context.max_early_data.to_be_bytes());
+            }
+            Message::Context {
+                delegation_id,
+                context,
             } => {
                 // A context without a ticket keeps the first version's bytes (type 0x14); a
                 // ticket context (0x15) adds the ticket and its lifetime hint.
@@ -267,7 +302,14 @@ impl Message {
                 let transport = match r.u8("transport")? {
                     1 => Transport::Dtls,
                     2 => Transport::Tls,
-                    _ => return Err(r.bad("transport", at, "not 1 (DTLS) or 2 (TLS)")),
+                    3 => Transport::Tls13,
+                    _ => {
+                        return Err(r.bad(
+                            "transport",
+                            at,
+                            "not 1 (DTLS 1.2), 2 (TLS 1.2) or 3 (TLS 1.3)",
+                        ));
+                    }
                 };
                 let suite = r.u16("suite")?;
                 let server = r.text("server")?;
@@ -347,6 +389,41 @@ impl Message {
                         lifetime_secs,
                         ticket,
                         ticket_lifetime_hint,
+                        ticket_age_add: 0,
+                        max_early_data: 0,
+                    },
+                }
+            }
+            T_CONTEXT_TLS13 => {
+                let delegation_id = r.u64("delegation id")?;
+                let at = r.pos;
+                let version = r.u16("protocol version")?;
+                if version != TLS1_3 {
+                    return Err(r.bad("protocol version", at, "type 0x16 is TLS 1.3 (0304)"));
+                }
+                let suite = r.u16("suite")?;
+                let psk = r.take("resumption psk", PSK_LEN)?;
+                let mut master_secret = Box::new([0u8; MASTER_SECRET_LEN]);
+                master_secret[..PSK_LEN].copy_from_slice(psk);
+                let lifetime_secs = r.u32("lifetime")?;
+                let at = r.pos;
+                let ticket = r.lp16("session ticket")?.to_vec();
+                if ticket.is_empty() {
+                    return Err(r.bad("session ticket", at, "empty (TLS 1.3 resumes by ticket)"));
+                }
+                Message::Context {
+                    delegation_id,
+                    context: SessionContext {
+                        version,
+                        suite,
+                        session_id: Vec::new(),
+                        master_secret,
+                        extended_master_secret: false,
+                        lifetime_secs,
+                        ticket,
+                        ticket_lifetime_hint: r.u32("ticket lifetime")?,
+                        ticket_age_add: r.u32("ticket age add")?,
+                        max_early_data: r.u32("max early data")?,
                     },
                 }
             }
@@ -475,7 +552,6 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::{DTLS1_2, TLS1_2};
 
     fn all() -> Vec<Message> {
         vec![
@@ -508,6 +584,8 @@ mod tests {
                     lifetime_secs: 300,
                     ticket: vec![],
                     ticket_lifetime_hint: 0,
+                    ticket_age_add: 0,
+                    max_early_data: 0,
                 },
             },
             Message::Context {
@@ -521,6 +599,27 @@ mod tests {
                     lifetime_secs: 7200,
                     ticket: vec![0x77; 900],
                     ticket_lifetime_hint: 7200,
+                    ticket_age_add: 0,
+                    max_early_data: 0,
+                },
+            },
+            Message::Context {
+                delegation_id: 9,
+                context: SessionContext {
+                    version: TLS1_3,
+                    suite: 0x1301,
+                    session_id: vec![],
+                    master_secret: Box::new({
+                        let mut s = [0; 48];
+                        s[..32].fill(8);
+                        s
+                    }),
+                    extended_master_secret: false,
+                    lifetime_secs: 3600,
+                    ticket: vec![0x55; 600],
+                    ticket_lifetime_hint: 7200,
+                    ticket_age_add: 0xDEAD_BEEF,
+                    max_early_data: 16384,
                 },
             },
             Message::Error {
@@ -794,6 +893,33 @@ mod props {
                             // An empty ticket travels as type 0x14, without the hint.
                             ticket_lifetime_hint: if ticket.is_empty() { 0 } else { hint },
                             ticket,
+                            ticket_age_add: 0,
+                            max_early_data: 0,
+                        },
+                    }
+                }),
+            (
+                any::<u64>(),
+                any::<[u8; 32]>(),
+                proptest::collection::vec(any::<u8>(), 1..1500),
+                any::<(u32, u32, u32, u32)>(),
+            )
+                .prop_map(|(id, psk, ticket, (lifetime, hint, age_add, early))| {
+                    let mut master_secret = Box::new([0u8; 48]);
+                    master_secret[..32].copy_from_slice(&psk);
+                    Message::Context {
+                        delegation_id: id,
+                        context: crate::session::SessionContext {
+                            version: TLS1_3,
+                            suite: 0x1301,
+                            session_id: vec![],
+                            master_secret,
+                            extended_master_secret: false,
+                            lifetime_secs: lifetime,
+                            ticket,
+                            ticket_lifetime_hint: hint,
+                            ticket_age_add: age_add,
+                            max_early_data: early,
                         },
                     }
                 }),

@@ -45,15 +45,16 @@ unsafe extern "C" {
 }
 
 fn server_context(pki: &Pki) -> SslContext {
-    server_context_with(pki, None)
+    server_context_with(pki, None, SslVersion::TLS1_2)
 }
 
 /// With `tickets = Some(secs)`: the server issues session tickets (its own random ticket keys)
-/// valid for `secs`, and keeps no session cache, so it resumes by ticket only.
-fn server_context_with(pki: &Pki, tickets: Option<u64>) -> SslContext {
+/// valid for `secs`, and keeps no session cache, so it resumes by ticket only. `version`:
+/// TLS 1.2 or TLS 1.3 (which always resumes by ticket).
+fn server_context_with(pki: &Pki, tickets: Option<u64>, version: SslVersion) -> SslContext {
     let mut b = SslContext::builder(SslMethod::tls_server()).expect("ctx");
-    b.set_max_proto_version(Some(SslVersion::TLS1_2))
-        .expect("max");
+    b.set_min_proto_version(Some(version)).expect("min");
+    b.set_max_proto_version(Some(version)).expect("max");
     b.set_certificate_file(&pki.server_cert, SslFiletype::PEM)
         .expect("cert");
     b.set_private_key_file(&pki.server_key, SslFiletype::PEM)
@@ -77,7 +78,7 @@ fn server_context_with(pki: &Pki, tickets: Option<u64>) -> SslContext {
 /// Serves `plan.len()` TLS connections; connection i uses session cache `plan[i]` (0 or 1),
 /// so a session made under cache 0 is unknown to cache 1 (a server that forgot it).
 fn start_server(pki: &Pki, plan: Vec<usize>) -> (String, mpsc::Receiver<Seen>) {
-    start_server_with(pki, plan, None, None)
+    start_server_with(pki, plan, None, None, SslVersion::TLS1_2)
 }
 
 /// As [`start_server`]; with `tickets`, two ticket-only servers whose ticket keys differ (a
@@ -88,10 +89,11 @@ fn start_server_with(
     plan: Vec<usize>,
     tickets: Option<u64>,
     pause: Option<(usize, Duration)>,
+    version: SslVersion,
 ) -> (String, mpsc::Receiver<Seen>) {
     let caches = [
-        server_context_with(pki, tickets),
-        server_context_with(pki, tickets),
+        server_context_with(pki, tickets, version),
+        server_context_with(pki, tickets, version),
     ];
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
@@ -384,26 +386,54 @@ fn tls_with_an_in_process_server_and_the_agent_keeps_nothing() {
 
 #[test]
 fn resumption_refused_then_a_new_delegation_succeeds() {
-    refused_then_resumed_on_a_new_delegation(false);
+    refused_then_resumed_on_a_new_delegation(false, "tls");
 }
 
 #[test]
 fn a_rejected_ticket_means_a_new_delegation() {
-    refused_then_resumed_on_a_new_delegation(true);
+    refused_then_resumed_on_a_new_delegation(true, "tls");
+}
+
+#[test]
+fn tls13_a_rejected_ticket_means_a_new_delegation() {
+    refused_then_resumed_on_a_new_delegation(true, "tls13");
 }
 
 /// 1: agent (server 0); 2: the device resumes on server 1, which never saw the session (or,
 /// with `tickets`, ticket-only servers whose ticket keys differ: the ticket is rejected);
 /// 3: agent again (server 1); 4: the device resumes on server 1.
-fn refused_then_resumed_on_a_new_delegation(tickets: bool) {
+fn refused_then_resumed_on_a_new_delegation(tickets: bool, transport: &str) {
     let tmp = TempDir::new(if tickets { "ticket-refused" } else { "refused" });
     let pki = Pki::new(tmp.path());
-    let (server, seen) = start_server_with(&pki, vec![0, 1, 1, 1], tickets.then_some(3600), None);
-    resumed_on_the_second_delegation(&pki, &server, &seen, tickets);
+    let (server, seen) = start_server_with(
+        &pki,
+        vec![0, 1, 1, 1],
+        tickets.then_some(3600),
+        None,
+        version_of(transport),
+    );
+    resumed_on_the_second_delegation(&pki, &server, &seen, tickets, transport);
+}
+
+fn version_of(transport: &str) -> SslVersion {
+    if transport == "tls13" {
+        SslVersion::TLS1_3
+    } else {
+        SslVersion::TLS1_2
+    }
 }
 
 #[test]
 fn an_expired_ticket_means_a_new_delegation() {
+    expired_ticket_means_a_new_delegation("tls");
+}
+
+#[test]
+fn tls13_an_expired_ticket_means_a_new_delegation() {
+    expired_ticket_means_a_new_delegation("tls13");
+}
+
+fn expired_ticket_means_a_new_delegation(transport: &str) {
     let tmp = TempDir::new("ticket-expired");
     let pki = Pki::new(tmp.path());
     // One ticket-only server whose tickets last 2 s; it takes the device's first resumption
@@ -414,8 +444,9 @@ fn an_expired_ticket_means_a_new_delegation() {
         vec![0, 0, 0, 0],
         Some(2),
         Some((1, Duration::from_millis(3500))),
+        version_of(transport),
     );
-    resumed_on_the_second_delegation(&pki, &server, &seen, true);
+    resumed_on_the_second_delegation(&pki, &server, &seen, true, transport);
 }
 
 /// The device's first resumption is refused (connection 1 of `seen`), its second delegation
@@ -425,11 +456,15 @@ fn resumed_on_the_second_delegation(
     server: &str,
     seen: &mpsc::Receiver<Seen>,
     tickets: bool,
+    transport: &str,
 ) {
     let key = pairing_key_hex();
     let agent_port = port();
     let agent = start_agent(Path::new(AGENT), &agent_config(pki, agent_port, &key));
-    let mut dev = device(&device_config(pki, agent_port, &key, server, "tls", "ccm8"));
+    let suite = if transport == "tls13" { "gcm" } else { "ccm8" };
+    let mut dev = device(&device_config(
+        pki, agent_port, &key, server, transport, suite,
+    ));
     let status = dev.wait();
     let (out, log) = (dev.out.text(), dev.err.text());
     assert!(

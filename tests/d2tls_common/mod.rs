@@ -368,16 +368,16 @@ pub fn s_server(pki: &Pki, transport: &str, suite: &str, port: u16) -> Proc {
 
 /// A stock `openssl s_server` that requires a client certificate, with `extra` options
 /// (`-no_ticket`: session IDs only; none: a session cache and tickets; `-no_cache`: tickets
-/// only).
+/// only). `transport` `tls13` runs it with `-tls1_3` (its `-cipher` is then unused).
 pub fn s_server_with(pki: &Pki, transport: &str, suite: &str, port: u16, extra: &[&str]) -> Proc {
     let cipher = match suite {
         "ccm8" => "ECDHE-ECDSA-AES128-CCM8",
         _ => "ECDHE-ECDSA-AES128-GCM-SHA256",
     };
-    let proto = if transport == "dtls" {
-        "-dtls1_2"
-    } else {
-        "-tls1_2"
+    let proto = match transport {
+        "dtls" => "-dtls1_2",
+        "tls13" => "-tls1_3",
+        _ => "-tls1_2",
     };
     let p = Proc::spawn(
         Command::new("openssl")
@@ -400,6 +400,80 @@ pub fn s_server_with(pki: &Pki, transport: &str, suite: &str, port: u16, extra: 
         p.err.text()
     );
     p
+}
+
+/// A stock `gnutls-serv --echo` on `port` (all addresses: it has no listen-address option)
+/// requiring a client certificate, with `priority` and `extra` options; waits until it
+/// listens. stdbuf: its stdout is block-buffered on a pipe, and what it prints there about a
+/// connection must arrive when printed ("listening" goes to stderr).
+pub fn gnutls_serv(gnutls: &Path, pki: &Pki, port: u16, priority: &str, extra: &[&str]) -> Proc {
+    let stdbuf = which("stdbuf").expect("stdbuf (coreutils) is not installed");
+    let server = Proc::spawn(
+        Command::new(stdbuf)
+            .arg("-oL")
+            .arg(gnutls)
+            .current_dir(&pki.dir)
+            .args(extra)
+            .args(["--port", &port.to_string(), "--echo"])
+            .args([
+                "--x509certfile",
+                "server.pem",
+                "--x509keyfile",
+                "server.key",
+            ])
+            .args(["--x509cafile", "ca.pem", "--require-client-cert"])
+            .args(["--verify-client-cert", "--priority", priority]),
+    );
+    assert!(
+        server.err.wait_for("Server listening on IPv4"),
+        "gnutls-serv did not start:\n{}\n{}",
+        server.out.text(),
+        server.err.text()
+    );
+    server
+}
+
+/// Runs the device `bin` with `cfg`, `--send line --expect-reply 30` (an echo server sends the
+/// line back), waits for it and asserts it succeeded; returns its stdout.
+pub fn device_echo(bin: &Path, cfg: &Path, line: &str, agent: &Proc, server: &Proc) -> String {
+    let mut device = Proc::spawn(Command::new(bin).arg("--config").arg(cfg).args([
+        "--send",
+        line,
+        "--expect-reply",
+        "30",
+    ]));
+    let status = device.wait();
+    let out = device.out.text();
+    assert!(
+        status.success(),
+        "device failed\nstdout:\n{out}\nstderr:\n{}\nagent:\n{}\nserver:\n{}",
+        device.err.text(),
+        agent.err.text(),
+        server.err.text()
+    );
+    out
+}
+
+/// The first `name` on PATH.
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// Asserts that s_server's output shows a reused session with the device's certificate and
+/// `cipher`; returns that part of the output.
+pub fn assert_resumed_by_device<'a>(server_out: &'a str, cipher: &str) -> &'a str {
+    let block = reused_block(server_out)
+        .unwrap_or_else(|| panic!("s_server shows no reused session:\n{server_out}"));
+    assert!(
+        block.contains("subject=CN = sensor-1, O = D2TLS Devices"),
+        "reused session without the device's subject:\n{block}"
+    );
+    assert!(block.contains(&format!("CIPHER is {cipher}")), "{block}");
+    block
 }
 
 /// Starts `d2tls-agent` and waits until it listens.

@@ -11,10 +11,11 @@ use d2tls::config::DeviceConfig;
 use d2tls::device::Device;
 use d2tls::device_io::{self, load_credentials};
 use d2tls::session::Suite;
-use d2tls::tls::{Connection, TlsError};
+use d2tls::tls::{Connection, EarlyData, TlsError};
 use d2tls::wire::Transport;
 
-/// Gets a DTLS/TLS 1.2 session with a server through the agent (or alone, --standalone).
+/// Gets a DTLS 1.2, TLS 1.2 or TLS 1.3 session with a server through the agent (or alone,
+/// --standalone).
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
@@ -24,7 +25,7 @@ struct Cli {
     /// Override `server` (host:port).
     #[arg(long)]
     server: Option<String>,
-    /// Override `transport` (dtls or tls).
+    /// Override `transport` (dtls, tls or tls13).
     #[arg(long)]
     transport: Option<String>,
     /// Override `suite` (ccm8 or gcm).
@@ -90,7 +91,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(t) = &cli.transport {
         match Transport::parse(t) {
             Some(t) => cfg.transport = t,
-            None => bail!("--transport: `{t}` (dtls or tls)"),
+            None => bail!("--transport: `{t}` (dtls, tls or tls13)"),
         }
     }
     if let Some(s) = &cli.suite {
@@ -112,6 +113,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             report(
                 &mut out,
                 &conn,
+                EarlyData::NotSent,
                 "none",
                 0,
                 1,
@@ -119,7 +121,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 (0, 0, 0),
                 mark.finish(),
             )?;
-            exchange(&mut out, &mut conn, cli.send.as_deref(), cli.expect_reply)?;
+            let none = EarlyData::NotSent;
+            exchange(
+                &mut out,
+                &mut conn,
+                cli.send.as_deref(),
+                none,
+                cli.expect_reply,
+            )?;
             conn.close();
         }
         return Ok(());
@@ -130,7 +139,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .collect::<Result<Vec<_>, _>>()
         .context("certificate DER")?;
     let mut device = Device::new(key, chain_der);
-    let sslctx = device_io::boot_for_resumption(cfg.transport)?;
+    let sslctx = device_io::boot_for_resumption(cfg.transport, cfg.tls13_kex)?;
+    // TLS 1.3: the first line goes out as early data (0-RTT) where the ticket allows it.
+    let early_line = cli
+        .send
+        .as_deref()
+        .filter(|_| cfg.transport == Transport::Tls13 && cfg.early_data)
+        .map(|t| format!("{t}\n").into_bytes());
     let target = device_io::target_of(&cfg);
     // A paired device keeps its association with its gateway: the channel is opened once at
     // boot and kept across sessions (reopened inside a setup only if it broke).
@@ -143,22 +158,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     for _ in 0..cli.connections {
         let before = (link.bytes_sent, link.bytes_received);
         let mark = Mark::start();
-        let mut conn = match device_io::resume_held(&sslctx, &mut held, &target, timeout) {
-            Some(conn) => conn,
-            None => {
-                let (conn, attempts, h) = device_io::delegate_and_resume(
-                    &sslctx,
-                    &mut link,
-                    &mut device,
-                    &target,
-                    cfg.max_delegations,
-                    timeout,
-                )?;
-                delegations += attempts;
-                held = Some(h);
-                conn
-            }
-        };
+        let early = early_line.as_deref();
+        let (mut conn, early) =
+            match device_io::resume_held(&sslctx, &mut held, &target, timeout, early) {
+                Some(resumed) => resumed,
+                None => {
+                    let (conn, attempts, h, early) = device_io::delegate_and_resume(
+                        &sslctx,
+                        &mut link,
+                        &mut device,
+                        &target,
+                        cfg.max_delegations,
+                        timeout,
+                        early,
+                    )?;
+                    delegations += attempts;
+                    held = Some(h);
+                    (conn, early)
+                }
+            };
         let setup = mark.finish();
         // Channel bytes of this setup only (the boot-time hello is reported apart).
         let channel = (link.bytes_sent - before.0, link.bytes_received - before.1);
@@ -166,6 +184,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         report(
             &mut out,
             &conn,
+            early,
             resumed_by,
             delegations,
             device.signatures(),
@@ -173,7 +192,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             (boot_channel.0, boot_channel.1, link.connects),
             setup,
         )?;
-        exchange(&mut out, &mut conn, cli.send.as_deref(), cli.expect_reply)?;
+        exchange(
+            &mut out,
+            &mut conn,
+            cli.send.as_deref(),
+            early,
+            cli.expect_reply,
+        )?;
         conn.close();
     }
     Ok(())
@@ -273,6 +298,7 @@ mod probe {
 fn report(
     out: &mut impl Write,
     conn: &Connection,
+    early: EarlyData,
     resumed_by: &str,
     delegations: u32,
     signatures: u64,
@@ -289,9 +315,11 @@ fn report(
     let cipher = ssl.current_cipher().map(|c| c.name()).unwrap_or("none");
     writeln!(
         out,
-        "session reused={} resumed_by={} version={} cipher={} session_id={} delegations={} signatures={} channel_sent={} channel_received={} channel_boot_sent={} channel_boot_received={} channel_connects={} server_sent={} server_received={} setup_us={}{}",
+        "session reused={} resumed_by={} kex={} early_data={} version={} cipher={} session_id={} delegations={} signatures={} channel_sent={} channel_received={} channel_boot_sent={} channel_boot_received={} channel_connects={} server_sent={} server_received={} setup_us={}{}",
         ssl.session_reused(),
         resumed_by,
+        device_io::kex_of(conn),
+        early.name(),
         ssl.version_str(),
         cipher,
         sid,
@@ -315,9 +343,14 @@ fn exchange(
     out: &mut impl Write,
     conn: &mut Connection,
     send: Option<&str>,
+    early: EarlyData,
     expect: Option<u64>,
 ) -> anyhow::Result<()> {
-    if let Some(text) = send {
+    // Early data the server accepted is delivered; rejected early data is sent again here.
+    if let Some(text) = send.filter(|_| early == EarlyData::Accepted) {
+        writeln!(out, "sent: {text} (early data)")?;
+        out.flush()?;
+    } else if let Some(text) = send {
         conn.send(
             format!("{text}\n").as_bytes(),
             Instant::now() + Duration::from_secs(10),
