@@ -14,7 +14,6 @@
 mod common;
 mod d2tls_common;
 
-
 use d2tls_common::*;
 
 fn run_case(transport: &str, nodb: bool) {
