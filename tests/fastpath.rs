@@ -55,7 +55,7 @@ fn twin_of(config: &Path, zone: &str, ip: &str) -> (Proc, String) {
         .map(|l| format!("{l}\n"))
         .collect();
     out.push_str(&format!(
-        "listen = [\"{ip}:{port}\"]\nstore = \"store-hickory\"\ncontrol_socket = \"hickory.sock\"\nfast_path = false\n"
+        "listen = [\"{ip}:{port}\"]\nstore = \"store-hickory\"\ncontrol_socket = \"hickory.sock\"\nfast_path = false\nudp_workers = 1\n"
     ));
     let path = config.with_file_name("tpkd-hickory.toml");
     std::fs::write(&path, out).unwrap();

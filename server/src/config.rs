@@ -70,6 +70,9 @@ pub struct Config {
     /// sends every query through the hickory path (for comparison and diagnosis).
     #[serde(default = "default_fast_path")]
     pub fast_path: bool,
+    /// Threads reading UDP on each listen address, sharing its socket (default: the cores).
+    #[serde(default = "default_udp_workers")]
+    pub udp_workers: usize,
     /// Default validity of members enrolled online, days.
     #[serde(default = "default_validity_days")]
     pub enroll_validity_days: u32,
@@ -157,6 +160,9 @@ fn default_tcp_timeout() -> u64 {
 fn default_fast_path() -> bool {
     true
 }
+fn default_udp_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
 fn default_validity_days() -> u32 {
     365
 }
@@ -204,6 +210,9 @@ impl Config {
             .map_err(|e| invalid(format!("name: {e}")))?;
         if cfg.listen.is_empty() {
             return Err(invalid("listen: give at least one address".into()));
+        }
+        if !(1..=256).contains(&cfg.udp_workers) {
+            return Err(invalid("udp_workers: from 1 to 256".into()));
         }
         if cfg.tcp_timeout_secs == 0 || cfg.enroll_validity_days == 0 {
             return Err(invalid(

@@ -60,6 +60,26 @@ fn run(args: Args) -> Result<()> {
     rt.block_on(serve(cfg))
 }
 
+/// A thread answering UDP on `udp` (see `twinpeaks::server::serve_udp`) until `stop`.
+fn udp_worker(
+    handler: &Arc<KeyServerHandler>,
+    udp: std::net::UdpSocket,
+    stop: &Arc<AtomicBool>,
+    fast: bool,
+    addr: std::net::SocketAddr,
+) -> std::thread::JoinHandle<()> {
+    let (h, rt, stop) = (
+        handler.clone(),
+        tokio::runtime::Handle::current(),
+        stop.clone(),
+    );
+    std::thread::spawn(move || {
+        if let Err(e) = serve_udp(h, udp, rt, stop, fast) {
+            error!(%addr, error = %e, "UDP listener stopped");
+        }
+    })
+}
+
 async fn serve(cfg: Config) -> Result<()> {
     let ks = Arc::new(KeyServer::open(cfg.clone())?);
     let mut handler = KeyServerHandler::new(vec![ks.zone()], TransferAcl(cfg.axfr_allow.clone()))
@@ -72,8 +92,8 @@ async fn serve(cfg: Config) -> Result<()> {
             keys,
         });
     }
-    // TCP through hickory's server; UDP on a thread per address (the fast path, then the
-    // same handler for what it does not answer).
+    // TCP through hickory's server; UDP on `udp_workers` threads per address sharing its
+    // socket (the fast path, then the same handler for what it does not answer).
     let handler = Arc::new(handler);
     let mut server = Server::new(SharedHandler(handler.clone()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -84,18 +104,13 @@ async fn serve(cfg: Config) -> Result<()> {
             .await
             .with_context(|| format!("listen {addr}/tcp"))?;
         server.register_listener(tcp, Duration::from_secs(cfg.tcp_timeout_secs), 64);
-        let (h, rt, stop, fast, addr) = (
-            handler.clone(),
-            tokio::runtime::Handle::current(),
-            stop.clone(),
-            cfg.fast_path,
-            *addr,
-        );
-        udp_threads.push(std::thread::spawn(move || {
-            if let Err(e) = serve_udp(h, udp, rt, stop, fast) {
-                error!(%addr, error = %e, "UDP listener stopped");
-            }
-        }));
+        for _ in 1..cfg.udp_workers {
+            let udp = udp
+                .try_clone()
+                .with_context(|| format!("listen {addr}/udp: another worker"))?;
+            udp_threads.push(udp_worker(&handler, udp, &stop, cfg.fast_path, *addr));
+        }
+        udp_threads.push(udp_worker(&handler, udp, &stop, cfg.fast_path, *addr));
     }
     let control_path = cfg.control_path().to_path_buf();
     let ctl_ks = ks.clone();
@@ -155,6 +170,7 @@ async fn serve(cfg: Config) -> Result<()> {
         control = %control_path.display(),
         tsig_keys,
         fast_path = cfg.fast_path,
+        udp_workers = cfg.udp_workers,
         "tpkd serving"
     );
 
