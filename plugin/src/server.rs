@@ -559,10 +559,15 @@ mod tests {
 
     /// A zone of `www0…www{n-1}.fp.example.`, one signed key each.
     fn handler(n: u8) -> KeyServerHandler {
+        handler_with(n, "ns hostmaster")
+    }
+
+    /// As [`handler`], the SOA's MNAME and RNAME `soa_names`.
+    fn handler_with(n: u8, soa_names: &str) -> KeyServerHandler {
         let kgc = Kgc::setup("fp.example.", &mut OsRng).unwrap();
         let own = kgc.self_issue([127, 0, 8, 1].into(), &mut OsRng).unwrap();
-        let mut text = String::from(
-            "$ORIGIN fp.example.\n@ 3600 IN SOA ns hostmaster 1 7200 3600 1209600 300\n@ 3600 IN NS ns\n",
+        let mut text = format!(
+            "$ORIGIN fp.example.\n@ 3600 IN SOA {soa_names} 1 7200 3600 1209600 300\n@ 3600 IN NS ns\n",
         );
         for i in 0..n {
             let name = format!("www{i}.fp.example.");
@@ -653,6 +658,33 @@ mod tests {
             (resp, "a response"),
         ] {
             assert_eq!(h.answer_plain(&q, &mut out), None, "{what}");
+        }
+    }
+
+    #[test]
+    fn negative_answers_come_from_the_template_whatever_the_soa_names() {
+        for soa in [
+            "ns hostmaster",
+            "ns1.other.example. hostmaster.other.example.",
+            "a.b. c.d.",
+        ] {
+            let h = handler_with(1, soa);
+            let mut out = vec![0u8; 1024];
+            for (name, rcode) in [
+                (&b"\x01X\x02fp\x07example\x00"[..], 3),
+                (b"\x0alonger-one\x01y\x02fp\x07example\x00", 3),
+                (b"\x04www0\x02fp\x07example\x00", 0),
+            ] {
+                let q = query(name, 16, true);
+                let n = h
+                    .answer_plain(&q, &mut out)
+                    .unwrap_or_else(|| panic!("{soa}"));
+                let m = hickory_proto::op::Message::from_vec(&out[..n]).unwrap();
+                assert_eq!(u16::from(m.metadata.response_code), rcode, "{soa}");
+                let soa_rr = &m.authorities[0];
+                assert_eq!(soa_rr.name.to_ascii(), "fp.example.", "{soa}");
+                assert!(m.answers.is_empty());
+            }
         }
     }
 
