@@ -94,15 +94,8 @@ cg_stat() { # nr_throttled throttled_us (v1: throttled_time ns; v2: throttled_us
 if [ -n "$DEVICE_MIPS" ]; then cg_create; fi
 
 # Throw-away PKI (P-256).
-EC=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
-openssl req -x509 "${EC[@]}" -keyout ca.key -out ca.pem -subj "/CN=D2TLS Bench CA" -days 2 2>/dev/null
-for n in server device; do
-    subj=$([ $n = server ] && echo "/CN=localhost" || echo "/CN=sensor-1/O=D2TLS Devices")
-    openssl req "${EC[@]}" -keyout $n.key -out $n.csr -subj "$subj" 2>/dev/null
-    [ $n = server ] && echo "subjectAltName=IP:127.0.0.1,DNS:localhost" > $n.ext || echo "extendedKeyUsage=clientAuth" > $n.ext
-    openssl x509 -req -in $n.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $n.pem -days 2 -extfile $n.ext 2>/dev/null
-done
-KEY=$(openssl rand -hex 32)
+. "$ROOT/agent/scripts/pki.sh"
+d2tls_pki "D2TLS Bench CA"
 
 SP=$(free_port); AP=$(free_port)
 mkfifo sserver.in

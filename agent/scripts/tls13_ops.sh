@@ -32,15 +32,8 @@ wait_for() { # file pattern
     echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; return 1
 }
 
-EC=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
-openssl req -x509 "${EC[@]}" -keyout ca.key -out ca.pem -subj "/CN=D2TLS Ops CA" -days 2 2>/dev/null
-for n in server device; do
-    subj=$([ $n = server ] && echo "/CN=localhost" || echo "/CN=sensor-1/O=D2TLS Devices")
-    openssl req "${EC[@]}" -keyout $n.key -out $n.csr -subj "$subj" 2>/dev/null
-    [ $n = server ] && echo "subjectAltName=IP:127.0.0.1,DNS:localhost" > $n.ext || echo "extendedKeyUsage=clientAuth" > $n.ext
-    openssl x509 -req -in $n.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $n.pem -days 2 -extfile $n.ext 2>/dev/null
-done
-KEY=$(openssl rand -hex 32)
+. "$ROOT/agent/scripts/pki.sh"
+d2tls_pki "D2TLS Ops CA"
 AP=$(free_port)
 printf 'listen = "127.0.0.1:%s"\nca_file = "ca.pem"\nhandshake_timeout_secs = 60\n[[device]]\nid = "sensor-1"\npairing_key = "%s"\n' "$AP" "$KEY" > agent.toml
 "$T/d2tls-agent" -c agent.toml --log-level warn > agent.out 2> agent.log &
