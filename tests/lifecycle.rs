@@ -118,8 +118,6 @@ fn child_of(p: &mut Proc) -> u32 {
     }
 }
 
-/// Enroll `name` at `ip` online (`tp ctl enroll`) and finalize its key; returns the key file.
-
 /// The dig answer for `name` TYPE65300 from ip:port.
 fn ask(ip: &str, port: u16, name: &str) -> String {
     dig(&[
