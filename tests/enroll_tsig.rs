@@ -879,3 +879,39 @@ fn a_directory_of_requests_is_enrolled_in_one_run_and_a_duplicate_in_the_burst_i
     assert!(l.contains("YXRRSET"), "{l}");
     ks.stop();
 }
+
+/// Unauthenticated refusals cost a peer one datagram each: tpkd answers every one (REFUSED)
+/// but logs at most ten a minute of each kind, and says when it stops.
+#[test]
+fn unsigned_update_floods_are_answered_but_not_logged_line_for_line() {
+    use hickory_proto::op::{Message, OpCode, Query, ResponseCode};
+    use hickory_proto::rr::{Name, RecordType};
+    use hickory_proto::serialize::binary::BinDecodable;
+    let dir = tempfile::tempdir().unwrap();
+    let (ks, _) = server(dir.path(), "127.0.3.21", "[\"*.example.com.\"]");
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for id in 0..25u16 {
+        let mut m = Message::query();
+        m.metadata.id = id;
+        m.metadata.op_code = OpCode::Update;
+        m.add_query(Query::query(
+            Name::from_ascii("example.com.").unwrap(),
+            RecordType::SOA,
+        ));
+        sock.send_to(&m.to_vec().unwrap(), (ks.ip.as_str(), ks.port))
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let (n, _) = sock.recv_from(&mut buf).unwrap();
+        let answer = Message::from_bytes(&buf[..n]).unwrap();
+        assert_eq!(answer.metadata.id, id);
+        assert_eq!(answer.metadata.response_code, ResponseCode::Refused);
+    }
+    let l = wait_log(&ks, "(no more such lines this minute)");
+    // Ten a minute: 10, or up to 20 if the minute turned during the burst.
+    let lines = l.matches("UPDATE is not TSIG-signed").count();
+    assert!(
+        (10..=20).contains(&lines),
+        "{lines} lines for 25 datagrams:\n{l}"
+    );
+}

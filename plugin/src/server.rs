@@ -31,13 +31,13 @@ const MAX_SLOW_IN_FLIGHT: usize = 4096;
 const LOG_BURST: u32 = 10;
 
 /// A per-minute budget of log lines for one kind of event.
-struct LogLimit {
+pub(crate) struct LogLimit {
     minute: AtomicU64,
     lines: AtomicU32,
 }
 
 impl LogLimit {
-    const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Self {
             minute: AtomicU64::new(0),
             lines: AtomicU32::new(0),
@@ -46,7 +46,7 @@ impl LogLimit {
 
     /// `Some(last)`: log this one (`last`: the budget of this minute ends with it); `None`:
     /// the budget is spent until the next minute.
-    fn allow(&self) -> Option<bool> {
+    pub(crate) fn allow(&self) -> Option<bool> {
         let minute = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() / 60);
@@ -58,7 +58,7 @@ impl LogLimit {
     }
 }
 
-fn quiet(last: bool) -> &'static str {
+pub(crate) fn quiet(last: bool) -> &'static str {
     if last {
         " (no more such lines this minute)"
     } else {

@@ -17,7 +17,7 @@ use crate::enroll::{
     EnrollError, EnrollRequest, MAX_UPDATE_BYTES, TPREQ_TYPE, TPRESP_TYPE, TsigKey,
     encode_response, rcode_mnemonic,
 };
-use crate::server::{KeyServerHandler, failed, response_edns, send_rcode};
+use crate::server::{KeyServerHandler, LogLimit, failed, quiet, response_edns, send_rcode};
 
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -25,6 +25,15 @@ fn unix_now() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+// Refusals before the TSIG check: any peer can cause them at will, one datagram each, so
+// each kind is logged at most LOG_BURST times a minute.
+static TOO_LARGE_LOG: LogLimit = LogLimit::new();
+static OFF_LOG: LogLimit = LogLimit::new();
+static UNSIGNED_LOG: LogLimit = LogLimit::new();
+static BADKEY_LOG: LogLimit = LogLimit::new();
+static BADSIG_LOG: LogLimit = LogLimit::new();
+static BADTIME_LOG: LogLimit = LogLimit::new();
 
 /// Answer an UPDATE.
 pub(crate) async fn handle<R: ResponseHandler>(
@@ -35,15 +44,21 @@ pub(crate) async fn handle<R: ResponseHandler>(
     let peer = request.src();
     let len = request.as_slice().len();
     if len > MAX_UPDATE_BYTES {
-        warn!(%peer, bytes = len, limit = MAX_UPDATE_BYTES, "enrollment refused (REFUSED): UPDATE too large");
+        if let Some(last) = TOO_LARGE_LOG.allow() {
+            warn!(%peer, bytes = len, limit = MAX_UPDATE_BYTES, "enrollment refused (REFUSED): UPDATE too large{}", quiet(last));
+        }
         return send_rcode(request, ResponseCode::Refused, handle).await;
     }
     let Some(enr) = h.enrollment() else {
-        warn!(%peer, "UPDATE refused (REFUSED): no [[tsig]] keys configured, enrollment over UPDATE is off");
+        if let Some(last) = OFF_LOG.allow() {
+            warn!(%peer, "UPDATE refused (REFUSED): no [[tsig]] keys configured, enrollment over UPDATE is off{}", quiet(last));
+        }
         return send_rcode(request, ResponseCode::Refused, handle).await;
     };
     let Some(tsig) = request.signature.as_deref() else {
-        warn!(%peer, "enrollment refused (REFUSED): UPDATE is not TSIG-signed");
+        if let Some(last) = UNSIGNED_LOG.allow() {
+            warn!(%peer, "enrollment refused (REFUSED): UPDATE is not TSIG-signed{}", quiet(last));
+        }
         return send_rcode(request, ResponseCode::Refused, handle).await;
     };
     let id = request.metadata.id;
@@ -52,7 +67,9 @@ pub(crate) async fn handle<R: ResponseHandler>(
     let Some(key) = enr.keys.iter().find(|k| {
         k.signer.signer_name() == key_name && *k.signer.algorithm() == tsig.data.algorithm
     }) else {
-        warn!(%peer, key = %key_name, algorithm = %tsig.data.algorithm, "enrollment refused (NOTAUTH/BADKEY): unknown TSIG key or algorithm");
+        if let Some(last) = BADKEY_LOG.allow() {
+            warn!(%peer, key = %key_name, algorithm = %tsig.data.algorithm, "enrollment refused (NOTAUTH/BADKEY): unknown TSIG key or algorithm{}", quiet(last));
+        }
         let ctx = TSigResponseContext::unknown_key(id, now, key_name.clone());
         return send(request, ResponseCode::NotAuth, None, Some(ctx), handle).await;
     };
@@ -61,12 +78,16 @@ pub(crate) async fn handle<R: ResponseHandler>(
         .verify_message_byte(request.as_slice(), None, true)
     {
         Err(error) => {
-            warn!(%peer, key = %key_name, %error, "enrollment refused (NOTAUTH/BADSIG): TSIG MAC does not verify");
+            if let Some(last) = BADSIG_LOG.allow() {
+                warn!(%peer, key = %key_name, %error, "enrollment refused (NOTAUTH/BADSIG): TSIG MAC does not verify{}", quiet(last));
+            }
             let ctx = TSigResponseContext::bad_signature(id, now, key.signer.clone());
             return send(request, ResponseCode::NotAuth, None, Some(ctx), handle).await;
         }
         Ok((_, signed, range)) if !range.contains(&now) => {
-            warn!(%peer, key = %key_name, signed, now, fudge = tsig.data.fudge, "enrollment refused (NOTAUTH/BADTIME): TSIG time outside the fudge window");
+            if let Some(last) = BADTIME_LOG.allow() {
+                warn!(%peer, key = %key_name, signed, now, fudge = tsig.data.fudge, "enrollment refused (NOTAUTH/BADTIME): TSIG time outside the fudge window{}", quiet(last));
+            }
             let ctx = TSigResponseContext::new(
                 id,
                 now,
