@@ -7,7 +7,8 @@
 //! 3.0's server still chooses psk_dhe_ke when the client offers both, which OpenSSL's client
 //! always does); 0-RTT early data accepted (`-early_data`) and rejected (`-max_early_data`
 //! without `-early_data`: the ticket allows early data, the server skips it, the device sends
-//! the line again after the handshake). `gnutls-serv`: psk_dhe_ke with its default
+//! the line again after the handshake); a second connection on the held context with the
+//! ticket the first one brought (0-RTT again, no new delegation). `gnutls-serv`: psk_dhe_ke with its default
 //! priorities, psk_ke when they prefer it. A rejected and an expired ticket (a new delegation
 //! each): agent/tests/sessions.rs, with in-process TLS 1.3 servers.
 
@@ -186,6 +187,25 @@ fn tls13_early_data_rejected_is_sent_after_the_handshake() {
     assert!(log.contains("early_data=\"rejected\""), "{log}");
     assert!(!server_out.contains("Early data received"), "{server_out}");
     assert_eq!(server_out.matches("ping-tls13-0rtt-rejected").count(), 1);
+}
+
+#[test]
+fn tls13_a_second_connection_uses_the_ticket_the_first_brought() {
+    // With -early_data, OpenSSL's server accepts a ticket's early data once. The device takes
+    // the ticket its first (resumed) connection received for the second: one delegation, 0-RTT
+    // accepted on both connections.
+    let (out, log, server_out) = run_s_server(&SServerCase {
+        tag: "fresh-ticket",
+        options: &["-early_data"],
+        device_extra: "",
+        connections: 2,
+        kex: "psk_dhe_ke",
+        early: "accepted",
+        delegations: 1,
+    });
+    assert!(log.contains("event=\"context.refreshed\""), "{log}");
+    assert_eq!(out.matches("early_data=accepted").count(), 2, "{out}");
+    assert_eq!(server_out.matches("Early data received:").count(), 2);
 }
 
 /// gnutls-serv --echo over TLS 1.3 with `priority`; the device's extra config; the kex the

@@ -608,6 +608,33 @@ impl HeldContext {
     pub fn expired(&self) -> bool {
         self.received.elapsed() >= Duration::from_secs(u64::from(self.context.lifetime_secs))
     }
+
+    /// TLS 1.3: takes the newest ticket the server sent on `conn`, a connection resumed from
+    /// this context, if the device has read far enough to process one (servers send one or two
+    /// after each handshake). The next connection then presents a ticket no connection has
+    /// used (RFC 8446 §C.4; servers with anti-replay accept a ticket's early data once). The
+    /// context keeps its expiry. Returns whether it changed.
+    pub fn refresh(&mut self, conn: &Connection) -> bool {
+        if self.context.version != TLS1_3 || !conn.ssl().session_reused() {
+            return false;
+        }
+        let lifetime = Duration::from_secs(u64::from(self.context.lifetime_secs));
+        let left = lifetime.saturating_sub(self.received.elapsed()).as_secs();
+        let left = u32::try_from(left).unwrap_or(u32::MAX);
+        match SessionContext::from_ssl(conn.ssl(), left) {
+            Ok(ctx) if ctx.ticket != self.context.ticket => {
+                info!(
+                    event = "context.refreshed",
+                    ticket_len = ctx.ticket.len(),
+                    lifetime_secs = ctx.lifetime_secs
+                );
+                self.context = ctx;
+                self.received = Instant::now();
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Opens another connection on a held context. `None` (and the context dropped, hence

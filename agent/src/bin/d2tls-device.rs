@@ -199,6 +199,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             early,
             cli.expect_reply,
         )?;
+        // TLS 1.3: the next connection uses the ticket this one brought, if it read one.
+        if let Some(h) = held.as_mut() {
+            h.refresh(&conn);
+        }
         conn.close();
     }
     Ok(())
