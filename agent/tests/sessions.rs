@@ -336,14 +336,29 @@ fn recv(rx: &mpsc::Receiver<Seen>) -> Seen {
 
 #[test]
 fn tls_with_an_in_process_server_and_the_agent_keeps_nothing() {
+    in_process_server_and_the_agent_keeps_nothing("tls");
+}
+
+#[test]
+fn tls13_with_an_in_process_server_and_the_agent_keeps_nothing() {
+    in_process_server_and_the_agent_keeps_nothing("tls13");
+}
+
+/// TLS 1.2: the secret scanned for is the master secret; TLS 1.3: the resumption PSK (the
+/// resumed session's master key on the server).
+fn in_process_server_and_the_agent_keeps_nothing(transport: &str) {
     let tmp = TempDir::new("inproc");
     let pki = Pki::new(tmp.path());
     let key = pairing_key_hex();
-    let (server, seen) = start_server(&pki, vec![0, 0]);
+    let (server, seen) = if transport == "tls13" {
+        start_server_with(&pki, vec![0, 0], Some(3600), None, SslVersion::TLS1_3)
+    } else {
+        start_server(&pki, vec![0, 0])
+    };
     let agent_port = port();
     let agent = start_agent(Path::new(AGENT), &agent_config(&pki, agent_port, &key));
     let mut dev = device(&device_config(
-        &pki, agent_port, &key, &server, "tls", "gcm",
+        &pki, agent_port, &key, &server, transport, "gcm",
     ));
     let status = dev.wait();
     let out = dev.out.text();
@@ -362,8 +377,14 @@ fn tls_with_an_in_process_server_and_the_agent_keeps_nothing() {
     assert_eq!(resumed.subject, "sensor-1,D2TLS Devices");
     assert_eq!(resumed.data.trim(), "ping-in-process");
     assert!(out.contains("received: pong-in-process"), "{out}");
-    assert_eq!(resumed.master_key.len(), 48);
-    assert_eq!(resumed.master_key, full.master_key);
+    if transport == "tls13" {
+        // The PSK derived from the full handshake's resumption secret, not its own secret.
+        assert!(out.contains("version=TLSv1.3"), "{out}");
+        assert_eq!(resumed.master_key.len(), 32);
+    } else {
+        assert_eq!(resumed.master_key.len(), 48);
+        assert_eq!(resumed.master_key, full.master_key);
+    }
 
     // After the handover, the agent's memory holds neither the session's master secret nor
     // (ever) the device's private key.
