@@ -36,8 +36,8 @@ impl From<sled::Error> for StoreError {
 pub struct Changes {
     /// Members added or replaced: (owner, ttl, record).
     pub members: Vec<(String, u32, KeyRecord)>,
-    /// Re-signed copies of zone-file members: (owner, record).
-    pub resigned: Vec<(String, KeyRecord)>,
+    /// Re-signed copies of zone-file members.
+    pub resigned: Vec<ResignedCopy>,
     /// Members removed: (owner, IP).
     pub removed: Vec<(String, std::net::IpAddr)>,
     /// Re-signed copies dropped (their zone-file line is gone or changed): (owner, IP).
@@ -56,8 +56,25 @@ impl Changes {
 
 /// A stored member: (owner, ttl, record).
 type Stored = (String, u32, KeyRecord);
-/// A re-signed copy of a zone-file member: (owner, record).
-type Resigned = (String, KeyRecord);
+type Resigned = ResignedCopy;
+
+/// A zone-file member re-signed by the server: its record with a fresh window, served in place
+/// of the line while the line is as it was when the copy was made.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResignedCopy {
+    /// The member's name.
+    pub owner: String,
+    /// The re-signed record.
+    pub record: KeyRecord,
+    /// The validity window (not-before, not-after) of the zone-file line it was made from;
+    /// `None` for a copy stored before this was kept. A line whose window differs is a new
+    /// line: the copy no longer applies.
+    pub from: Option<(u32, u32)>,
+}
+
+/// Stored form of a copy: 0x00, the line's not-before and not-after, then the record's RDATA
+/// (whose first byte, its version, is never 0). A value without the 0x00 is RDATA alone.
+const COPY_FROM: u8 = 0;
 
 /// What [`View::apply`] replaced, for [`View::undo`]: each key with its value before.
 #[must_use]
@@ -125,7 +142,7 @@ impl View {
             copy(self, key(owner, *ip), None);
         }
         for c in &changes.resigned {
-            copy(self, key(&c.0, c.1.ip), Some(c.clone()));
+            copy(self, key(&c.owner, c.record.ip), Some(c.clone()));
         }
         self.generation = self.generation.wrapping_add(1);
         undo
@@ -154,8 +171,8 @@ impl View {
         self.members.values()
     }
 
-    /// Re-signed copies of zone-file members: (owner, record).
-    pub fn resigned(&self) -> impl Iterator<Item = &(String, KeyRecord)> {
+    /// Re-signed copies of zone-file members.
+    pub fn resigned(&self) -> impl Iterator<Item = &ResignedCopy> {
         self.resigned.values()
     }
 
@@ -232,8 +249,15 @@ impl Store {
             rows.push((member_key(zone, owner, record.ip), value));
         }
         let mut overlay = Vec::with_capacity(changes.resigned.len());
-        for (owner, record) in &changes.resigned {
-            overlay.push((member_key(zone, owner, record.ip), encode(owner, record)?));
+        for c in &changes.resigned {
+            let mut value = Vec::new();
+            if let Some((nb, na)) = c.from {
+                value.push(COPY_FROM);
+                value.extend_from_slice(&nb.to_be_bytes());
+                value.extend_from_slice(&na.to_be_bytes());
+            }
+            value.extend_from_slice(&encode(&c.owner, &c.record)?);
+            overlay.push((member_key(zone, &c.owner, c.record.ip), value));
         }
         let gone: Vec<Vec<u8>> = changes
             .removed
@@ -281,7 +305,8 @@ impl Store {
             v.members.insert(member_key(zone, &m.0, m.2.ip), m);
         }
         for c in self.resigned(zone)? {
-            v.resigned.insert(member_key(zone, &c.0, c.1.ip), c);
+            v.resigned
+                .insert(member_key(zone, &c.owner, c.record.ip), c);
         }
         Ok(v)
     }
@@ -304,9 +329,9 @@ impl Store {
             })
     }
 
-    /// Re-signed copies of zone-file members of `zone`: (owner, record). The server takes one
-    /// in place of the file's line while the line is otherwise unchanged.
-    pub fn resigned(&self, zone: &str) -> Result<Vec<(String, KeyRecord)>, StoreError> {
+    /// Re-signed copies of zone-file members of `zone`. The server takes one in place of the
+    /// file's line while the line is as it was when the copy was made.
+    pub fn resigned(&self, zone: &str) -> Result<Vec<ResignedCopy>, StoreError> {
         let prefix = format!("{zone}\0").into_bytes();
         let mut out = Vec::new();
         for item in self.resigned.scan_prefix(&prefix) {
@@ -320,11 +345,23 @@ impl Store {
                     reason: "bad key".into(),
                 })?
                 .to_string();
-            let record = KeyRecord::from_wire(&v).map_err(|e| StoreError::Corrupt {
+            let (from, wire) = match v.split_first() {
+                Some((&COPY_FROM, rest)) if rest.len() >= 8 => {
+                    let nb = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+                    let na = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]);
+                    (Some((nb, na)), &rest[8..])
+                }
+                _ => (None, &v[..]),
+            };
+            let record = KeyRecord::from_wire(wire).map_err(|e| StoreError::Corrupt {
                 key,
                 reason: e.to_string(),
             })?;
-            out.push((owner, record));
+            out.push(ResignedCopy {
+                owner,
+                record,
+                from,
+            });
         }
         Ok(out)
     }
@@ -429,10 +466,11 @@ mod tests {
         let a2 = record(&kgc, "a.example.", "192.0.2.1", 1_900_000_000);
         let first = Changes {
             members: vec![("a.example.".into(), 60, a), ("b.example.".into(), 60, b)],
-            resigned: vec![(
-                "f.example.".into(),
-                record(&kgc, "f.example.", "192.0.2.9", 1),
-            )],
+            resigned: vec![ResignedCopy {
+                owner: "f.example.".into(),
+                record: record(&kgc, "f.example.", "192.0.2.9", 1),
+                from: Some((10, 20)),
+            }],
             ..Changes::default()
         };
         let second = Changes {

@@ -12,7 +12,7 @@ use twinpeaks::issue::{self, IssueOptions};
 use twinpeaks::keyfile;
 use twinpeaks::record::KeyRecord;
 use twinpeaks::record::RecordError;
-use twinpeaks::store::{Changes, Store, StoreError, View};
+use twinpeaks::store::{Changes, ResignedCopy, Store, StoreError, View};
 use twinpeaks::zone::{KeyZone, Source, ZoneSigner};
 use twinpeaks::zonefile::{Entry, ParsedZone, ZoneErrors};
 use twinpeaks::{time, zonefile};
@@ -321,9 +321,9 @@ pub fn build_zone(
 ) -> Result<KeyZone, KeyServerError> {
     let generation = stored.generation;
     if stored.resigned().next().is_some() {
-        let copies: std::collections::HashMap<(&str, std::net::IpAddr), &KeyRecord> = stored
+        let copies: std::collections::HashMap<(&str, std::net::IpAddr), &ResignedCopy> = stored
             .resigned()
-            .map(|(o, r)| ((o.as_str(), r.ip), r))
+            .map(|c| ((c.owner.as_str(), c.record.ip), c))
             .collect();
         for line in &mut parsed.lines {
             let Entry::Key(rec) = &mut line.entry else {
@@ -331,10 +331,9 @@ pub fn build_zone(
             };
             let owner = line.owner.to_ascii().to_ascii_lowercase();
             if let Some(copy) = copies.get(&(owner.as_str(), rec.ip))
-                && same_key(rec, copy)
-                && copy.not_after > rec.not_after
+                && copy_applies(copy, rec)
             {
-                *rec = (*copy).clone();
+                *rec = copy.record.clone();
             }
         }
     }
@@ -364,6 +363,30 @@ pub fn build_zone(
         );
     }
     Ok(zone)
+}
+
+/// The validity window written on the zone-file line of `owner` at `ip`.
+fn line_window(file: &ParsedZone, owner: &str, ip: std::net::IpAddr) -> Option<(u32, u32)> {
+    file.lines.iter().find_map(|l| match &l.entry {
+        Entry::Key(rec) if rec.ip == ip && l.owner.to_ascii().eq_ignore_ascii_case(owner) => {
+            Some((rec.not_before, rec.not_after))
+        }
+        _ => None,
+    })
+}
+
+/// Whether a re-signed copy stands for this zone-file line: the same key and fields, made from
+/// this line's window (an operator who edits the window writes a new line).
+fn copy_matches(copy: &ResignedCopy, line: &KeyRecord) -> bool {
+    same_key(line, &copy.record)
+        && copy
+            .from
+            .is_none_or(|w| w == (line.not_before, line.not_after))
+}
+
+/// A copy is served in place of its line while it matches the line and ends later.
+fn copy_applies(copy: &ResignedCopy, line: &KeyRecord) -> bool {
+    copy_matches(copy, line) && copy.record.not_after > line.not_after
 }
 
 /// The same key and fields, whatever the window and the signature.
@@ -434,12 +457,12 @@ impl KeyServer {
         let stale: Vec<(String, std::net::IpAddr)> = w
             .stored
             .resigned()
-            .filter(|(o, r)| {
+            .filter(|c| {
                 !keyed
-                    .get(&(o.clone(), r.ip))
-                    .is_some_and(|line| same_key(line, r))
+                    .get(&(c.owner.clone(), c.record.ip))
+                    .is_some_and(|line| copy_matches(c, line))
             })
-            .map(|(o, r)| (o.clone(), r.ip))
+            .map(|c| (c.owner.clone(), c.record.ip))
             .collect();
         let changes = Changes {
             dropped_copies: stale,
@@ -467,7 +490,12 @@ impl KeyServer {
             .members
             .iter()
             .map(|(o, _, r)| (o.as_str(), r))
-            .chain(changes.resigned.iter().map(|(o, r)| (o.as_str(), r)))
+            .chain(
+                changes
+                    .resigned
+                    .iter()
+                    .map(|c| (c.owner.as_str(), &c.record)),
+            )
             .collect();
         let signer = ZoneSigner {
             params: self.kgc.params(),
@@ -723,7 +751,11 @@ impl KeyServer {
         for (m, rec) in due.iter().zip(signed.into_iter().flatten()) {
             match m.source {
                 Source::Store => members.push((m.owner.clone(), m.ttl, rec)),
-                Source::File(..) => copies.push((m.owner.clone(), rec)),
+                Source::File(..) => copies.push(ResignedCopy {
+                    owner: m.owner.clone(),
+                    from: line_window(&w.file, &m.owner, rec.ip),
+                    record: rec,
+                }),
             }
         }
         let n = members.len() + copies.len();
@@ -774,7 +806,11 @@ impl KeyServer {
                 ..Changes::default()
             },
             Source::File(..) => Changes {
-                resigned: vec![(owner.clone(), rec.clone())],
+                resigned: vec![ResignedCopy {
+                    owner: owner.clone(),
+                    record: rec.clone(),
+                    from: line_window(&w.file, &owner, ip),
+                }],
                 ..Changes::default()
             },
         };
