@@ -8,7 +8,8 @@
 //! always does); 0-RTT early data accepted (`-early_data`) and rejected (`-max_early_data`
 //! without `-early_data`: the ticket allows early data, the server skips it, the device sends
 //! the line again after the handshake); a second connection on the held context with the
-//! ticket the first one brought (0-RTT again, no new delegation). `gnutls-serv`: psk_dhe_ke with its default
+//! ticket the first one brought (0-RTT again, no new delegation); a server that sends no
+//! ticket (`-num_tickets 0`), named in the device's error. `gnutls-serv`: psk_dhe_ke with its default
 //! priorities, psk_ke when they prefer it. A rejected and an expired ticket (a new delegation
 //! each): agent/tests/sessions.rs, with in-process TLS 1.3 servers.
 
@@ -206,6 +207,43 @@ fn tls13_a_second_connection_uses_the_ticket_the_first_brought() {
     assert!(log.contains("event=\"context.refreshed\""), "{log}");
     assert_eq!(out.matches("early_data=accepted").count(), 2, "{out}");
     assert_eq!(server_out.matches("Early data received:").count(), 2);
+}
+
+#[test]
+fn tls13_a_server_that_sends_no_ticket_is_named() {
+    common::require_tool("openssl");
+    let tmp = TempDir::new("tls13-no-ticket");
+    let pki = Pki::new(tmp.path());
+    let key = pairing_key_hex();
+    let server_port = port();
+    let _server = s_server_with(&pki, "tls13", "gcm", server_port, &["-num_tickets", "0"]);
+    let agent_port = port();
+    let agent_cfg = agent_config(&pki, agent_port, &key);
+    let text = std::fs::read_to_string(&agent_cfg).expect("read agent config");
+    write_private(
+        &agent_cfg,
+        text.replace("ca_file", "handshake_timeout_secs = 2\nca_file"),
+    );
+    let agent = start_agent(&common::bin("d2tls-agent"), &agent_cfg);
+    let server_addr = format!("127.0.0.1:{server_port}");
+    let cfg = tls13_device(&pki, agent_port, &key, &server_addr, "");
+    let text = std::fs::read_to_string(&cfg).expect("read device config");
+    write_private(
+        &cfg,
+        text.replace("max_delegations = 3", "max_delegations = 1"),
+    );
+    let mut device = Proc::spawn(
+        Command::new(common::bin("d2tls-device"))
+            .arg("--config")
+            .arg(&cfg),
+    );
+    let status = device.wait();
+    let err = device.err.text();
+    assert!(!status.success(), "{err}");
+    let want = format!("{server_addr} sent no NewSessionTicket within 2 s of the handshake");
+    assert!(err.contains(&want), "{err}");
+    assert!(err.contains("gave up after 1 delegation(s)"), "{err}");
+    assert!(agent.err.text().contains("delegation.failed"));
 }
 
 /// gnutls-serv --echo over TLS 1.3 with `priority`; the device's extra config; the kex the

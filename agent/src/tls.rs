@@ -54,6 +54,17 @@ pub enum TlsError {
         /// Server address.
         server: String,
     },
+    /// TLS 1.3: the server sent no NewSessionTicket before the deadline.
+    #[error(
+        "{server} sent no NewSessionTicket within {secs} s of the handshake (TLS 1.3 resumes by \
+         ticket only: a server that issues none cannot be delegated to)"
+    )]
+    NoTicket {
+        /// Server address.
+        server: String,
+        /// How long the agent waited after the handshake.
+        secs: u64,
+    },
     /// No application data arrived before the deadline.
     #[error("no data from the server before the deadline")]
     NoData,
@@ -447,6 +458,7 @@ impl Connection {
     /// that holds the ticket and the resumption PSK). Application data read meanwhile is
     /// dropped: the agent has no use for it.
     pub fn await_ticket(&mut self, server: &str, deadline: Instant) -> Result<(), TlsError> {
+        let started = Instant::now();
         let mut buf = [0u8; 512];
         loop {
             if self
@@ -471,9 +483,9 @@ impl Connection {
                 }
                 Err(e) if is_retry(&e) && Instant::now() < deadline => {}
                 Err(e) if is_retry(&e) => {
-                    return Err(TlsError::Timeout {
-                        stage: "waiting for the NewSessionTicket",
+                    return Err(TlsError::NoTicket {
                         server: server.to_owned(),
+                        secs: started.elapsed().as_secs(),
                     });
                 }
                 Err(e) => {
