@@ -558,8 +558,19 @@ mod tests {
         let f = write(dir.path(), "d.toml", &ok);
         let cfg = DeviceConfig::load(&f).unwrap();
         assert_eq!(cfg.transport, Transport::Dtls);
+        assert_eq!((cfg.tls13_kex, cfg.early_data), (Tls13Kex::PskDheKe, true));
+        let t13 =
+            format!("{ok}transport = \"tls13\"\ntls13_kex = \"psk_ke\"\nearly_data = false\n");
+        let cfg = DeviceConfig::load(&write(dir.path(), "t13.toml", &t13)).unwrap();
+        assert_eq!(cfg.transport, Transport::Tls13);
+        assert_eq!((cfg.tls13_kex, cfg.early_data), (Tls13Kex::PskKe, false));
         let cases = [
             (format!("{ok}transport = \"quic\"\n"), "transport"),
+            (
+                format!("{ok}tls13_kex = \"ecdhe\"\n"),
+                "tls13_kex: `ecdhe` (psk_dhe_ke or psk_ke)",
+            ),
+            (format!("{ok}early_data = \"yes\"\n"), "early_data"),
             (format!("{ok}suite = \"rc4\"\n"), "suites"),
             (ok.replace("d.key", "nope.key"), "private_key"),
             (ok.replace("server =", "srv ="), "server"),
