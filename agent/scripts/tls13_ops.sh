@@ -78,13 +78,16 @@ run() { # label config further(yes|no) [device args...]
             "$first" "$two" "$label" "$(field kex)" "$(field early_data)"
     fi
 }
-s_server() { # options...
-    local p; p=$(free_port)
-    sleep 600 | openssl s_server -accept 127.0.0.1:$p -cert server.pem -key server.key -CAfile ca.pem \
-        -Verify 1 "$@" > sserver.log 2>&1 &
+N=0
+s_server() { # options... -> sets S (its address); runs in this shell, so cleanup stops it
+    local p; p=$(free_port); N=$((N + 1))
+    mkfifo "ss$N.in"
+    openssl s_server -accept 127.0.0.1:$p -cert server.pem -key server.key -CAfile ca.pem \
+        -Verify 1 "$@" < "ss$N.in" > "ss$N.log" 2>&1 &
     PIDS+=($!)
-    wait_for sserver.log ACCEPT
-    echo "127.0.0.1:$p"
+    exec {fd}> "ss$N.in"   # holds its stdin open (s_server ends at end of input)
+    wait_for "ss$N.log" ACCEPT
+    S=127.0.0.1:$p
 }
 
 echo "# D2TLS TLS 1.3: the device's public-key operations ($(date -u +%Y-%m-%dT%H:%MZ))"
@@ -92,11 +95,11 @@ echo "openssl: $(openssl version); $(gnutls-serv --version | head -1); valgrind:
 echo
 echo "| case | session | kex | early data | ECDSA signatures | ECDSA verifications | ECDH derivations | EC key generations |"
 echo "|---|---|---|---|---:|---:|---:|---:|"
-S=$(s_server -tls1_3)
+s_server -tls1_3
 device_toml "$S" tls13 "" > d13.toml
 run "TLS 1.3 psk_dhe_ke (s_server -tls1_3)" d13.toml yes
 run "TLS 1.3 full handshake on the device (standalone)" d13.toml no --standalone
-S=$(s_server -tls1_3 -early_data)
+s_server -tls1_3 -early_data
 device_toml "$S" tls13 "" > d13e.toml
 run "TLS 1.3 0-RTT (s_server -tls1_3 -early_data)" d13e.toml no --send ping
 GP=$(free_port)
@@ -107,6 +110,6 @@ PIDS+=($!)
 wait_for gnutls.log "Server listening"
 device_toml "127.0.0.1:$GP" tls13 'tls13_kex = "psk_ke"' > d13k.toml
 run "TLS 1.3 psk_ke (gnutls-serv, PSK before ECDHE-PSK)" d13k.toml yes
-S=$(s_server -tls1_2)
+s_server -tls1_2
 device_toml "$S" tls "" > d12.toml
 run "TLS 1.2 ticket (s_server -tls1_2)" d12.toml yes
