@@ -99,8 +99,7 @@ fn run_s_server(case: &SServerCase) -> (String, String, String) {
     );
     let last = out
         .lines()
-        .filter(|l| l.starts_with("session "))
-        .last()
+        .rfind(|l| l.starts_with("session "))
         .unwrap_or_default();
     for want in [
         "session reused=true resumed_by=ticket".to_owned(),
