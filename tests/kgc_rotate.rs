@@ -113,3 +113,51 @@ fn a_compromised_kgc_is_rotated_and_every_member_enrolls_again() {
     assert!(err.contains("www.example."), "{err}");
     ks.stop();
 }
+
+/// A rotation interrupted after its staging was complete (here: a rename fails half-way, as a
+/// crash would stop it) is finished by the next run, not started over: the root keeps one key,
+/// one apex record and the anchor that matches them.
+#[test]
+fn an_interrupted_rotation_is_finished_by_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut ks = KeyServer::new(&d.join("root"), "example.", "127.0.11.2", "", "");
+    ks.start();
+    let www = ks.ctl_enroll("www.example.", "10.11.0.3", "www-old");
+    ks.stop();
+    // `params` is a directory: the rename of the new params fails after the new kgc.secret is
+    // in place and the store has been written.
+    let params = ks.params();
+    std::fs::remove_file(&params).unwrap();
+    std::fs::create_dir_all(params.join("blocker")).unwrap();
+    let out = run(tp().arg("kgc-rotate").arg("--config").arg(&ks.config));
+    assert!(!out.status.success(), "{out:?}");
+    assert!(ks.state.join("rotating/COMPLETE").exists());
+    std::fs::remove_dir_all(&params).unwrap();
+
+    let said = ok(tp().arg("kgc-rotate").arg("--config").arg(&ks.config));
+    assert!(
+        said.contains("an interrupted rotation was found and finished"),
+        "{said}"
+    );
+    assert!(
+        said.contains("every resolver replaces its trust anchor"),
+        "{said}"
+    );
+    assert!(!ks.state.join("rotating").exists());
+    ks.start();
+    // One apex record, the anchor's; www withdrawn by the first run.
+    let anchor = ks.state.join("anchor");
+    let out = dig(&["-p", &ks.p(), &ks.at(), "example.", "TYPE65300"]);
+    assert_eq!(common::rdata_hex(&out).len(), 1, "{out}");
+    let out = dig(&["-p", &ks.p(), &ks.at(), "www.example.", "TYPE65300"]);
+    assert!(out.contains("NXDOMAIN"), "{out}");
+    // The rotated root verifies under its new anchor: a member enrolled now resolves.
+    let www2 = ks.ctl_enroll("www.example.", "10.11.0.3", "www-new");
+    let out = resolve(&anchor, "www.example.");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&public_hex(&www2)), "{text}");
+    assert!(!text.contains(&public_hex(&www)), "{text}");
+    ks.stop();
+}

@@ -264,6 +264,19 @@ pub fn self_issue_root(
     let partial = kgc.extract(&req, &mut OsRng)?;
     let own = EntityKey::combine(&id, &x, &partial, kgc.params())?;
     keyfile::write_entity(&state.join(KEY_FILE), &own, kgc.params())?;
+    let rec = root_record(kgc, &own, ip, port, validity_days)?;
+    store.put(&name, &name, ROOT_TTL, &rec)?;
+    write_anchor(state, &name, rec)
+}
+
+/// A root's self-issued apex record, signed with its own key `own`.
+fn root_record(
+    kgc: &Kgc,
+    own: &EntityKey,
+    ip: IpAddr,
+    port: u16,
+    validity_days: u32,
+) -> Result<KeyRecord, OpsError> {
     let (not_before, not_after) = window_days(validity_days);
     let mut rec = KeyRecord {
         ip,
@@ -277,9 +290,16 @@ pub fn self_issue_root(
         }),
         signature: None,
     };
-    rec.sign(&name, &own)?;
-    store.put(&name, &name, 86_400, &rec)?;
-    let line = format!("{name} 86400 IN {TPKEY_MNEMONIC} {rec}\n");
+    rec.sign(&kgc.params().name, own)?;
+    Ok(rec)
+}
+
+/// TTL of a root's own apex record.
+const ROOT_TTL: u32 = 86_400;
+
+/// The `anchor` file of a root in `state`, from its self-issued apex record.
+fn write_anchor(state: &Path, name: &str, rec: KeyRecord) -> Result<RootKey, OpsError> {
+    let line = format!("{name} {ROOT_TTL} IN {TPKEY_MNEMONIC} {rec}\n");
     let anchor = format!("; trust anchor: the self-issued key-server record of {name}\n{line}");
     let anchor_file = state.join("anchor");
     keyfile::write_public(&anchor_file, &anchor)?;
@@ -843,24 +863,39 @@ pub struct Rotation {
     /// Not a root: this key server's own name, IP and port, whose record at the parent
     /// carries the retired P_pub.
     pub own: (String, IpAddr, u16),
+    /// This run finished a rotation a crash had interrupted (its withdrawals may have been
+    /// made, and listed, by that run).
+    pub resumed: bool,
 }
 
 /// KGC compromise: a new master secret and params for the key server of `config` (tpkd
 /// stopped). Every member enrolled online is withdrawn in one store transaction (its record
 /// was issued under the retired params) and listed, as are the zone file's members; a root
 /// self-issues its own key again and writes a new trust anchor. The retired master secret is
-/// deleted. Crash-safe: the new files are made in a staging directory and renamed into place
-/// last; running it again after a crash rotates again.
+/// deleted.
+///
+/// Crash-safe by rolling forward: the new files are made in `state/rotating/`, which is marked
+/// complete (fsynced) before anything else changes; a run that finds a complete staging
+/// directory finishes that rotation (store, then renames) instead of starting another, and one
+/// that finds an incomplete one starts over.
 pub fn kgc_rotate(config: &Path, validity_days: u32) -> Result<Rotation, OpsError> {
     let cfg = Config::load(config).map_err(OpsError::Config)?;
     let sock = cfg.control_path().to_path_buf();
     if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
         return Err(OpsError::Running(sock));
     }
-    let (old, own) = keyserver::read_keys(&cfg).map_err(OpsError::Keys)?;
-    let (_, own_issuer) = keyfile::read_entity(&cfg.state_dir.join(KEY_FILE))?;
-    let is_root = own_issuer == *old.params();
+    let path_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| OpsError::Path { path, source }
+    };
+    let state = &cfg.state_dir;
     let name = cfg.name.clone();
+    let staging = state.join("rotating");
+    let complete = staging.join("COMPLETE");
+    // A root's own key is self-issued: its issuer is itself (this holds for the old key and
+    // the new one, so a re-run after a crash decides the same).
+    let (own, own_issuer) = keyfile::read_entity(&state.join(KEY_FILE))?;
+    let is_root = own_issuer.name == name;
     let ip = own.identity().ip;
     let store = Store::open(cfg.store_path()).map_err(|reason| OpsError::StoreUnavailable {
         path: cfg.store_path().to_path_buf(),
@@ -872,23 +907,54 @@ pub fn kgc_rotate(config: &Path, validity_days: u32) -> Result<Rotation, OpsErro
         .and_then(|(_, r)| r.key_server.as_ref().map(|k| k.port))
         .or_else(|| cfg.listen.first().map(|a| a.port()))
         .unwrap_or(53);
-    let parsed = keyserver::read_zone_file(&cfg).map_err(OpsError::ZoneLoad)?;
-    let file_members = parsed
-        .lines
-        .iter()
-        .filter_map(|l| match &l.entry {
-            zonefile::Entry::Key(rec) => Some(Retired {
-                name: l.owner.to_ascii().to_ascii_lowercase(),
-                ip: rec.ip,
-                key_server: rec.key_server.as_ref().map(|k| k.port),
-                line: Some((parsed.file.clone(), l.line)),
-            }),
-            _ => None,
-        })
-        .collect();
-    let mut withdrawn = Vec::new();
+    let resumed = complete.exists();
+    if !resumed {
+        // Nothing has changed yet: (re)make the staging directory from scratch, once the old
+        // keys are known to be this server's.
+        keyserver::read_keys(&cfg).map_err(OpsError::Keys)?;
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(path_err(&staging))?;
+        }
+        let new = kgc_setup(&staging, &name)?;
+        if is_root {
+            let id = Identity::new(&name, ip, new.params())?;
+            let x = SecretValue::generate(&mut OsRng);
+            let req = KeyRequest::new(id.clone(), &x);
+            let partial = new.extract(&req, &mut OsRng)?;
+            let key = EntityKey::combine(&id, &x, &partial, new.params())?;
+            keyfile::write_entity(&staging.join(KEY_FILE), &key, new.params())?;
+            let rec = root_record(&new, &key, ip, port, validity_days)?;
+            keyfile::write_public(&staging.join(APEX_FILE), &hex::encode(rec.to_wire()?))?;
+            write_anchor(&staging, &name, rec)?;
+        }
+        keyfile::write_secret(&complete, "complete\n")?;
+        sync_dir(&staging)?;
+    }
+    // From here on every step can be done again. The new files: in staging, or already
+    // renamed into the state directory by an interrupted run.
+    let staged = |f: &str| {
+        let p = staging.join(f);
+        if p.exists() { p } else { state.join(f) }
+    };
+    let new = keyfile::read_kgc(&staged(KGC_FILE))?;
+    let digest = new.params().digest();
+    let apex = if is_root {
+        let text =
+            std::fs::read_to_string(staged(APEX_FILE)).map_err(path_err(&staged(APEX_FILE)))?;
+        let wire = hex::decode(text.trim())
+            .map_err(|_| OpsError::Enroll(format!("{}: not hex", staged(APEX_FILE).display())))?;
+        Some(KeyRecord::from_wire(&wire)?)
+    } else {
+        None
+    };
+    // One transaction: every member and copy issued under other params out, a root's new
+    // apex record in.
     let mut changes = twinpeaks::store::Changes::default();
+    let mut withdrawn = Vec::new();
     for (owner, _, rec) in view.members() {
+        if rec.issuer == digest {
+            continue;
+        }
         changes.removed.push((owner.clone(), rec.ip));
         if !(is_root && owner == &name) {
             withdrawn.push(Retired {
@@ -899,50 +965,72 @@ pub fn kgc_rotate(config: &Path, validity_days: u32) -> Result<Rotation, OpsErro
             });
         }
     }
-    let staging = cfg.state_dir.join("rotating");
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging).map_err(|source| OpsError::Path {
-            path: staging.clone(),
-            source,
-        })?;
+    for c in view.resigned() {
+        if c.record.issuer != digest {
+            changes.dropped_copies.push((c.owner.clone(), c.record.ip));
+        }
     }
-    let new = kgc_setup(&staging, &name)?;
+    if let Some(rec) = &apex
+        && view.get(&name, rec.ip).is_none_or(|(_, r)| r != rec)
+    {
+        changes.members.push((name.clone(), ROOT_TTL, rec.clone()));
+    }
     store.apply(&name, &changes)?;
-    let root = if is_root {
-        Some(self_issue_root(
-            &staging,
-            &store,
-            &new,
-            ip,
-            port,
-            validity_days,
-        )?)
-    } else {
-        None
-    };
     drop(store);
     let mut files = vec![KGC_FILE, PARAMS_FILE];
     if is_root {
         files.extend([KEY_FILE, "anchor"]);
     }
     for f in files {
-        let (from, to) = (staging.join(f), cfg.state_dir.join(f));
-        std::fs::rename(&from, &to).map_err(|source| OpsError::Path { path: to, source })?;
+        let (from, to) = (staging.join(f), state.join(f));
+        if from.exists() {
+            std::fs::rename(&from, &to).map_err(path_err(&to))?;
+        }
     }
-    std::fs::remove_dir(&staging).map_err(|source| OpsError::Path {
-        path: staging,
-        source,
-    })?;
-    let root = root.map(|r| RootKey {
-        anchor_file: cfg.state_dir.join("anchor"),
-        ..r
-    });
+    sync_dir(state)?;
+    std::fs::remove_dir_all(&staging).map_err(path_err(&staging))?;
+    let parsed = keyserver::read_zone_file(&cfg).map_err(OpsError::ZoneLoad)?;
+    let file_members = parsed
+        .lines
+        .iter()
+        .filter_map(|l| match &l.entry {
+            zonefile::Entry::Key(rec) if rec.issuer != digest => Some(Retired {
+                name: l.owner.to_ascii().to_ascii_lowercase(),
+                ip: rec.ip,
+                key_server: rec.key_server.as_ref().map(|k| k.port),
+                line: Some((parsed.file.clone(), l.line)),
+            }),
+            _ => None,
+        })
+        .collect();
+    let root = match apex {
+        Some(rec) => Some(RootKey {
+            anchor_file: state.join("anchor"),
+            line: format!("{name} {ROOT_TTL} IN {TPKEY_MNEMONIC} {rec}\n"),
+            record: rec,
+        }),
+        None => None,
+    };
     Ok(Rotation {
-        params_file: cfg.state_dir.join(PARAMS_FILE),
-        digest: new.params().digest(),
+        params_file: state.join(PARAMS_FILE),
+        digest,
         withdrawn,
         file_members,
         root,
         own: (name, ip, port),
+        resumed,
     })
+}
+
+/// A root's new apex record while a rotation is staged (hex RDATA).
+const APEX_FILE: &str = "apex";
+
+/// fsync a directory, so the renames and files in it survive a crash.
+fn sync_dir(dir: &Path) -> Result<(), OpsError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| OpsError::Path {
+            path: dir.to_path_buf(),
+            source,
+        })
 }

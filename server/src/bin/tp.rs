@@ -712,6 +712,11 @@ fn run(cmd: Cmd) -> Result<()> {
         } => {
             let r = ops::kgc_rotate(&config, validity_days)?;
             let (name, ip, port) = &r.own;
+            if r.resumed {
+                sayln!(
+                    "an interrupted rotation was found and finished (members it withdrew before the interruption were listed by that run)"
+                );
+            }
             sayln!(
                 "KGC of {name} rotated: new params in {} (digest {}); the old master secret is deleted",
                 r.params_file.display(),
@@ -756,7 +761,7 @@ fn run(cmd: Cmd) -> Result<()> {
                     say!("{}", root.line);
                 }
                 None => sayln!(
-                    "this key server's own record at its parent carries the old P_pub: the parent's operator removes it (tp ctl remove {name} {ip}), then this server enrolls again as a key server (tp keygen --name {name} --ip {ip} --issuer-params <the parent's params>; tp enroll ... --key-server-port {port} --child-params {}; tp finalize into state/server.key)",
+                    "this key server's own record at its parent carries the old P_pub: the parent's operator removes it (tp ctl remove {name} {ip}), then this server enrolls again as a key server (tp keygen --name {name} --ip {ip} --issuer-params <the parent's params>; tp enroll ... --key-server-port {port} --child-params {}; tp finalize --out state/server.key.new, then mv it over state/server.key and restart tpkd)",
                     r.params_file.display()
                 ),
             }
