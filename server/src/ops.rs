@@ -1003,14 +1003,11 @@ pub fn kgc_rotate(config: &Path, validity_days: u32) -> Result<Rotation, OpsErro
             _ => None,
         })
         .collect();
-    let root = match apex {
-        Some(rec) => Some(RootKey {
-            anchor_file: state.join("anchor"),
-            line: format!("{name} {ROOT_TTL} IN {TPKEY_MNEMONIC} {rec}\n"),
-            record: rec,
-        }),
-        None => None,
-    };
+    let root = apex.map(|rec| RootKey {
+        anchor_file: state.join("anchor"),
+        line: format!("{name} {ROOT_TTL} IN {TPKEY_MNEMONIC} {rec}\n"),
+        record: rec,
+    });
     Ok(Rotation {
         params_file: state.join(PARAMS_FILE),
         digest,
