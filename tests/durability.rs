@@ -115,11 +115,16 @@ fn acknowledged_enrollments_survive_sigkill_in_a_concurrent_burst() {
     let acks = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let acked: Mutex<BTreeSet<usize>> = Mutex::new(BTreeSet::new());
+    // The highest serial seen served just after an acknowledgement: the zone is swapped in
+    // before the answer is sent, so it covers that member.
+    let seen = std::sync::atomic::AtomicU32::new(0);
+    let (ks_ip, ks_port) = (ks.at(), ks.p());
     let mut proc_ = ks.proc_.take().unwrap();
     let killed_at = std::thread::scope(|s| {
         for t in 0..THREADS {
-            let (server, secret_file, acks, done, acked) =
-                (&server, &secret_file, &acks, &done, &acked);
+            let (server, secret_file, acks, done, acked, seen) =
+                (&server, &secret_file, &acks, &done, &acked, &seen);
+            let (ks_ip, ks_port) = (&ks_ip, &ks_port);
             s.spawn(move || {
                 for i in (t..REQUESTS).step_by(THREADS) {
                     let p = prefix(d, i);
@@ -139,6 +144,15 @@ fn acknowledged_enrollments_survive_sigkill_in_a_concurrent_burst() {
                     if out.status.success() && written {
                         acked.lock().unwrap().insert(i);
                         acks.fetch_add(1, Ordering::SeqCst);
+                        // The server may be killed by now: then there is no serial to read.
+                        let soa = run(std::process::Command::new("dig").args([
+                            "+short", "+tries=1", "+time=1", "-p", ks_port, ks_ip, ZONE, "SOA",
+                        ]));
+                        let soa = String::from_utf8_lossy(&soa.stdout);
+                        if let Some(n) = soa.split_whitespace().nth(2).and_then(|n| n.parse().ok())
+                        {
+                            seen.fetch_max(n, Ordering::SeqCst);
+                        }
                     }
                 }
                 done.fetch_add(1, Ordering::SeqCst);
@@ -235,6 +249,12 @@ fn acknowledged_enrollments_survive_sigkill_in_a_concurrent_burst() {
         acked.is_empty() || s > s0,
         "serial {s} did not move past {s0} for {} acknowledged",
         acked.len()
+    );
+    // No serial a secondary could have seen is lost: it would otherwise never ask again.
+    let seen = seen.into_inner();
+    assert!(
+        s >= seen,
+        "serial {s} after the restart, {seen} served before the crash"
     );
     let present = zone.len();
     eprintln!(

@@ -19,13 +19,6 @@ use crate::enroll::{
 };
 use crate::server::{KeyServerHandler, LogLimit, failed, quiet, response_edns, send_rcode};
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 // Refusals before the TSIG check: any peer can cause them at will, one datagram each, so
 // each kind is logged at most LOG_BURST times a minute.
 static TOO_LARGE_LOG: LogLimit = LogLimit::new();
@@ -62,7 +55,7 @@ pub(crate) async fn handle<R: ResponseHandler>(
         return send_rcode(request, ResponseCode::Refused, handle).await;
     };
     let id = request.metadata.id;
-    let now = unix_now();
+    let now = crate::time::now();
     let key_name = &tsig.name;
     let Some(key) = enr.keys.iter().find(|k| {
         k.signer.signer_name() == key_name && *k.signer.algorithm() == tsig.data.algorithm

@@ -161,7 +161,8 @@ fn default_fast_path() -> bool {
     true
 }
 fn default_udp_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    // The cores, within the range the option accepts.
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(256))
 }
 fn default_validity_days() -> u32 {
     365

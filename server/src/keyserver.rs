@@ -227,6 +227,40 @@ fn spawn_encoder() -> Option<std::sync::mpsc::Sender<Job>> {
     Some(tx)
 }
 
+/// `f` over `items` on every core, results in order; the first error wins.
+pub fn par_map<T: Sync, R: Send, E: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> Result<R, E> + Sync,
+) -> Result<Vec<R>, E> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = items.len().div_ceil(threads).max(1);
+    let f = &f;
+    let parts: Vec<Result<Vec<R>, E>> = std::thread::scope(|scope| {
+        let tasks: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(f).collect()))
+            .collect();
+        tasks
+            .into_iter()
+            .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut out = Vec::with_capacity(items.len());
+    for part in parts {
+        out.extend(part?);
+    }
+    Ok(out)
+}
+
+/// A write whose zone would not load is the request's fault (REFUSED over UPDATE); a store
+/// failure is the server's (SERVFAIL) and stays what it is.
+fn refused(e: KeyServerError) -> KeyServerError {
+    match e {
+        KeyServerError::ZoneRefused(_) => KeyServerError::EnrollRefused(Box::new(e)),
+        other => other,
+    }
+}
+
 /// An enrollment issued and waiting for a group commit.
 struct Waiting {
     owner: String,
@@ -435,14 +469,31 @@ impl KeyServer {
         })
     }
 
+    /// The write lock. After a panic in another writer the in-memory view of the store may
+    /// hold changes that were never stored: it is read again from the store.
+    fn lock_write(&self) -> std::sync::MutexGuard<'_, Written> {
+        match self.write.lock() {
+            Ok(w) => w,
+            Err(poisoned) => {
+                let mut w = poisoned.into_inner();
+                if let Ok(v) = self.store.view(&self.cfg.name) {
+                    w.stored = v;
+                }
+                self.write.clear_poison();
+                w
+            }
+        }
+    }
+
     /// The served zone.
     pub fn zone(&self) -> ZoneCell {
         self.zone.clone()
     }
 
-    /// Reload the zone file and the store. On error the old zone keeps serving.
+    /// Reload the zone file (the store's content is the in-memory view; copies of lines gone or
+    /// edited are dropped). On error the old zone keeps serving.
     pub fn reload(&self) -> Result<(u32, usize), KeyServerError> {
-        let mut w = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.lock_write();
         let parsed = read_zone_file(&self.cfg)?;
         // Re-signed copies of lines that are gone or changed (other key or fields) are
         // dropped: the file is what the operator means.
@@ -514,7 +565,12 @@ impl KeyServer {
         };
         let t1 = std::time::Instant::now();
         if let Err(e) = self.store.apply(&self.cfg.name, changes) {
-            w.stored.undo(undo);
+            // The transaction may have been applied and only its flush have failed: what is
+            // in sled is the truth, as a restart would read it.
+            match self.store.view(&self.cfg.name) {
+                Ok(v) => w.stored = v,
+                Err(_) => w.stored.undo(undo),
+            }
             return Err(e.into());
         }
         let stats = (zone.serial(), zone.members().len());
@@ -602,7 +658,7 @@ impl KeyServer {
                 replace,
                 done,
             });
-        let mut w = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.lock_write();
         // A commit that ran while this one waited for the lock may have taken it.
         if let Ok(r) = result.try_recv() {
             return r.map(|()| (record, partial));
@@ -683,16 +739,14 @@ impl KeyServer {
                     let _ = one.done.send(Ok(()));
                 }),
                 Err(e) if ok.len() == 1 => {
-                    let _ = ok[0]
-                        .done
-                        .send(Err(KeyServerError::EnrollRefused(Box::new(e))));
+                    let _ = ok[0].done.send(Err(refused(e)));
                 }
                 Err(_) => {
                     for one in ok {
                         let r = self
                             .commit(w, &changes(std::slice::from_ref(&one)), Encode::Later)
                             .map(|_| ())
-                            .map_err(|e| KeyServerError::EnrollRefused(Box::new(e)));
+                            .map_err(refused);
                         let _ = one.done.send(r);
                     }
                 }
@@ -705,7 +759,7 @@ impl KeyServer {
     /// (with one generation step) and served. Members already expired stay withdrawn.
     /// Returns how many were re-signed.
     pub fn resign_due(&self) -> Result<usize, KeyServerError> {
-        let mut w = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.lock_write();
         let now = time::now();
         let served = self.zone.load_full();
         let window = self.window(now, self.cfg.resign_validity_secs);
@@ -718,37 +772,19 @@ impl KeyServer {
             })
             .collect();
         // Signing is the cost (one ECDSA signature a member): spread over the cores.
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let chunk = due.len().div_ceil(threads).max(1);
-        let signed: Vec<Result<Vec<KeyRecord>, RecordError>> = std::thread::scope(|scope| {
-            let tasks: Vec<_> = due
-                .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || {
-                        part.iter()
-                            .map(|m| {
-                                let mut rec = KeyRecord {
-                                    not_before: window.0,
-                                    not_after: window.1,
-                                    signature: None,
-                                    ..m.record.clone()
-                                };
-                                rec.sign(&m.owner, &self.own)?;
-                                Ok(rec)
-                            })
-                            .collect()
-                    })
-                })
-                .collect();
-            tasks
-                .into_iter()
-                .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        });
-        let signed: Vec<Vec<KeyRecord>> = signed.into_iter().collect::<Result<_, _>>()?;
+        let signed = par_map(&due, |m| {
+            let mut rec = KeyRecord {
+                not_before: window.0,
+                not_after: window.1,
+                signature: None,
+                ..m.record.clone()
+            };
+            rec.sign(&m.owner, &self.own)?;
+            Ok::<_, RecordError>(rec)
+        })?;
         let mut members = Vec::new();
         let mut copies = Vec::new();
-        for (m, rec) in due.iter().zip(signed.into_iter().flatten()) {
+        for (m, rec) in due.iter().zip(signed) {
             match m.source {
                 Source::Store => members.push((m.owner.clone(), m.ttl, rec)),
                 Source::File(..) => copies.push(ResignedCopy {
@@ -775,7 +811,7 @@ impl KeyServer {
     /// this also brings back a member withdrawn because its window had ended.
     pub fn renew(&self, owner: &str, ip: std::net::IpAddr) -> Result<KeyRecord, KeyServerError> {
         let owner = twinpeaks::clpkc::canonical_name(owner)?;
-        let mut w = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.lock_write();
         let served = self.zone.load_full();
         let m = served
             .members()
@@ -822,7 +858,7 @@ impl KeyServer {
     /// reloading). Its record is no longer served; secondaries follow by NOTIFY.
     pub fn remove(&self, owner: &str, ip: std::net::IpAddr) -> Result<(), KeyServerError> {
         let owner = twinpeaks::clpkc::canonical_name(owner)?;
-        let mut w = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.lock_write();
         let served = self.zone.load_full();
         if let Some(m) = served
             .members()
@@ -877,7 +913,7 @@ impl KeyServer {
             not_after,
             key_server,
         };
-        let mut w = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.lock_write();
         let served = self.zone.load_full();
         if let Some(m) = served
             .members()
@@ -908,7 +944,10 @@ impl KeyServer {
             ..Changes::default()
         };
         self.commit(&mut w, &changes, Encode::Later)
-            .map_err(|e| KeyServerError::ChangeIpRefused(Box::new(e)))?;
+            .map_err(|e| match e {
+                KeyServerError::ZoneRefused(_) => KeyServerError::ChangeIpRefused(Box::new(e)),
+                other => other,
+            })?;
         Ok((record, partial))
     }
 

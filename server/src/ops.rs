@@ -637,27 +637,15 @@ pub fn gen_zone(count: usize, out: &Path, origin: &str) -> Result<String, OpsErr
             format!("{name} TYPE{}\n", record::TPKEY),
         ))
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per = count.div_ceil(threads).max(1);
-    let parts: Vec<Result<Vec<Lines>, OpsError>> = std::thread::scope(|s| {
-        let tasks: Vec<_> = (0..count)
-            .step_by(per)
-            .map(|start| s.spawn(move || (start..(start + per).min(count)).map(one).collect()))
-            .collect();
-        tasks
-            .into_iter()
-            .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    });
+    let indices: Vec<usize> = (0..count).collect();
+    let lines = keyserver::par_map(&indices, |&i| one(i))?;
     let mut ours = soa.clone();
     let mut generic = soa;
     let mut queries = String::new();
-    for part in parts {
-        for (a, b, c) in part? {
-            ours.push_str(&a);
-            generic.push_str(&b);
-            queries.push_str(&c);
-        }
+    for (a, b, c) in lines {
+        ours.push_str(&a);
+        generic.push_str(&b);
+        queries.push_str(&c);
     }
     std::fs::write(out.join("bench.keys"), ours)?;
     std::fs::write(out.join("bench.rfc3597.zone"), generic)?;
