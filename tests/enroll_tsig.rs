@@ -915,3 +915,89 @@ fn unsigned_update_floods_are_answered_but_not_logged_line_for_line() {
         "{lines} lines for 25 datagrams:\n{l}"
     );
 }
+
+/// In one burst, a request the zone cannot take (a name below a delegation: only the zone
+/// build finds it) refuses only itself: a group commit it lands in is retried one enrollment
+/// at a time, so every other member of the burst is enrolled.
+#[test]
+fn a_bad_request_in_a_burst_refuses_only_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ks, _) = server(&d.join("ks"), "127.0.3.22", "[\"*.example.com.\"]");
+    // A delegation to sub.example.com.
+    let child = d.join("child");
+    ok(tp()
+        .args(["kgc-setup", "--name", "sub.example.com."])
+        .arg("--state")
+        .arg(&child));
+    let prefix = ks.keygen("sub.example.com.", "127.0.3.23", "sub");
+    let out = tp_enroll(
+        &ks,
+        &prefix,
+        &[
+            "--key-server-port",
+            "5300",
+            "--child-params",
+            child.join("params").to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let fleet = d.join("fleet");
+    std::fs::create_dir_all(&fleet).unwrap();
+    let n = 24;
+    for i in 0..n {
+        ok(tp()
+            .args(["keygen", "--name", &format!("dev{i}.example.com.")])
+            .args(["--ip", &format!("10.9.1.{i}")])
+            .arg("--issuer-params")
+            .arg(ks.params())
+            .arg("--out")
+            .arg(fleet.join(format!("dev{i}"))));
+    }
+    ok(tp()
+        .args([
+            "keygen",
+            "--name",
+            "www.sub.example.com.",
+            "--ip",
+            "10.9.1.200",
+        ])
+        .arg("--issuer-params")
+        .arg(ks.params())
+        .arg("--out")
+        .arg(fleet.join("below")));
+    let out = run(tp()
+        .arg("enroll")
+        .args(["--server", &format!("{}:{}", ks.ip, ks.port)])
+        .args(["--zone", "example.com.", "--tsig-key", "child-key."])
+        .arg("--tsig-secret-file")
+        .arg(ks.dir.join("child-key.tsig"))
+        .arg("--requests")
+        .arg(&fleet)
+        .args(["--parallel", "25"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains(&format!("{n} enrolled by")) && stdout.contains("1 failed"),
+        "{stdout}{stderr}"
+    );
+    assert!(
+        stderr.contains("below.req") && stderr.contains("REFUSED"),
+        "{stderr}"
+    );
+    let l = wait_log(
+        &ks,
+        "lies below the delegation to key server sub.example.com.",
+    );
+    assert!(l.contains("www.sub.example.com."), "{l}");
+    for i in 0..n {
+        let out = dig(&[
+            "-p",
+            &ks.p(),
+            &ks.at(),
+            &format!("dev{i}.example.com."),
+            "TYPE65300",
+        ]);
+        assert_eq!(common::rdata_hex(&out).len(), 1, "dev{i}:\n{out}");
+    }
+}
