@@ -52,11 +52,7 @@ trap cleanup EXIT
 cd "$W"
 umask 077   # configs hold pairing keys: the binaries refuse secrets others can read
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_for() { # file pattern
-    for _ in $(seq 200); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
-    echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; return 1
-}
+. "$ROOT/agent/scripts/common.sh"
 
 # --- the device's CPU cgroup (DEVICE_MIPS) --------------------------------------------------
 # cg_create: makes $CG (v1: .../cpu/d2tls-device-PID, v2: /sys/fs/cgroup/d2tls-device-PID) and
@@ -94,26 +90,16 @@ cg_stat() { # nr_throttled throttled_us (v1: throttled_time ns; v2: throttled_us
 if [ -n "$DEVICE_MIPS" ]; then cg_create; fi
 
 # Throw-away PKI (P-256).
-. "$ROOT/agent/scripts/pki.sh"
 d2tls_pki "D2TLS Bench CA"
 
-SP=$(free_port); AP=$(free_port)
+SP=$(free_port)
 mkfifo sserver.in
 openssl s_server $PROTO -accept 127.0.0.1:$SP -cert server.pem -key server.key -CAfile ca.pem \
     -Verify 1 -no_ticket -cipher $CIPHER -quiet < sserver.in > sserver.log 2>&1 &
 PIDS+=($!)
 exec 3>sserver.in   # keeps s_server's stdin open
 
-cat > agent.toml <<EOF
-listen = "127.0.0.1:$AP"
-ca_file = "ca.pem"
-[[device]]
-id = "sensor-1"
-pairing_key = "$KEY"
-EOF
-"$T/d2tls-agent" -c agent.toml --log-level warn > agent.out 2> agent.log &
-PIDS+=($!)
-wait_for agent.out listening
+start_agent "$T"
 
 device_toml() { # agent_addr server_addr
     cat <<EOF
@@ -154,35 +140,15 @@ valgrind --tool=massif --massif-out-file=ms.d2tls "${DEV[@]}" > /dev/null 2>&1
 valgrind --tool=massif --massif-out-file=ms.full "${DEV[@]}" --standalone > /dev/null 2>&1
 grep -q "reused=true" out.d2tls || { echo "D2TLS run did not resume" >&2; cat out.d2tls vg.d2tls >&2; exit 1; }
 
-python3 - "$W" <<'PY'
+PYTHONPATH="$ROOT/agent/scripts" python3 - "$W" <<'PY'
 import re, sys, os
+import callgrind
 w = sys.argv[1]
 def total(f):
-    for line in open(os.path.join(w, f)):
-        if line.startswith("summary:") or line.startswith("totals:"):
-            return int(line.split()[1])
+    return callgrind.read(os.path.join(w, f))[0]
 def calls(f, names):
     """Calls to each function, and the inclusive instructions of those calls."""
-    idname, counts, incl, cur = {}, {n: 0 for n in names}, {n: 0 for n in names}, None
-    after_calls = False
-    for line in open(os.path.join(w, f)):
-        if after_calls:
-            after_calls = False
-            parts = line.split()
-            if cur in incl and len(parts) >= 2:
-                incl[cur] += int(parts[1])
-            continue
-        m = re.match(r"c?fn=\((\d+)\)(?: (.*))?", line)
-        if m:
-            if m.group(2):
-                idname[m.group(1)] = m.group(2).strip()
-            cur = idname.get(m.group(1)) if line.startswith("cfn=") else None
-            continue
-        if line.startswith("calls="):
-            after_calls = True
-            if cur in counts:
-                counts[cur] += int(line.split("=")[1].split()[0])
-    return counts, incl
+    return callgrind.read(os.path.join(w, f), names)[1:]
 def peak(f):
     best = 0
     heap = extra = 0

@@ -17,28 +17,10 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 cargo build -p d2tls --bins >&2
 T=$ROOT/target/debug
-W=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    rm -rf "$W"
-}
-trap cleanup EXIT
-cd "$W"
-umask 077
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_for() { # file pattern
-    for _ in $(seq 200); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
-    echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; return 1
-}
-
-. "$ROOT/agent/scripts/pki.sh"
+. "$ROOT/agent/scripts/common.sh"
+in_workdir
 d2tls_pki "D2TLS Ops CA"
-AP=$(free_port)
-printf 'listen = "127.0.0.1:%s"\nca_file = "ca.pem"\nhandshake_timeout_secs = 60\n[[device]]\nid = "sensor-1"\npairing_key = "%s"\n' "$AP" "$KEY" > agent.toml
-"$T/d2tls-agent" -c agent.toml --log-level warn > agent.out 2> agent.log &
-PIDS+=($!)
-wait_for agent.out listening
+start_agent "$T" "handshake_timeout_secs = 60"
 
 device_toml() { # server transport extra-line
     printf 'device_id = "sensor-1"\nagent = "127.0.0.1:%s"\npairing_key = "%s"\ncertificate = "device.pem"\nprivate_key = "device.key"\nca_file = "ca.pem"\nserver = "%s"\nserver_name = "127.0.0.1"\ntransport = "%s"\nsuite = "gcm"\ntimeout_secs = 90\n%s\n' \
@@ -46,21 +28,10 @@ device_toml() { # server transport extra-line
 }
 VG=(valgrind --tool=callgrind --cache-sim=no)
 OPS="ECDSA_do_sign_ex ECDSA_do_verify ECDH_compute_key EC_KEY_generate_key"
-count() { # callgrind file -> "sign verify ecdh keygen"
-    python3 - "$1" $OPS <<'PY'
-import re, sys
-f, names = sys.argv[1], sys.argv[2:]
-idname, counts, cur = {}, {n: 0 for n in names}, None
-for line in open(f):
-    m = re.match(r"c?fn=\((\d+)\)(?: (.*))?", line)
-    if m:
-        if m.group(2):
-            idname[m.group(1)] = m.group(2).strip()
-        cur = idname.get(m.group(1)) if line.startswith("cfn=") else None
-    elif line.startswith("calls=") and cur in counts:
-        counts[cur] += int(line.split("=")[1].split()[0])
-print(" | ".join(str(counts[n]) for n in names))
-PY
+count() { # callgrind file -> "sign | verify | ecdh | keygen"
+    PYTHONPATH="$ROOT/agent/scripts" python3 -c 'import sys, callgrind
+_, calls, _ = callgrind.read(sys.argv[1], sys.argv[2:])
+print(" | ".join(str(calls[n]) for n in sys.argv[2:]))' "$1" $OPS
 }
 vg() { # config [device args...] -> ops of the whole process
     "${VG[@]}" --callgrind-out-file=cg.out "$T/d2tls-device" -c "$@" --log-level error > dev.out 2> dev.err
@@ -78,18 +49,6 @@ run() { # label config further(yes|no) [device args...]
             "$first" "$two" "$label" "$(field kex)" "$(field early_data)"
     fi
 }
-N=0
-s_server() { # options... -> sets S (its address); runs in this shell, so cleanup stops it
-    local p; p=$(free_port); N=$((N + 1))
-    mkfifo "ss$N.in"
-    openssl s_server -accept 127.0.0.1:$p -cert server.pem -key server.key -CAfile ca.pem \
-        -Verify 1 "$@" < "ss$N.in" > "ss$N.log" 2>&1 &
-    PIDS+=($!)
-    exec {fd}> "ss$N.in"   # holds its stdin open (s_server ends at end of input)
-    wait_for "ss$N.log" ACCEPT
-    S=127.0.0.1:$p
-}
-
 echo "# D2TLS TLS 1.3: the device's public-key operations ($(date -u +%Y-%m-%dT%H:%MZ))"
 echo "openssl: $(openssl version); $(gnutls-serv --version | head -1); valgrind: $(valgrind --version)"
 echo
