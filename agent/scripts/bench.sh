@@ -140,7 +140,7 @@ valgrind --tool=massif --massif-out-file=ms.d2tls "${DEV[@]}" > /dev/null 2>&1
 valgrind --tool=massif --massif-out-file=ms.full "${DEV[@]}" --standalone > /dev/null 2>&1
 grep -q "reused=true" out.d2tls || { echo "D2TLS run did not resume" >&2; cat out.d2tls vg.d2tls >&2; exit 1; }
 
-PYTHONPATH="$ROOT/agent/scripts" python3 - "$W" <<'PY'
+PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$ROOT/agent/scripts" python3 - "$W" <<'PY'
 import re, sys, os
 import callgrind
 w = sys.argv[1]

@@ -62,7 +62,7 @@ s_server -tls1_3 -early_data
 device_toml "$S" tls13 gcm > t13e.toml
 route tls13_0rtt t13e.toml delegate_and_resume --send ping
 
-PYTHONPATH="$ROOT/agent/scripts" python3 - "$OPS EVP_PKEY_public_check" <<'PY'
+PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$ROOT/agent/scripts" python3 - "$OPS EVP_PKEY_public_check" <<'PY'
 import json, re, sys, datetime, subprocess
 import callgrind
 ops = sys.argv[1].split()

@@ -29,7 +29,7 @@ device_toml() { # server transport extra-line
 VG=(valgrind --tool=callgrind --cache-sim=no)
 OPS="ECDSA_do_sign_ex ECDSA_do_verify ECDH_compute_key EC_KEY_generate_key"
 count() { # callgrind file -> "sign | verify | ecdh | keygen"
-    PYTHONPATH="$ROOT/agent/scripts" python3 -c 'import sys, callgrind
+    PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$ROOT/agent/scripts" python3 -c 'import sys, callgrind
 _, calls, _ = callgrind.read(sys.argv[1], sys.argv[2:])
 print(" | ".join(str(calls[n]) for n in sys.argv[2:]))' "$1" $OPS
 }
