@@ -1001,3 +1001,40 @@ fn a_bad_request_in_a_burst_refuses_only_itself() {
         assert_eq!(common::rdata_hex(&out).len(), 1, "dev{i}:\n{out}");
     }
 }
+
+/// RFC 6891 §6.1.3 on the UPDATE path too: an UPDATE with EDNS version 1 gets BADVERS, and
+/// nothing is enrolled.
+#[test]
+fn an_update_with_an_unknown_edns_version_gets_badvers() {
+    use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
+    use hickory_proto::rr::{Name, RecordType};
+    use hickory_proto::serialize::binary::BinDecodable;
+    let dir = tempfile::tempdir().unwrap();
+    let (ks, _) = server(dir.path(), "127.0.3.24", "[\"*.example.com.\"]");
+    let before = axfr(&ks);
+    let mut m = Message::query();
+    m.metadata.id = 7;
+    m.metadata.op_code = OpCode::Update;
+    m.add_query(Query::query(
+        Name::from_ascii("example.com.").unwrap(),
+        RecordType::SOA,
+    ));
+    let mut edns = Edns::new();
+    edns.set_version(1);
+    m.edns = Some(edns);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    sock.send_to(&m.to_vec().unwrap(), (ks.ip.as_str(), ks.port))
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let (n, _) = sock.recv_from(&mut buf).unwrap();
+    let answer = Message::from_bytes(&buf[..n]).unwrap();
+    // 16 is BADVERS in an answer's header and OPT (hickory names the code BADSIG, its TSIG
+    // meaning).
+    assert_eq!(
+        u16::from(answer.metadata.response_code),
+        u16::from(ResponseCode::BADVERS)
+    );
+    assert!(answer.edns.is_some(), "BADVERS comes in an OPT");
+    assert_eq!(axfr(&ks), before);
+}

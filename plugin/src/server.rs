@@ -227,14 +227,9 @@ impl RequestHandler for KeyServerHandler {
         }
         .fetch_add(1, Ordering::Relaxed);
         if request.metadata.message_type == MessageType::Query
-            && request.metadata.op_code == OpCode::Update
-        {
-            return crate::update::handle(self, request, response_handle).await;
-        }
-        if request.metadata.message_type == MessageType::Query
             && request.edns.as_ref().is_some_and(|e| e.version() > 0)
         {
-            // RFC 6891 §6.1.3, on every path (referrals and transfers too), as the Catalog.
+            // RFC 6891 §6.1.3, on every path (referrals, transfers, UPDATE too), as the Catalog.
             let mut edns = response_edns(request);
             if let Some(e) = edns.as_mut() {
                 e.set_rcode_high(ResponseCode::BADVERS.high());
@@ -246,6 +241,11 @@ impl RequestHandler for KeyServerHandler {
                 .send_response(msg)
                 .await
                 .unwrap_or_else(|_| failed(request));
+        }
+        if request.metadata.message_type == MessageType::Query
+            && request.metadata.op_code == OpCode::Update
+        {
+            return crate::update::handle(self, request, response_handle).await;
         }
         if request.metadata.message_type == MessageType::Query
             && request.metadata.op_code != OpCode::Query
