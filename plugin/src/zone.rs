@@ -9,8 +9,9 @@ use std::sync::Arc;
 use hickory_proto::rr::rdata::{NULL, SOA};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordSet, RecordType};
 
+use crate::clpkc::PublicKey;
 use crate::clpkc::{EntityKey, KgcParams};
-use crate::record::{KeyRecord, TPKEY};
+use crate::record::{KeyRecord, RecordError, TPKEY};
 use crate::zonefile::{Entry, ParsedZone, ZoneError, ZoneErrors};
 
 pub mod encoded;
@@ -115,6 +116,21 @@ impl KeyZone {
         signer: &ZoneSigner<'_>,
         now: u64,
     ) -> Result<Self, ZoneErrors> {
+        Self::build_checked(parsed, stored, serial_offset, signer, now, None).map(|(z, _)| z)
+    }
+
+    /// [`KeyZone::build_unencoded`] with the digests of records whose signatures were checked
+    /// in an earlier load ([`checked_digest`]): a member whose digest is in `checked` is taken
+    /// without its ECDSA check. Also returns the digests of every member whose signature was
+    /// checked here or found in `checked`, for the next load to skip.
+    pub fn build_checked(
+        parsed: ParsedZone,
+        stored: Vec<(String, u32, KeyRecord)>,
+        serial_offset: u32,
+        signer: &ZoneSigner<'_>,
+        now: u64,
+        checked: Option<&HashSet<Digest>>,
+    ) -> Result<(Self, Vec<Digest>), ZoneErrors> {
         let file = parsed.file.clone();
         let mut errors = parsed.errors.clone();
         let mut err = |line: usize, reason: String| {
@@ -238,6 +254,47 @@ impl KeyZone {
             .chain(signer.fresh.iter().copied())
             .map(|(owner, record)| ((owner, record.ip), record))
             .collect();
+        // Unchanged since the served zone was built (same fields, and the same signature or
+        // none): the signed record to take as it is, without crypto.
+        let unchanged = |m: &Member| {
+            known
+                .get(&(m.owner.as_str(), m.record.ip))
+                .filter(|prior| {
+                    m.record
+                        .signature
+                        .is_none_or(|s| Some(s) == prior.signature)
+                        && KeyRecord {
+                            signature: prior.signature,
+                            ..m.record.clone()
+                        } == ***prior
+                })
+                .map(|prior| prior.signature)
+        };
+        // The signature checks (the load's cost), spread over the cores: for each member that
+        // the checks below would verify, its result and its digest.
+        let issuer_q = signer.key.public();
+        type Check = Option<(Result<(), RecordError>, Option<Digest>)>;
+        let verified: Vec<Check> = par_map(&members, |m| {
+            let r = &m.record;
+            if r.signature.is_none()
+                || r.issuer != digest
+                || r.not_before >= r.not_after
+                || now > u64::from(r.not_after)
+                || unchanged(m).is_some()
+            {
+                return None;
+            }
+            let d = checked_digest(issuer_q, &m.owner, r);
+            let known = checked.is_some_and(|c| d.is_some_and(|d| c.contains(&d)));
+            let result = if known {
+                Ok(())
+            } else {
+                r.verify_signature(&m.owner, issuer_q)
+            };
+            Some((result, d))
+        });
+        let mut verified = verified.into_iter();
+        let mut digests = Vec::new();
 
         // Members: issuer, signature, validity, duplicates, placement.
         // (owner, IP) → the line of its first key (0: enrolled).
@@ -252,6 +309,7 @@ impl KeyZone {
         // Members past their window: withdrawn (not served, the zone still loads).
         let mut expired = HashSet::new();
         for (i, (m, owner_name)) in members.iter_mut().zip(&owners).enumerate() {
+            let check = verified.next().flatten();
             let line = match &m.source {
                 Source::File(_, l) => *l,
                 Source::Store => 0,
@@ -298,22 +356,12 @@ impl KeyZone {
                 expired.insert(i);
                 continue;
             }
-            // Unchanged since the served zone was built (same fields, and the same signature
-            // or none): take the signed record as it is, without crypto.
-            let already = match known.get(&(m.owner.as_str(), m.record.ip)) {
-                Some(prior)
-                    if m.record
-                        .signature
-                        .is_none_or(|s| Some(s) == prior.signature)
-                        && KeyRecord {
-                            signature: prior.signature,
-                            ..m.record.clone()
-                        } == **prior =>
-                {
-                    m.record.signature = prior.signature;
+            let already = match unchanged(m) {
+                Some(signature) => {
+                    m.record.signature = signature;
                     true
                 }
-                _ => false,
+                None => false,
             };
             match m.record.signature {
                 _ if already => {}
@@ -324,13 +372,16 @@ impl KeyZone {
                     }
                 }
                 Some(_) => {
-                    if let Err(e) = m.record.verify_signature(&m.owner, signer.key.public()) {
+                    let (result, d) = check
+                        .unwrap_or_else(|| (m.record.verify_signature(&m.owner, issuer_q), None));
+                    if let Err(e) = result {
                         err(
                             line,
                             format!("{}{e} (forged, or signed by another key server)", prefix(m)),
                         );
                         continue;
                     }
+                    digests.extend(d);
                 }
             }
             if let Some(first) = seen.insert((m.owner.clone(), m.record.ip), line) {
@@ -459,7 +510,7 @@ impl KeyZone {
             withdrawn,
             encoded: std::sync::OnceLock::new(),
         };
-        Ok(zone)
+        Ok((zone, digests))
     }
 
     /// Encode every plain answer of the zone (the encode stage), once.
@@ -614,6 +665,46 @@ impl KeyZone {
 }
 
 /// A name and its empty non-terminals up to the apex exist (NODATA, not NXDOMAIN).
+/// SHA-256 of a record checked under a key server's key.
+pub type Digest = [u8; 32];
+
+/// The digest naming one successful signature check: SHA-256 over a tag, the verifying key
+/// (SEC1 compressed), everything the signature covers (type, owner, RDATA without the
+/// signature: [`KeyRecord::signed_message`]) and the signature. Any change to the record, its
+/// owner, its signature or the key gives another digest. `None` when the record is unsigned
+/// or its owner is not a name (its check fails anyway).
+pub fn checked_digest(key: &PublicKey, owner: &str, record: &KeyRecord) -> Option<Digest> {
+    use sha2::Digest as _;
+    let sig = record.signature.as_ref()?;
+    let msg = record.signed_message(owner).ok()?;
+    let mut h = sha2::Sha256::new();
+    h.update(b"TP-CHECKED-v1");
+    h.update(crate::clpkc::point_to_bytes(key));
+    h.update((msg.len() as u32).to_be_bytes());
+    h.update(&msg);
+    h.update(sig);
+    Some(h.finalize().into())
+}
+
+/// `f` over `items`, results in order, spread over the cores.
+pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || items.len() < 64 {
+        return items.iter().map(f).collect();
+    }
+    let f = &f;
+    std::thread::scope(|s| {
+        let parts: Vec<_> = items
+            .chunks(items.len().div_ceil(threads))
+            .map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
 fn add_with_ancestors(names: &mut HashSet<LowerName>, name: LowerName, origin: &LowerName) {
     let mut n = name;
     while n.num_labels() > origin.num_labels() {
@@ -630,4 +721,110 @@ fn single_set(record: Record) -> Arc<RecordSet> {
     let mut set = RecordSet::new(record.name.clone(), record.record_type(), 0);
     set.insert(record, 0);
     Arc::new(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clpkc::{Identity, KeyRequest, Kgc, SecretValue};
+    use rand_core::OsRng;
+
+    const NOW: u64 = 1_800_000_000;
+
+    /// A KGC for example.com. and its key server's own key.
+    fn key_server() -> (Kgc, EntityKey) {
+        let kgc = Kgc::setup("example.com.", &mut OsRng).unwrap();
+        let id = Identity::new("example.com.", "127.0.0.3".parse().unwrap(), kgc.params()).unwrap();
+        let x = SecretValue::generate(&mut OsRng);
+        let pk = kgc
+            .extract(&KeyRequest::new(id.clone(), &x), &mut OsRng)
+            .unwrap();
+        let own = EntityKey::combine(&id, &x, &pk, kgc.params()).unwrap();
+        (kgc, own)
+    }
+
+    fn member(kgc: &Kgc, own: &EntityKey, name: &str, ip: &str) -> KeyRecord {
+        let id = Identity::new(name, ip.parse().unwrap(), kgc.params()).unwrap();
+        let x = SecretValue::generate(&mut OsRng);
+        let pk = kgc.extract(&KeyRequest::new(id, &x), &mut OsRng).unwrap();
+        let mut rec = KeyRecord {
+            ip: ip.parse().unwrap(),
+            w: pk.w,
+            issuer: kgc.params().digest(),
+            not_before: 1_700_000_000,
+            not_after: 1_900_000_000,
+            key_server: None,
+            signature: None,
+        };
+        rec.sign(name, own).unwrap();
+        rec
+    }
+
+    fn zone_text(members: &[(&str, &KeyRecord)]) -> ParsedZone {
+        let mut text = String::from(
+            "$ORIGIN example.com.\n@ 3600 IN SOA ns hostmaster 1 7200 3600 1209600 300\n",
+        );
+        for (name, rec) in members {
+            text.push_str(&format!("{name} 3600 IN TPKEY {rec}\n"));
+        }
+        let origin = Name::from_ascii("example.com.").unwrap();
+        crate::zonefile::parse(std::path::Path::new("z.keys"), &text, &origin)
+            .unwrap()
+            .strict()
+            .unwrap()
+    }
+
+    #[test]
+    fn checked_records_skip_their_check_and_changed_ones_are_checked_again() {
+        let (kgc, own) = key_server();
+        let a = member(&kgc, &own, "a.example.com.", "10.0.0.1");
+        let b = member(&kgc, &own, "b.example.com.", "10.0.0.2");
+        let signer = ZoneSigner {
+            params: kgc.params(),
+            key: &own,
+            verified: None,
+            fresh: &[],
+        };
+        let build = |members: &[(&str, &KeyRecord)], checked: Option<&HashSet<Digest>>| {
+            KeyZone::build_checked(zone_text(members), vec![], 0, &signer, NOW, checked)
+        };
+        let (_, digests) = build(&[("a", &a), ("b", &b)], None).unwrap();
+        assert_eq!(digests.len(), 2);
+        let checked: HashSet<Digest> = digests.iter().copied().collect();
+        let (zone, again) = build(&[("a", &a), ("b", &b)], Some(&checked)).unwrap();
+        assert_eq!(again, digests);
+        assert_eq!(zone.members().len(), 2);
+
+        // A changed field under the old signature: its digest is new, so it is checked, and
+        // refused with its line, though the old form's digest is in the set.
+        let mut moved = b.clone();
+        moved.not_after -= 1;
+        let refused = build(&[("a", &a), ("b", &moved)], Some(&checked))
+            .err()
+            .unwrap()
+            .0;
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].line, 4);
+        assert!(refused[0].reason.contains("does not verify"), "{refused:?}");
+        // The same signature at another owner.
+        let refused = build(&[("a", &a), ("c", &b)], Some(&checked))
+            .err()
+            .unwrap()
+            .0;
+        assert_eq!(refused.len(), 1, "{refused:?}");
+
+        // The digest binds the key, the owner, every field and the signature.
+        let (_, other) = key_server();
+        let d = |key: &PublicKey, owner: &str, r: &KeyRecord| checked_digest(key, owner, r);
+        let base = d(own.public(), "b.example.com.", &b);
+        assert!(base.is_some());
+        assert_ne!(d(other.public(), "b.example.com.", &b), base);
+        assert_ne!(d(own.public(), "c.example.com.", &b), base);
+        assert_ne!(d(own.public(), "b.example.com.", &moved), base);
+        let mut resigned = b.clone();
+        resigned.signature = a.signature;
+        assert_ne!(d(own.public(), "b.example.com.", &resigned), base);
+        resigned.signature = None;
+        assert_eq!(d(own.public(), "b.example.com.", &resigned), None);
+    }
 }

@@ -1,6 +1,7 @@
 //! A key server's state: its keys, its store and its served zone, with the reload and
 //! enrollment operations that keep the old zone serving when anything goes wrong.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -13,7 +14,7 @@ use twinpeaks::keyfile;
 use twinpeaks::record::KeyRecord;
 use twinpeaks::record::RecordError;
 use twinpeaks::store::{Changes, ResignedCopy, Store, StoreError, View};
-use twinpeaks::zone::{KeyZone, Source, ZoneSigner};
+use twinpeaks::zone::{Digest, KeyZone, Source, ZoneSigner};
 use twinpeaks::zonefile::{Entry, ParsedZone, ZoneErrors};
 use twinpeaks::{time, zonefile};
 
@@ -335,6 +336,51 @@ pub fn read_keys(cfg: &Config) -> Result<(Kgc, EntityKey), KeyServerError> {
     Ok((kgc, own))
 }
 
+/// Digests of the records whose signatures this key server checked at its last start
+/// ([`twinpeaks::zone::checked_digest`]), beside the store.
+pub const CHECKED_FILE: &str = "checked";
+const CHECKED_MAGIC: &[u8; 16] = b"TP-CHECKED-v1\n\0\0";
+
+/// The digests of [`CHECKED_FILE`]; none when it is missing or not of this form (the records
+/// are then checked again). Whoever can write the state directory holds the server's key in
+/// it: the file trusts no one the key does not.
+pub fn read_checked(path: &std::path::Path) -> HashSet<Digest> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return HashSet::new();
+    };
+    match bytes.strip_prefix(CHECKED_MAGIC.as_slice()) {
+        Some(body) if body.len() % 32 == 0 => body
+            .chunks_exact(32)
+            .filter_map(|c| Digest::try_from(c).ok())
+            .collect(),
+        _ => {
+            warn!(file = %path.display(), "not a file of checked records: every signature is checked again");
+            HashSet::new()
+        }
+    }
+}
+
+/// Replace [`CHECKED_FILE`] (a new file renamed over the old one, mode 0600).
+pub fn write_checked(path: &std::path::Path, digests: &[Digest]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("new");
+    let mut f = std::io::BufWriter::new(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?,
+    );
+    f.write_all(CHECKED_MAGIC)?;
+    for d in digests {
+        f.write_all(d)?;
+    }
+    f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Read the key zone file.
 pub fn read_zone_file(cfg: &Config) -> Result<ParsedZone, KeyServerError> {
     let origin = hickory_proto::rr::Name::from_ascii(&cfg.name).map_err(KeyServerError::Origin)?;
@@ -349,10 +395,23 @@ pub fn read_zone_file(cfg: &Config) -> Result<ParsedZone, KeyServerError> {
 /// encoded for the UDP fast path yet ([`KeyZone::encode`]).
 pub fn build_zone(
     cfg: &Config,
-    mut parsed: ParsedZone,
+    parsed: ParsedZone,
     signer: &ZoneSigner<'_>,
     stored: &View,
 ) -> Result<KeyZone, KeyServerError> {
+    build_zone_checked(cfg, parsed, signer, stored, None).map(|(zone, _)| zone)
+}
+
+/// [`build_zone`] taking the records checked at an earlier load (`checked`, from
+/// [`read_checked`]) without their signature checks, and returning the digests of the records
+/// checked now ([`KeyZone::build_checked`]).
+pub fn build_zone_checked(
+    cfg: &Config,
+    mut parsed: ParsedZone,
+    signer: &ZoneSigner<'_>,
+    stored: &View,
+    checked: Option<&HashSet<Digest>>,
+) -> Result<(KeyZone, Vec<Digest>), KeyServerError> {
     let generation = stored.generation;
     if stored.resigned().next().is_some() {
         let copies: std::collections::HashMap<(&str, std::net::IpAddr), &ResignedCopy> = stored
@@ -372,8 +431,9 @@ pub fn build_zone(
         }
     }
     let members = stored.members().cloned().collect();
-    let zone = KeyZone::build_unencoded(parsed, members, generation, signer, time::now())
-        .map_err(KeyServerError::ZoneRefused)?;
+    let (zone, digests) =
+        KeyZone::build_checked(parsed, members, generation, signer, time::now(), checked)
+            .map_err(KeyServerError::ZoneRefused)?;
     // Said once, when a member is first withdrawn, not at every rebuild.
     let before: std::collections::HashSet<(&str, std::net::IpAddr)> = signer
         .verified
@@ -396,7 +456,7 @@ pub fn build_zone(
             "member withdrawn: its validity window has ended (tp ctl renew brings it back)"
         );
     }
-    Ok(zone)
+    Ok((zone, digests))
 }
 
 /// The validity window written on the zone-file line of `owner` at `ip`.
@@ -449,7 +509,18 @@ impl KeyServer {
             fresh: &[],
         };
         let stored = store.view(&cfg.name)?;
-        let zone = build_zone(&cfg, parsed.clone(), &signer, &stored)?;
+        let checked_path = cfg.state_dir.join(CHECKED_FILE);
+        let checked = read_checked(&checked_path);
+        let (zone, digests) =
+            build_zone_checked(&cfg, parsed.clone(), &signer, &stored, Some(&checked))?;
+        // Written again only when it would change (a restart on an unchanged zone writes
+        // nothing); a failure costs the next load its checks, nothing else.
+        let changed =
+            digests.len() != checked.len() || digests.iter().any(|d| !checked.contains(d));
+        if changed && let Err(e) = write_checked(&checked_path, &digests) {
+            warn!(file = %checked_path.display(), error = %e, "cannot keep the checked records for the next start");
+        }
+        drop(checked);
         zone.encode();
         let (serial, _) = tokio::sync::watch::channel(zone.serial());
         Ok(Self {
