@@ -144,7 +144,13 @@ pub fn parse(file: &Path, text: &str, origin: &Name) -> Result<ParsedZone, ZoneE
     let mut default_ttl = DEFAULT_TTL;
     let mut last_owner: Option<Name> = None;
 
-    for (start, tokens, blank_owner) in logical_lines(text, file, &mut errors) {
+    let logical = logical_lines(text, file, &mut errors);
+    // Lines whose data is decoded below: (the line, its type, its data). Key records are most
+    // of a zone and decoding one costs a point decompression: they are decoded after this
+    // pass, over the cores. A blank owner takes the previous record line's owner.
+    let mut slots: Vec<(usize, Name, u32, Data<'_>)> = Vec::new();
+    for (start, tokens, blank_owner) in &logical {
+        let start = *start;
         let err = |reason: String| ZoneError {
             file: file.to_path_buf(),
             line: start,
@@ -176,19 +182,35 @@ pub fn parse(file: &Path, text: &str, origin: &Name) -> Result<ParsedZone, ZoneE
             }
             _ => {}
         }
-        match parse_record(&toks, blank_owner, &origin_now, &last_owner, default_ttl) {
+        match parse_record(&toks, *blank_owner, &origin_now, &last_owner, default_ttl) {
             Ok((owner, ttl, entry)) => {
                 last_owner = Some(owner.clone());
-                lines.push(Line {
-                    line: start,
-                    owner,
-                    ttl,
-                    entry,
-                });
+                slots.push((start, owner, ttl, entry));
             }
             Err(reason) => errors.push(err(reason)),
         }
     }
+    // Lines other than keys are few (SOA, NS, glue): cloned rather than moved.
+    let decoded = crate::zone::par_map(&slots, |(.., data)| match data {
+        Data::Key(rtype, data) => parse_key(rtype, data),
+        Data::Ready(e) => Ok((**e).clone()),
+    });
+    for ((line, owner, ttl, _), entry) in slots.into_iter().zip(decoded) {
+        match entry {
+            Ok(entry) => lines.push(Line {
+                line,
+                owner,
+                ttl,
+                entry,
+            }),
+            Err(reason) => errors.push(ZoneError {
+                file: file.to_path_buf(),
+                line,
+                reason,
+            }),
+        }
+    }
+    errors.sort_by_key(|e| e.line);
     Ok(ParsedZone {
         file: file.to_path_buf(),
         origin: origin.clone(),
@@ -323,13 +345,37 @@ fn is_class(t: &str) -> bool {
     ) || t.to_ascii_uppercase().starts_with("CLASS")
 }
 
-fn parse_record(
-    toks: &[&str],
+/// A record line's data: decoded, or a key record's tokens to decode ([`parse_key`]).
+enum Data<'t> {
+    Ready(Box<Entry>),
+    Key(&'t str, Vec<&'t str>),
+}
+
+/// The data of a TPKEY line (type `rtype` as written).
+fn parse_key(rtype: &str, data: &[&str]) -> Result<Entry, String> {
+    if data.first() == Some(&"\\#") {
+        let wire = record::parse_generic_rdata(data).map_err(|e| e.to_string())?;
+        Ok(Entry::Key(
+            KeyRecord::from_wire(&wire).map_err(|e| format!("TPKEY: {e}"))?,
+        ))
+    } else if rtype.eq_ignore_ascii_case(TPKEY_MNEMONIC) {
+        Ok(Entry::Key(
+            KeyRecord::from_presentation(data).map_err(|e| format!("TPKEY: {e}"))?,
+        ))
+    } else {
+        Err(format!(
+            "{rtype} data must be in RFC 3597 form (\\# len hex)"
+        ))
+    }
+}
+
+fn parse_record<'t>(
+    toks: &[&'t str],
     blank_owner: bool,
     origin: &Name,
     last_owner: &Option<Name>,
     default_ttl: u32,
-) -> Result<(Name, u32, Entry), String> {
+) -> Result<(Name, u32, Data<'t>), String> {
     let mut i = 0;
     let owner = if blank_owner {
         last_owner
@@ -380,16 +426,7 @@ fn parse_record(
             Entry::Glue(ip)
         }
         t if t == TPKEY_MNEMONIC || t == format!("TYPE{TPKEY}") => {
-            if data.first() == Some(&"\\#") {
-                let wire = record::parse_generic_rdata(data).map_err(|e| e.to_string())?;
-                Entry::Key(KeyRecord::from_wire(&wire).map_err(|e| format!("TPKEY: {e}"))?)
-            } else if t == TPKEY_MNEMONIC {
-                Entry::Key(KeyRecord::from_presentation(data).map_err(|e| format!("TPKEY: {e}"))?)
-            } else {
-                return Err(format!(
-                    "{rtype} data must be in RFC 3597 form (\\# len hex)"
-                ));
-            }
+            return Ok((owner, ttl, Data::Key(rtype, data.to_vec())));
         }
         _ => {
             return Err(format!(
@@ -397,7 +434,7 @@ fn parse_record(
             ));
         }
     };
-    Ok((owner, ttl, entry))
+    Ok((owner, ttl, Data::Ready(Box::new(entry))))
 }
 
 fn parse_soa(data: &[&str], origin: &Name) -> Result<SOA, String> {
