@@ -96,20 +96,20 @@ impl Encoded {
         let mut names = HashMap::with_capacity(zone.names.len() + zone.delegations.len());
         // Every name that exists must have its answers, or NXDOMAIN would be wrong for it.
         let mut complete = true;
-        for lower in zone.names.iter().chain(&zone.delegations) {
-            let name = Name::from(lower.clone());
-            let Ok(wire) = name.to_bytes() else {
-                complete = false;
-                continue;
-            };
-            if names.contains_key(wire.as_slice()) {
-                continue;
-            }
-            match encode_owner(zone, lower, &wire, negative.is_some()) {
-                Some(owner) => {
-                    names.insert(wire.into_boxed_slice(), owner);
+        // Each name's answers alone, over the cores (a name both an owner and a delegation
+        // is encoded twice, the same).
+        let all: Vec<&LowerName> = zone.names.iter().chain(&zone.delegations).collect();
+        let encoded = super::par_map(&all, |lower| {
+            let wire = Name::from((*lower).clone()).to_bytes().ok()?;
+            let owner = encode_owner(zone, lower, &wire, negative.is_some());
+            Some((wire, owner))
+        });
+        for e in encoded {
+            match e {
+                Some((wire, Some(owner))) => {
+                    names.entry(wire.into_boxed_slice()).or_insert(owner);
                 }
-                None => complete = false,
+                _ => complete = false,
             }
         }
         Self {
