@@ -156,7 +156,7 @@ pub fn parse(file: &Path, text: &str, origin: &Name) -> Result<ParsedZone, ZoneE
             line: start,
             reason,
         };
-        let toks: Vec<&str> = tokens.iter().map(String::as_str).collect();
+        let toks: &[&str] = tokens;
         match toks.first().copied() {
             Some("$ORIGIN") => {
                 match toks.get(1).map(|n| name_from(n, &origin_now)) {
@@ -182,7 +182,7 @@ pub fn parse(file: &Path, text: &str, origin: &Name) -> Result<ParsedZone, ZoneE
             }
             _ => {}
         }
-        match parse_record(&toks, *blank_owner, &origin_now, &last_owner, default_ttl) {
+        match parse_record(toks, *blank_owner, &origin_now, &last_owner, default_ttl) {
             Ok((owner, ttl, entry)) => {
                 last_owner = Some(owner.clone());
                 slots.push((start, owner, ttl, entry));
@@ -221,13 +221,13 @@ pub fn parse(file: &Path, text: &str, origin: &Name) -> Result<ParsedZone, ZoneE
 
 /// Split text into logical records: comments stripped, parentheses joined.
 /// Yields (first line number, tokens, whether the owner field was left blank).
-fn logical_lines(
-    text: &str,
+fn logical_lines<'a>(
+    text: &'a str,
     file: &Path,
     errors: &mut Vec<ZoneError>,
-) -> Vec<(usize, Vec<String>, bool)> {
+) -> Vec<(usize, Vec<&'a str>, bool)> {
     let mut out = Vec::new();
-    let mut tokens: Vec<String> = Vec::new();
+    let mut tokens: Vec<&str> = Vec::new();
     let mut depth = 0usize;
     let mut start = 0usize;
     let mut blank_owner = false;
@@ -262,7 +262,7 @@ fn logical_lines(
                     reason: format!("unexpected character in `{word}`"),
                 });
             } else if !w.is_empty() {
-                tokens.push(w.to_string());
+                tokens.push(w);
             }
             if closes > depth {
                 errors.push(ZoneError {
@@ -348,7 +348,7 @@ fn is_class(t: &str) -> bool {
 /// A record line's data: decoded, or a key record's tokens to decode ([`parse_key`]).
 enum Data<'t> {
     Ready(Box<Entry>),
-    Key(&'t str, Vec<&'t str>),
+    Key(&'t str, &'t [&'t str]),
 }
 
 /// The data of a TPKEY line (type `rtype` as written).
@@ -370,7 +370,7 @@ fn parse_key(rtype: &str, data: &[&str]) -> Result<Entry, String> {
 }
 
 fn parse_record<'t>(
-    toks: &[&'t str],
+    toks: &'t [&'t str],
     blank_owner: bool,
     origin: &Name,
     last_owner: &Option<Name>,
@@ -426,7 +426,7 @@ fn parse_record<'t>(
             Entry::Glue(ip)
         }
         t if t == TPKEY_MNEMONIC || t == format!("TYPE{TPKEY}") => {
-            return Ok((owner, ttl, Data::Key(rtype, data.to_vec())));
+            return Ok((owner, ttl, Data::Key(rtype, data)));
         }
         _ => {
             return Err(format!(
