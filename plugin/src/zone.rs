@@ -302,10 +302,7 @@ impl KeyZone {
             HashMap::with_capacity(members.len());
         let mut delegations = HashSet::new();
         // Owner names parsed once; a bad one is reported below and refuses the zone.
-        let mut owners: Vec<Option<Name>> = members
-            .iter()
-            .map(|m| Name::from_ascii(&m.owner).ok())
-            .collect();
+        let mut owners: Vec<Option<Name>> = par_map(&members, |m| Name::from_ascii(&m.owner).ok());
         // Members past their window: withdrawn (not served, the zone still loads).
         let mut expired = HashSet::new();
         for (i, (m, owner_name)) in members.iter_mut().zip(&owners).enumerate() {
