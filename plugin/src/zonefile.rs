@@ -101,8 +101,9 @@ impl ParsedZone {
 }
 
 const DEFAULT_TTL: u32 = 3600;
-/// Upper bound on a key zone file, so a mistaken path cannot exhaust memory.
-const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
+/// Upper bound on a key zone file, so a mistaken path cannot exhaust memory (a million
+/// members take about 350 MB).
+const MAX_FILE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
 /// Read and parse a key-zone file whose origin is `origin`.
 pub fn read(path: &Path, origin: &Name) -> Result<ParsedZone, ZoneErrors> {
