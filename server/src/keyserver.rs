@@ -1,6 +1,7 @@
 //! A key server's state: its keys, its store and its served zone, with the reload and
 //! enrollment operations that keep the old zone serving when anything goes wrong.
 
+use std::collections::HashMap;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
@@ -459,14 +460,18 @@ pub fn build_zone_checked(
     Ok((zone, digests))
 }
 
-/// The validity window written on the zone-file line of `owner` at `ip`.
-fn line_window(file: &ParsedZone, owner: &str, ip: std::net::IpAddr) -> Option<(u32, u32)> {
-    file.lines.iter().find_map(|l| match &l.entry {
-        Entry::Key(rec) if rec.ip == ip && l.owner.to_ascii().eq_ignore_ascii_case(owner) => {
-            Some((rec.not_before, rec.not_after))
-        }
-        _ => None,
-    })
+/// The validity windows written on the zone file's key lines, by (owner, IP).
+fn line_windows(file: &ParsedZone) -> HashMap<(String, std::net::IpAddr), (u32, u32)> {
+    file.lines
+        .iter()
+        .filter_map(|l| match &l.entry {
+            Entry::Key(rec) => Some((
+                (l.owner.to_ascii().to_ascii_lowercase(), rec.ip),
+                (rec.not_before, rec.not_after),
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Whether a re-signed copy stands for this zone-file line: the same key and fields, made from
@@ -855,12 +860,14 @@ impl KeyServer {
         })?;
         let mut members = Vec::new();
         let mut copies = Vec::new();
+        // One map, not a scan of the file per member: a large zone is due all at once.
+        let windows = line_windows(&w.file);
         for (m, rec) in due.iter().zip(signed) {
             match m.source {
                 Source::Store => members.push((m.owner.clone(), m.ttl, rec)),
                 Source::File(..) => copies.push(ResignedCopy {
                     owner: m.owner.clone(),
-                    from: line_window(&w.file, &m.owner, rec.ip),
+                    from: windows.get(&(m.owner.clone(), rec.ip)).copied(),
                     record: rec,
                 }),
             }
@@ -916,7 +923,7 @@ impl KeyServer {
                 resigned: vec![ResignedCopy {
                     owner: owner.clone(),
                     record: rec.clone(),
-                    from: line_window(&w.file, &owner, ip),
+                    from: line_windows(&w.file).get(&(owner.clone(), ip)).copied(),
                 }],
                 ..Changes::default()
             },
