@@ -12,42 +12,6 @@ use std::process::Command;
 
 use common::{KeyServer, Proc, bin, free_port, ok, tp, wait_dns};
 
-/// A base64 TSIG secret of 32 bytes written to `dir/file` (0600).
-fn tsig_secret(dir: &Path, file: &str, seed: u8) -> PathBuf {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let bytes: Vec<u8> = (0..32u8)
-        .map(|i| i.wrapping_mul(41).wrapping_add(seed))
-        .collect();
-    let path = dir.join(file);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .unwrap();
-    writeln!(f, "{}", base64_encode(&bytes)).unwrap();
-    path
-}
-
-fn base64_encode(b: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in b.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// The `[[tsig]]` table of a key server's config: key `key` in `file`, allowed `allow`.
 fn tsig_cfg(key: &str, file: &str, allow: &[&str]) -> String {
     let allow: Vec<String> = allow.iter().map(|a| format!("\"{a}\"")).collect();
@@ -180,28 +144,7 @@ fn join(
         ],
     );
     let q = finalize(&prefix, &state.join("server.key"));
-    let zone_file = dir.join("zone.keys");
-    std::fs::write(
-        &zone_file,
-        format!("$ORIGIN {name}\n$TTL 3600\n@ IN SOA ks.{name} hostmaster.{name} 1 7200 3600 1209600 300\n@ IN NS ks.{name}\nks IN A {ip}\n"),
-    )
-    .unwrap();
-    let config = dir.join("tpkd.toml");
-    std::fs::write(
-        &config,
-        format!("name = \"{name}\"\nlisten = [\"{ip}:{port}\"]\nstate_dir = \"state\"\nzone_file = \"zone.keys\"\naxfr_allow = [\"127.0.0.0/8\"]\n{cfg_extra}"),
-    )
-    .unwrap();
-    let ks = KeyServer {
-        dir: dir.to_path_buf(),
-        name: name.to_string(),
-        ip: ip.to_string(),
-        port,
-        config,
-        zone_file,
-        state,
-        proc_: None,
-    };
+    let ks = KeyServer::with_files(dir, name, ip, port, cfg_extra);
     (ks, q)
 }
 
@@ -266,7 +209,7 @@ fn the_demo_hierarchy_bootstraps_online_and_every_name_verifies() {
     // The root: self-issued, one TSIG key for com.
     let rdir = d.join("root");
     std::fs::create_dir_all(&rdir).unwrap();
-    tsig_secret(&rdir, "com.tsig", 11);
+    common::tsig_secret(&rdir, "com.tsig", 11);
     let mut root = KeyServer::new(
         &rdir,
         ".",
@@ -280,7 +223,7 @@ fn the_demo_hierarchy_bootstraps_online_and_every_name_verifies() {
     // com.: enrolls online with the root, then serves with its own key for example.com.
     let cdir = d.join("com");
     std::fs::create_dir_all(&cdir).unwrap();
-    tsig_secret(&cdir, "example.tsig", 22);
+    common::tsig_secret(&cdir, "example.tsig", 22);
     let (mut com, com_q) = join(
         &cdir,
         &root,
@@ -296,7 +239,7 @@ fn the_demo_hierarchy_bootstraps_online_and_every_name_verifies() {
     // example.com.: the same with com., then serves with a key for its two hosts.
     let edir = d.join("example");
     std::fs::create_dir_all(&edir).unwrap();
-    tsig_secret(&edir, "hosts.tsig", 33);
+    common::tsig_secret(&edir, "hosts.tsig", 33);
     let (mut example, example_q) = join(
         &edir,
         &com,

@@ -27,23 +27,6 @@ fn kill_after() -> usize {
     8 + (nanos as usize / 1000) % 9
 }
 
-/// base64 of the 32 bytes `0123456789abcdef0123456789abcdef`.
-const TSIG_SECRET: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
-
-fn write_secret(dir: &Path) -> PathBuf {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = dir.join("burst-key.tsig");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .unwrap();
-    writeln!(f, "{TSIG_SECRET}").unwrap();
-    path
-}
-
 fn name(i: usize) -> String {
     format!("n{i}.{ZONE}")
 }
@@ -84,7 +67,7 @@ fn served(ks: &KeyServer) -> BTreeMap<String, Vec<String>> {
 fn acknowledged_enrollments_survive_sigkill_in_a_concurrent_burst() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let secret_file = write_secret(d);
+    let (secret_file, _) = common::tsig_secret(d, "burst-key.tsig", 1);
     let cfg = format!(
         "[[tsig]]\nname = \"burst-key.\"\nalgorithm = \"hmac-sha256\"\nsecret_file = \"{}\"\nallow = [\"*.{ZONE}\"]\n",
         secret_file.file_name().unwrap().to_str().unwrap()

@@ -11,48 +11,11 @@ use std::time::{Duration, Instant};
 
 use common::{KeyServer, Proc, bin, dig, ok, require_tool, run, tp, wait_dns};
 
-/// A base64 TSIG secret of 32 bytes, its file (0600) and the secret text.
-fn tsig_secret(dir: &Path, file: &str, seed: u8) -> (PathBuf, String) {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let bytes: Vec<u8> = (0..32u8)
-        .map(|i| i.wrapping_mul(37).wrapping_add(seed))
-        .collect();
-    let text = base64_encode(&bytes);
-    let path = dir.join(file);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .unwrap();
-    writeln!(f, "{text}").unwrap();
-    (path, text)
-}
-
-fn base64_encode(b: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in b.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// A key server at `ip` for `example.com.` with one TSIG key `child-key.` allowed `allow`,
 /// started with its log in `<dir>/tpkd.log`. Returns the server and the secret text.
 fn server(dir: &Path, ip: &str, allow: &str) -> (KeyServer, String) {
     std::fs::create_dir_all(dir).unwrap();
-    let (_, secret) = tsig_secret(dir, "child-key.tsig", 7);
+    let (_, secret) = common::tsig_secret(dir, "child-key.tsig", 7);
     let cfg = format!(
         "[[tsig]]\nname = \"child-key.\"\nalgorithm = \"hmac-sha256\"\nsecret_file = \"child-key.tsig\"\nallow = {allow}\n"
     );
@@ -286,7 +249,7 @@ fn a_member_enrolled_with_tp_enroll_is_served_at_once_and_verifies() {
     assert_eq!(axfr(&ks), before);
 
     // A wrong secret: the answer is not signed with our key, and tp says so.
-    let (wrong, _) = tsig_secret(dir.path(), "wrong.tsig", 99);
+    let (wrong, _) = common::tsig_secret(dir.path(), "wrong.tsig", 99);
     let p2 = keygen(&ks, "w2.example.com.", "192.0.2.12");
     let bad = run(tp()
         .arg("enroll")
@@ -461,7 +424,7 @@ fn bad_updates_are_refused_with_their_rcodes_and_nothing_changes() {
         "update failed: REFUSED",
         "enrollment refused (REFUSED): UPDATE is not TSIG-signed",
     );
-    let (_, wrong) = tsig_secret(d, "wrong.tsig", 200);
+    let (_, wrong) = common::tsig_secret(d, "wrong.tsig", 200);
     expect(
         "wrong MAC",
         Some(&format!("hmac-sha256:child-key.:{wrong}")),
@@ -719,7 +682,7 @@ fn tsig_keys_are_checked_at_start_and_a_readable_secret_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::create_dir_all(d).unwrap();
-    let (secret_file, _) = tsig_secret(d, "k.tsig", 3);
+    let (secret_file, _) = common::tsig_secret(d, "k.tsig", 3);
     std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let ks = KeyServer::new(
         d,

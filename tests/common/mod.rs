@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::net::{TcpListener, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Path of a workspace binary built by `cargo test` (target/<profile>/<name>).
 ///
@@ -205,8 +205,6 @@ pub fn wait_dns(ip: &str, port: u16, zone: &str, proc_: &mut Proc) {
     }
 }
 
-use std::path::Path;
-
 /// `tp` with arguments.
 pub fn tp() -> Command {
     Command::new(bin("tp"))
@@ -311,6 +309,12 @@ impl KeyServer {
             .arg(state.join("server.resp"))
             .arg("--out")
             .arg(state.join("server.key")));
+        KeyServer::with_files(dir, name, ip, port, "")
+    }
+
+    /// A child key server whose `<dir>/state` holds its keys: writes its zone file (SOA, NS,
+    /// glue) and its config (`cfg_extra` after the basic lines). Not started.
+    pub fn with_files(dir: &Path, name: &str, ip: &str, port: u16, cfg_extra: &str) -> KeyServer {
         let zone_file = dir.join("zone.keys");
         std::fs::write(
             &zone_file,
@@ -320,7 +324,7 @@ impl KeyServer {
         let config = dir.join("tpkd.toml");
         std::fs::write(
             &config,
-            format!("name = \"{name}\"\nlisten = [\"{ip}:{port}\"]\nstate_dir = \"state\"\nzone_file = \"zone.keys\"\naxfr_allow = [\"127.0.0.0/8\"]\n"),
+            format!("name = \"{name}\"\nlisten = [\"{ip}:{port}\"]\nstate_dir = \"state\"\nzone_file = \"zone.keys\"\naxfr_allow = [\"127.0.0.0/8\"]\n{cfg_extra}"),
         )
         .unwrap();
         KeyServer {
@@ -330,7 +334,7 @@ impl KeyServer {
             port,
             config,
             zone_file,
-            state,
+            state: dir.join("state"),
             proc_: None,
         }
     }
@@ -450,4 +454,43 @@ pub fn rdata_hex(dig_out: &str) -> Vec<(String, String)> {
             Some((owner, words.collect::<String>()))
         })
         .collect()
+}
+
+/// A base64 TSIG secret of 32 bytes (made from `seed`) written to `dir/file` (0600): the file
+/// and the secret's text.
+pub fn tsig_secret(dir: &Path, file: &str, seed: u8) -> (PathBuf, String) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let bytes: Vec<u8> = (0..32u8)
+        .map(|i| i.wrapping_mul(37).wrapping_add(seed))
+        .collect();
+    let text = base64_encode(&bytes);
+    let path = dir.join(file);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .unwrap();
+    writeln!(f, "{text}").unwrap();
+    (path, text)
+}
+
+/// Standard base64 with padding (the TSIG secrets' form).
+pub fn base64_encode(b: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in b.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
