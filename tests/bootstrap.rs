@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -19,20 +18,6 @@ fn tsig_cfg(key: &str, file: &str, allow: &[&str]) -> String {
         "[[tsig]]\nname = \"{key}\"\nalgorithm = \"hmac-sha256\"\nsecret_file = \"{file}\"\nallow = [{}]\n",
         allow.join(", ")
     )
-}
-
-/// Start a key server with its log in `<dir>/tpkd.log`.
-fn start_logged(ks: &mut KeyServer) {
-    let log = File::create(ks.dir.join("tpkd.log")).unwrap();
-    let mut p = Proc::spawn(
-        &format!("tpkd {}", ks.name),
-        Command::new(bin("tpkd"))
-            .arg("--config")
-            .arg(&ks.config)
-            .stderr(log),
-    );
-    wait_dns(&ks.ip, ks.port, &ks.name, &mut p);
-    ks.proc_ = Some(p);
 }
 
 /// Wait until `ks`'s log holds a line with every one of `needles` (tracing writes
@@ -218,7 +203,7 @@ fn the_demo_hierarchy_bootstraps_online_and_every_name_verifies() {
         &tsig_cfg("com-key.", "com.tsig", &["com."]),
     );
     let root_zone = std::fs::read_to_string(&root.zone_file).unwrap();
-    start_logged(&mut root);
+    root.start_logged();
 
     // com.: enrolls online with the root, then serves with its own key for example.com.
     let cdir = d.join("com");
@@ -234,7 +219,7 @@ fn the_demo_hierarchy_bootstraps_online_and_every_name_verifies() {
         &tsig_cfg("example-key.", "example.tsig", &["example.com."]),
     );
     let com_zone = std::fs::read_to_string(&com.zone_file).unwrap();
-    start_logged(&mut com);
+    com.start_logged();
 
     // example.com.: the same with com., then serves with a key for its two hosts.
     let edir = d.join("example");
@@ -254,7 +239,7 @@ fn the_demo_hierarchy_bootstraps_online_and_every_name_verifies() {
         ),
     );
     let example_zone = std::fs::read_to_string(&example.zone_file).unwrap();
-    start_logged(&mut example);
+    example.start_logged();
 
     // The entities: www (one IP) and mail (two IPs).
     let hdir = d.join("hosts");

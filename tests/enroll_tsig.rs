@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{KeyServer, Proc, bin, dig, ok, require_tool, run, tp, wait_dns};
+use common::{KeyServer, bin, dig, ok, require_tool, run, tp};
 
 /// A key server at `ip` for `example.com.` with one TSIG key `child-key.` allowed `allow`,
 /// started with its log in `<dir>/tpkd.log`. Returns the server and the secret text.
@@ -20,32 +19,15 @@ fn server(dir: &Path, ip: &str, allow: &str) -> (KeyServer, String) {
         "[[tsig]]\nname = \"child-key.\"\nalgorithm = \"hmac-sha256\"\nsecret_file = \"child-key.tsig\"\nallow = {allow}\n"
     );
     let mut ks = KeyServer::new(dir, "example.com.", ip, "", &cfg);
-    start_logged(&mut ks);
+    ks.start_logged();
     (ks, secret)
-}
-
-fn start_logged(ks: &mut KeyServer) {
-    let log = File::create(ks.dir.join("tpkd.log")).unwrap();
-    let mut p = Proc::spawn(
-        &format!("tpkd {}", ks.name),
-        Command::new(bin("tpkd"))
-            .arg("--config")
-            .arg(&ks.config)
-            .stderr(log),
-    );
-    wait_dns(&ks.ip, ks.port, &ks.name, &mut p);
-    ks.proc_ = Some(p);
-}
-
-fn log(ks: &KeyServer) -> String {
-    std::fs::read_to_string(ks.dir.join("tpkd.log")).unwrap()
 }
 
 /// Wait until the log holds `needle` (tracing writes asynchronously to the file).
 fn wait_log(ks: &KeyServer, needle: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let l = log(ks);
+        let l = ks.log();
         if l.contains(needle) {
             return l;
         }
@@ -660,7 +642,7 @@ fn bad_updates_are_refused_with_their_rcodes_and_nothing_changes() {
     // the store's order).
     let mut ks = ks;
     ks.stop();
-    start_logged(&mut ks);
+    ks.start_logged();
     let sorted = |z: &str| {
         let mut v: Vec<String> = z.lines().map(str::to_string).collect();
         v.sort();

@@ -569,6 +569,149 @@ fn malformed_and_oversize_packets_get_errors_and_the_server_keeps_serving() {
     );
 }
 
+/// CPU seconds (user + system) tpkd has used so far, from /proc.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses): utime and stime are 14 and 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// A TCP query for `name` TYPE65300 on `t`; the answer's RCODE and ANCOUNT.
+fn tcp_query(t: &mut TcpStream, id: u16, name: &str) -> (u8, u16) {
+    let mut q = vec![(id >> 8) as u8, id as u8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.trim_end_matches('.').split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0xff, 0x14, 0, 1]);
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    t.write_all(&framed).unwrap();
+    let mut len = [0u8; 2];
+    t.read_exact(&mut len).unwrap();
+    let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    t.read_exact(&mut msg).unwrap();
+    assert_eq!(&msg[..2], &id.to_be_bytes(), "answer to another query");
+    (msg[3] & 0x0f, u16::from_be_bytes([msg[6], msg[7]]))
+}
+
+/// True when the server closed `t` (EOF within `wait`).
+fn closed_by_server(mut t: &TcpStream, wait: Duration) -> bool {
+    t.set_read_timeout(Some(wait)).unwrap();
+    let mut b = [0u8; 1];
+    matches!(t.read(&mut b), Ok(0))
+        || matches!(t.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+}
+
+#[test]
+fn tcp_connections_are_capped_and_idle_ones_make_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ks = KeyServer::new(
+        dir.path(),
+        "example.test.",
+        "127.0.12.1",
+        "",
+        "tcp_max_clients = 4\ntcp_timeout_secs = 2\n",
+    );
+    ks.issue_to_file("www.example.test.", "192.0.2.10");
+    ks.start();
+    let addr = format!("{}:{}", ks.ip, ks.port);
+    // Pipelined queries on one connection are answered in order.
+    let mut t = TcpStream::connect(&addr).unwrap();
+    t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(tcp_query(&mut t, 1, "www.example.test."), (0, 1));
+    assert_eq!(tcp_query(&mut t, 2, "nx.example.test."), (3, 0));
+    // Idle past tcp_timeout_secs: closed by the server.
+    assert!(
+        closed_by_server(&t, Duration::from_secs(6)),
+        "idle connection kept open"
+    );
+    // Four idle connections take every slot; a fifth client still gets its answer, because
+    // the idle ones are closed to make room.
+    let mut idle: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut fifth = TcpStream::connect(&addr).unwrap();
+    fifth
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    assert_eq!(tcp_query(&mut fifth, 3, "www.example.test."), (0, 1));
+    let closed = idle
+        .iter_mut()
+        .filter(|t| closed_by_server(t, Duration::from_millis(500)))
+        .count();
+    assert!(closed >= 1, "no idle connection was closed to make room");
+    // A response (QR set) is not answered: the connection is closed.
+    let mut t = TcpStream::connect(&addr).unwrap();
+    let mut resp = vec![0x00, 0x0c, 0x12, 0x34, 0x84, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    t.write_all(&resp).unwrap();
+    assert!(
+        closed_by_server(&t, Duration::from_secs(1)),
+        "a response was answered"
+    );
+    resp.clear();
+    let out = dig(&[
+        "-p",
+        &ks.p(),
+        &ks.at(),
+        "+tcp",
+        "www.example.test",
+        "TYPE65300",
+    ]);
+    verify_all(&out, &anchor(&ks));
+}
+
+#[test]
+fn running_out_of_descriptors_does_not_spin_and_tcp_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ks = KeyServer::new(
+        dir.path(),
+        "example.test.",
+        "127.0.12.2",
+        "",
+        "tcp_max_clients = 1000\ntcp_timeout_secs = 60\nudp_workers = 1\n",
+    );
+    ks.issue_to_file("www.example.test.", "192.0.2.10");
+    ks.start_logged_under(&["prlimit", "--nofile=64:64", "--"]);
+    let addr = format!("{}:{}", ks.ip, ks.port);
+    // More connections than tpkd has descriptors left: the rest wait in the listen backlog.
+    let held: Vec<TcpStream> = (0..120)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_secs(ks.pid());
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_secs(ks.pid()) - before;
+    // A retry loop on EMFILE burns the whole 3 s; backing off costs next to nothing.
+    assert!(
+        used < 0.5,
+        "tpkd used {used:.2} s of CPU in 3 s while out of descriptors"
+    );
+    let log = ks.log();
+    let lines = log
+        .matches("TCP accept failed for want of resources")
+        .count();
+    assert!(lines >= 1, "descriptors never ran out:\n{log}");
+    assert!(lines <= 10, "the accept failure is logged without limit");
+    // UDP still answers; once the connections go, TCP serves again.
+    let out = dig(&["-p", &ks.p(), &ks.at(), "www.example.test", "TYPE65300"]);
+    verify_all(&out, &anchor(&ks));
+    drop(held);
+    let out = dig(&[
+        "-p",
+        &ks.p(),
+        &ks.at(),
+        "+tcp",
+        "+tries=3",
+        "+timeout=2",
+        "www.example.test",
+        "TYPE65300",
+    ]);
+    verify_all(&out, &anchor(&ks));
+}
+
 #[test]
 fn members_enrolled_online_survive_a_restart_and_bump_the_serial() {
     let dir = tempfile::tempdir().unwrap();

@@ -14,6 +14,7 @@ pub mod record;
 pub mod resolver;
 pub mod server;
 pub mod store;
+pub mod tcp;
 pub mod time;
 pub mod tls;
 mod update;

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use hickory_net::NetError;
-use hickory_net::runtime::{Time, TokioTime};
+use hickory_net::runtime::Time;
 use hickory_net::xfer::Protocol;
-use hickory_proto::op::{Edns, Header, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
+use hickory_proto::serialize::binary::BinEncodable;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::{Catalog, MessageResponse, MessageResponseBuilder, Queries};
+use hickory_server::zone_handler::{Catalog, MessageResponse, MessageResponseBuilder};
 use ipnet::IpNet;
 use tracing::{debug, info, warn};
 
@@ -420,25 +420,8 @@ impl KeyServerHandler {
     /// The hickory path for one UDP datagram, as hickory's `Server` takes it (decode, FORMERR
     /// for what does not decode, the request handler), answered through [`UdpResponse`].
     async fn udp_slow(&self, pkt: Vec<u8>, peer: SocketAddr, socket: Arc<UdpSocket>) {
-        let Ok(header) = Header::read(&mut BinDecoder::new(&pkt)) else {
-            return;
-        };
         let handle = UdpResponse { socket, peer };
-        match Request::from_bytes(pkt, peer, Protocol::Udp) {
-            Ok(request) => {
-                self.handle_request::<_, TokioTime>(&request, handle).await;
-            }
-            Err(error) => {
-                debug!(%peer, %error, "FORMERR: undecodable request");
-                let Ok(none) = Queries::read(&mut BinDecoder::new(&[]), 0) else {
-                    return;
-                };
-                let msg = MessageResponseBuilder::new(&none, None)
-                    .error_msg(&header.metadata, ResponseCode::FormErr);
-                let mut handle = handle;
-                let _ = handle.send_response(msg).await;
-            }
-        }
+        crate::tcp::handle_raw(self, pkt, peer, Protocol::Udp, handle).await;
     }
 }
 
@@ -467,26 +450,8 @@ impl ResponseHandler for UdpResponse {
         let limit = response
             .edns()
             .map_or(wire::UDP_MIN, |e| usize::from(e.max_payload()));
-        let id = response.metadata().id;
         let mut buf = Vec::with_capacity(512);
-        let mut encoder = BinEncoder::new(&mut buf);
-        encoder.set_max_size(u16::MAX);
-        let info = match response.destructive_emit(&mut encoder) {
-            Ok(info) => info,
-            Err(error) => {
-                // As hickory's own handle: SERVFAIL with the ID and nothing else.
-                warn!(%error, peer = %self.peer, "error encoding response");
-                let mut meta = Metadata::new(id, MessageType::Response, OpCode::Query);
-                meta.response_code = ResponseCode::ServFail;
-                let header = Header {
-                    metadata: meta,
-                    counts: Default::default(),
-                };
-                buf.clear();
-                header.emit(&mut BinEncoder::new(&mut buf))?;
-                header.into()
-            }
-        };
+        let info = crate::tcp::encode_response(response, self.peer, &mut buf)?;
         let mut len = buf.len();
         if len > limit {
             len = wire::truncate(&mut buf)
@@ -525,23 +490,6 @@ pub fn serve_udp(
             async move { h.udp_slow(pkt, peer, socket).await }
         },
     )
-}
-
-/// A shared [`KeyServerHandler`] as hickory's `Server` takes it (TCP), beside [`serve_udp`].
-#[derive(Clone)]
-pub struct SharedHandler(pub Arc<KeyServerHandler>);
-
-#[async_trait::async_trait]
-impl RequestHandler for SharedHandler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        response_handle: R,
-    ) -> ResponseInfo {
-        self.0
-            .handle_request::<R, T>(request, response_handle)
-            .await
-    }
 }
 
 #[cfg(test)]

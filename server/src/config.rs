@@ -66,6 +66,10 @@ pub struct Config {
     /// Idle timeout of a TCP connection, seconds.
     #[serde(default = "default_tcp_timeout")]
     pub tcp_timeout_secs: u64,
+    /// TCP connections open at once on each listen address; when all are taken, idle ones are
+    /// closed to make room and new clients wait.
+    #[serde(default = "default_tcp_max_clients")]
+    pub tcp_max_clients: usize,
     /// Answer plain UDP queries from the answers encoded at zone build (default); `false`
     /// sends every query through the hickory path (for comparison and diagnosis).
     #[serde(default = "default_fast_path")]
@@ -157,6 +161,9 @@ fn default_log() -> String {
 fn default_tcp_timeout() -> u64 {
     10
 }
+fn default_tcp_max_clients() -> usize {
+    256
+}
 fn default_fast_path() -> bool {
     true
 }
@@ -211,6 +218,9 @@ impl Config {
             .map_err(|e| invalid(format!("name: {e}")))?;
         if cfg.listen.is_empty() {
             return Err(invalid("listen: give at least one address".into()));
+        }
+        if !(1..=65_536).contains(&cfg.tcp_max_clients) {
+            return Err(invalid("tcp_max_clients: from 1 to 65536".into()));
         }
         if !(1..=256).contains(&cfg.udp_workers) {
             return Err(invalid("udp_workers: from 1 to 256".into()));

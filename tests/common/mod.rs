@@ -353,12 +353,45 @@ impl KeyServer {
     }
 
     pub fn start(&mut self) {
-        let mut p = Proc::spawn(
-            &format!("tpkd {}", self.name),
-            Command::new(bin("tpkd")).arg("--config").arg(&self.config),
-        );
+        self.launch(&[], false);
+    }
+
+    /// Start with the log in `<dir>/tpkd.log` (see [`KeyServer::log`]).
+    pub fn start_logged(&mut self) {
+        self.launch(&[], true);
+    }
+
+    /// Start through `prefix` (e.g. `prlimit --nofile=64 --`, which execs tpkd), logged.
+    pub fn start_logged_under(&mut self, prefix: &[&str]) {
+        self.launch(prefix, true);
+    }
+
+    fn launch(&mut self, prefix: &[&str], logged: bool) {
+        let mut cmd = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin("tpkd"));
+                c
+            }
+            None => Command::new(bin("tpkd")),
+        };
+        cmd.arg("--config").arg(&self.config);
+        if logged {
+            cmd.stderr(std::fs::File::create(self.dir.join("tpkd.log")).unwrap());
+        }
+        let mut p = Proc::spawn(&format!("tpkd {}", self.name), &mut cmd);
         wait_dns(&self.ip, self.port, &self.name, &mut p);
         self.proc_ = Some(p);
+    }
+
+    /// The log of a server started with [`KeyServer::start_logged`].
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("tpkd.log")).unwrap()
+    }
+
+    /// tpkd's process ID, while it runs.
+    pub fn pid(&self) -> u32 {
+        self.proc_.as_ref().expect("tpkd is running").child.id()
     }
 
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {

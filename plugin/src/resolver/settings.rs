@@ -62,6 +62,10 @@ pub struct Settings {
     /// The daemon's idle TCP timeout, seconds.
     #[serde(default = "default_tcp_timeout")]
     pub tcp_timeout_secs: u64,
+    /// The daemon's TCP connections open at once per listen address (idle ones are closed to
+    /// make room).
+    #[serde(default = "default_tcp_max_clients")]
+    pub tcp_max_clients: usize,
 }
 
 /// An island anchor as written in the settings (`tp island` prints one).
@@ -104,6 +108,9 @@ fn default_negative_ttl() -> u32 {
 }
 fn default_log() -> String {
     "info".into()
+}
+fn default_tcp_max_clients() -> usize {
+    256
 }
 fn default_tcp_timeout() -> u64 {
     10
@@ -150,6 +157,11 @@ impl Settings {
         }
         if self.cache_size == 0 {
             return Err("cache_size must be positive".into());
+        }
+        if !(1..=65_536).contains(&self.tcp_max_clients) || self.tcp_timeout_secs == 0 {
+            return Err(
+                "tcp_max_clients must be from 1 to 65536 and tcp_timeout_secs positive".into(),
+            );
         }
         for zone in self.secondaries.keys() {
             crate::clpkc::canonical_name(zone)

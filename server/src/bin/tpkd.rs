@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use hickory_server::server::Server;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
-use twinpeaks::server::{KeyServerHandler, SharedHandler, TransferAcl, serve_udp};
+use twinpeaks::server::{KeyServerHandler, TransferAcl, serve_udp};
+use twinpeaks::tcp::{TcpLimits, serve_tcp};
 use twinpeaks_server::config::Config;
 use twinpeaks_server::control;
 use twinpeaks_server::keyserver::{KeyServer, UpdateEnroller};
@@ -92,10 +92,14 @@ async fn serve(cfg: Config) -> Result<()> {
             keys,
         });
     }
-    // TCP through hickory's server; UDP on `udp_workers` threads per address sharing its
-    // socket (the fast path, then the same handler for what it does not answer).
+    // TCP on the runtime (`twinpeaks::tcp`); UDP on `udp_workers` threads per address sharing
+    // its socket (the fast path, then the same handler for what it does not answer).
     let handler = Arc::new(handler);
-    let mut server = Server::new(SharedHandler(handler.clone()));
+    let limits = TcpLimits {
+        max_clients: cfg.tcp_max_clients,
+        idle: Duration::from_secs(cfg.tcp_timeout_secs),
+    };
+    let mut tcp_tasks = tokio::task::JoinSet::new();
     let stop = Arc::new(AtomicBool::new(false));
     let mut udp_threads = Vec::new();
     for addr in &cfg.listen {
@@ -103,7 +107,7 @@ async fn serve(cfg: Config) -> Result<()> {
         let tcp = TcpListener::bind(addr)
             .await
             .with_context(|| format!("listen {addr}/tcp"))?;
-        server.register_listener(tcp, Duration::from_secs(cfg.tcp_timeout_secs), 64);
+        tcp_tasks.spawn(serve_tcp(tcp, handler.clone(), limits));
         for _ in 1..cfg.udp_workers {
             let udp = udp
                 .try_clone()
@@ -196,7 +200,7 @@ async fn serve(cfg: Config) -> Result<()> {
                     Err(e) => anyhow::anyhow!("control socket task: {e}"),
                 };
                 error!(error = %format!("{e:#}"), "control socket failed, stopping");
-                let _ = server.shutdown_gracefully().await;
+                stop.store(true, Ordering::Relaxed);
                 return Err(e);
             }
         }
@@ -208,8 +212,6 @@ async fn serve(cfg: Config) -> Result<()> {
     }
     ctl.abort();
     let _ = std::fs::remove_file(&control_path);
-    if let Err(e) = server.shutdown_gracefully().await {
-        warn!(error = %e, "shutdown");
-    }
+    tcp_tasks.abort_all();
     Ok(())
 }

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use hickory_server::server::Server;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::net::TcpListener;
@@ -19,6 +18,7 @@ use tracing::{error, info, warn};
 use twinpeaks::resolver::Resolver;
 use twinpeaks::resolver::serve::{ResolverHandler, serve_udp};
 use twinpeaks::resolver::settings::Settings;
+use twinpeaks::tcp::{TcpLimits, serve_tcp};
 use twinpeaks::time;
 
 /// The TwinPeaks key-resolver daemon.
@@ -79,8 +79,13 @@ async fn serve(path: PathBuf, settings: Settings) -> Result<()> {
     let roots = cfg.anchors.len();
     let resolver = Arc::new(Resolver::new(cfg)?);
     let handler = ResolverHandler::new(resolver.clone());
-    // TCP through hickory's server; UDP on a thread per address (the fast path for hits).
-    let mut server = Server::new(handler.clone());
+    // TCP on the runtime (`twinpeaks::tcp`); UDP on a thread per address (the fast path for
+    // hits).
+    let limits = TcpLimits {
+        max_clients: settings.tcp_max_clients,
+        idle: Duration::from_secs(settings.tcp_timeout_secs),
+    };
+    let mut tcp_tasks = tokio::task::JoinSet::new();
     let stop = Arc::new(AtomicBool::new(false));
     let mut udp_threads = Vec::new();
     for addr in &settings.listen {
@@ -88,7 +93,7 @@ async fn serve(path: PathBuf, settings: Settings) -> Result<()> {
         let tcp = TcpListener::bind(addr)
             .await
             .with_context(|| format!("listen {addr}/tcp"))?;
-        server.register_listener(tcp, Duration::from_secs(settings.tcp_timeout_secs), 64);
+        tcp_tasks.spawn(serve_tcp(tcp, Arc::new(handler.clone()), limits));
         let (h, rt, stop) = (
             Arc::new(handler.clone()),
             tokio::runtime::Handle::current(),
@@ -131,8 +136,6 @@ async fn serve(path: PathBuf, settings: Settings) -> Result<()> {
     for t in udp_threads {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
-    if let Err(e) = server.shutdown_gracefully().await {
-        warn!(error = %e, "shutdown");
-    }
+    tcp_tasks.abort_all();
     Ok(())
 }

@@ -1,0 +1,254 @@
+//! DNS over TCP (RFC 7766) for the key server and the resolver daemon, in place of hickory's
+//! accept loop, which retries a failed `accept` at once (a process out of descriptors spins on
+//! EMFILE) and takes any number of connections. Here: at most `max_clients` connections; when
+//! all are taken, idle ones are closed to make room (RFC 7766 §6.2.3) and new clients wait in
+//! the listen backlog; a connection idle for `idle` is closed; `accept` failures for want of
+//! descriptors or memory back off. Each message goes to the hickory request path; responses
+//! are written in order, whole (two-byte length, then the message).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_net::NetError;
+use hickory_net::runtime::TokioTime;
+use hickory_net::xfer::Protocol;
+use hickory_proto::op::{Header, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::Record;
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::{Mutex, Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, warn};
+
+use crate::server::LogLimit;
+
+/// How long the accept loop pauses after running out of descriptors or memory.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The limits of one TCP listener.
+#[derive(Clone, Copy, Debug)]
+pub struct TcpLimits {
+    /// Connections open at once, at most.
+    pub max_clients: usize,
+    /// A connection that sends nothing for this long, or does not take a response for this
+    /// long, is closed.
+    pub idle: Duration,
+}
+
+/// Serve DNS over TCP on `listener` with `handler` until the returned future is dropped
+/// (which closes every connection).
+pub async fn serve_tcp<H: RequestHandler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    limits: TcpLimits,
+) {
+    static OUT_OF_RESOURCES: LogLimit = LogLimit::new();
+    let slots = Arc::new(Semaphore::new(limits.max_clients.max(1)));
+    // Moved on when every slot is taken: connections waiting for their next message close.
+    let (pressure, _) = watch::channel(0u64);
+    let mut conns = JoinSet::new();
+    loop {
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                pressure.send_modify(|n| *n += 1);
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                slot
+            }
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) if out_of_resources(&e) => {
+                if let Some(last) = OUT_OF_RESOURCES.allow() {
+                    warn!(error = %e, open = limits.max_clients - slots.available_permits() - 1,
+                        "TCP accept failed for want of resources; pausing {} ms{}",
+                        ACCEPT_BACKOFF.as_millis(), crate::server::quiet(last));
+                }
+                drop(slot);
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+            Err(e) => {
+                debug!(error = %e, "TCP accept");
+                continue;
+            }
+        };
+        while conns.try_join_next().is_some() {}
+        if peer.port() == 0 || peer.ip().is_unspecified() {
+            continue;
+        }
+        conns.spawn(connection(
+            stream,
+            peer,
+            handler.clone(),
+            limits.idle,
+            pressure.subscribe(),
+            slot,
+        ));
+    }
+}
+
+fn out_of_resources(e: &std::io::Error) -> bool {
+    // EMFILE, ENFILE, ENOBUFS, ENOMEM: waiting is the only cure.
+    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
+}
+
+/// One connection: messages read and answered in order until the peer closes, goes idle,
+/// sends something that is not DNS, or the listener needs the slot of an idle connection.
+async fn connection<H: RequestHandler>(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    handler: Arc<H>,
+    idle: Duration,
+    mut pressure: watch::Receiver<u64>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, wr) = stream.into_split();
+    let out = TcpResponse {
+        wr: Arc::new(Mutex::new(wr)),
+        idle,
+    };
+    loop {
+        let len = tokio::select! {
+            r = tokio::time::timeout(idle, rd.read_u16()) => match r {
+                Ok(Ok(n)) => usize::from(n),
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    debug!(%peer, "TCP connection idle, closed");
+                    return;
+                }
+            },
+            _ = pressure.changed() => {
+                debug!(%peer, "TCP connection idle while all slots are taken, closed");
+                return;
+            }
+        };
+        let mut msg = vec![0u8; len];
+        match tokio::time::timeout(idle, rd.read_exact(&mut msg)).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+        // A runt cannot be answered; a response (QR set) is never answered.
+        if len < 12 || msg[2] & 0x80 != 0 {
+            debug!(%peer, len, "TCP message dropped: a runt or a response; closed");
+            return;
+        }
+        handle_raw(&*handler, msg, peer, Protocol::Tcp, out.clone()).await;
+    }
+}
+
+/// One raw DNS message, as hickory's `Server` takes it: decoded, then given to `handler`;
+/// FORMERR (header only) for what does not decode.
+pub(crate) async fn handle_raw<H: RequestHandler, R: ResponseHandler>(
+    handler: &H,
+    msg: Vec<u8>,
+    peer: SocketAddr,
+    protocol: Protocol,
+    mut handle: R,
+) {
+    let Ok(header) = Header::read(&mut BinDecoder::new(&msg)) else {
+        return;
+    };
+    match Request::from_bytes(msg, peer, protocol) {
+        Ok(request) => {
+            handler
+                .handle_request::<_, TokioTime>(&request, handle)
+                .await;
+        }
+        Err(error) => {
+            debug!(%peer, %error, "FORMERR: undecodable request");
+            let Ok(none) = Queries::read(&mut BinDecoder::new(&[]), 0) else {
+                return;
+            };
+            let msg = MessageResponseBuilder::new(&none, None)
+                .error_msg(&header.metadata, ResponseCode::FormErr);
+            let _ = handle.send_response(msg).await;
+        }
+    }
+}
+
+/// A response encoded whole (at most 65,535 bytes); when it cannot be, SERVFAIL with the ID
+/// and nothing else, as hickory's own handles answer.
+pub(crate) fn encode_response<'a>(
+    response: MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+    peer: SocketAddr,
+    buf: &mut Vec<u8>,
+) -> Result<ResponseInfo, NetError> {
+    let id = response.metadata().id;
+    let mut encoder = BinEncoder::new(buf);
+    encoder.set_max_size(u16::MAX);
+    match response.destructive_emit(&mut encoder) {
+        Ok(info) => Ok(info),
+        Err(error) => {
+            warn!(%error, %peer, "error encoding response");
+            let mut meta = Metadata::new(id, MessageType::Response, OpCode::Query);
+            meta.response_code = ResponseCode::ServFail;
+            let header = Header {
+                metadata: meta,
+                counts: Default::default(),
+            };
+            buf.clear();
+            header.emit(&mut BinEncoder::new(buf))?;
+            Ok(header.into())
+        }
+    }
+}
+
+/// Writes hickory-path responses on a TCP connection, each framed and whole; a peer that does
+/// not take one within the idle time loses the connection.
+#[derive(Clone)]
+struct TcpResponse {
+    wr: Arc<Mutex<OwnedWriteHalf>>,
+    idle: Duration,
+}
+
+#[async_trait::async_trait]
+impl ResponseHandler for TcpResponse {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        let mut wr = self.wr.lock().await;
+        let peer = wr.peer_addr()?;
+        let mut buf = vec![0, 0];
+        let info = {
+            let mut body = Vec::with_capacity(512);
+            let info = encode_response(response, peer, &mut body)?;
+            let len = u16::try_from(body.len())
+                .map_err(|_| NetError::from("response over 65,535 bytes"))?;
+            buf[..2].copy_from_slice(&len.to_be_bytes());
+            buf.extend_from_slice(&body);
+            info
+        };
+        match tokio::time::timeout(self.idle, wr.write_all(&buf)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                let _ = wr.shutdown().await;
+                return Err(NetError::from("TCP peer does not take its response"));
+            }
+        }
+        Ok(info)
+    }
+}
