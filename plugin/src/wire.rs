@@ -278,11 +278,44 @@ pub fn truncate(msg: &mut [u8]) -> Option<usize> {
     Some(end)
 }
 
-/// Serve UDP on `socket` until `stop` is set. Each datagram goes first to `fast`, which writes
-/// an answer into the buffer it is given and returns its length; what `fast` declines is handed
-/// to `slow` on `rt` (at most `max_slow` at once; more are dropped), which sends its own
-/// answers on the socket it is given. Datagrams shorter than a header, responses (QR set) and
-/// datagrams from port 0 are dropped unanswered. Blocks; run it on a thread of its own.
+/// Datagrams read (and answers sent) per system call by [`serve_udp`].
+pub const UDP_BATCH: usize = 32;
+
+/// Largest datagram [`serve_udp`] reads whole; a longer one is dropped (no DNS query over UDP
+/// is near it: RFC 6891 suggests 1,232 bytes).
+const UDP_READ_MAX: usize = 16_384;
+
+/// `n` UDP sockets bound to `addr`: one, or with `n > 1` each with `SO_REUSEPORT`, so the
+/// kernel spreads clients over them (one per worker thread) instead of waking the workers of
+/// one shared socket in turn.
+pub fn udp_sockets(addr: SocketAddr, n: usize) -> std::io::Result<Vec<UdpSocket>> {
+    if n <= 1 {
+        return Ok(vec![UdpSocket::bind(addr)?]);
+    }
+    (0..n)
+        .map(|_| {
+            let s = socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::DGRAM,
+                Some(socket2::Protocol::UDP),
+            )?;
+            if addr.is_ipv6() {
+                s.set_only_v6(true)?;
+            }
+            s.set_reuse_port(true)?;
+            s.bind(&addr.into())?;
+            Ok(s.into())
+        })
+        .collect()
+}
+
+/// Serve UDP on `socket` until `stop` is set. Datagrams are read in batches of up to
+/// [`UDP_BATCH`] (`recvmmsg`); each goes first to `fast`, which writes an answer into the
+/// buffer it is given and returns its length, and the batch's answers leave in one `sendmmsg`;
+/// what `fast` declines is handed to `slow` on `rt` (at most `max_slow` at once; more are
+/// dropped), which sends its own answers on the socket it is given. Datagrams shorter than a
+/// header or cut by the read size, responses (QR set) and datagrams from port 0 are dropped
+/// unanswered. Blocks; run it on a thread of its own.
 pub fn serve_udp<F, S, Fut>(
     socket: UdpSocket,
     rt: tokio::runtime::Handle,
@@ -296,52 +329,122 @@ where
     S: Fn(Vec<u8>, SocketAddr, Arc<UdpSocket>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    use nix::sys::socket::{
+        ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg,
+    };
+    use std::io::{IoSlice, IoSliceMut};
+    use std::os::fd::AsRawFd;
+
     socket.set_read_timeout(Some(std::time::Duration::from_millis(250)))?;
     let socket = Arc::new(socket);
-    let mut buf = vec![0u8; 65_535];
-    let mut out = vec![0u8; 65_535];
+    let fd = socket.as_raw_fd();
+    let batch = |size| {
+        std::iter::repeat_with(|| vec![0u8; size].into_boxed_slice())
+            .take(UDP_BATCH)
+            .collect::<Vec<_>>()
+    };
+    let mut bufs = batch(UDP_READ_MAX);
+    let mut outs = batch(65_535);
+    let mut rx = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
+    let mut tx = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
+    // Per received datagram: its length and peer (None: dropped).
+    let mut got: [(usize, Option<SocketAddr>); UDP_BATCH] = [(0, None); UDP_BATCH];
+    // Per answer: its slot in `outs`, length, and the peer's address.
+    let mut lens = [0usize; UDP_BATCH];
+    let mut peers: [Option<SockaddrStorage>; UDP_BATCH] = [None; UDP_BATCH];
     let inflight = Arc::new(AtomicUsize::new(0));
     while !stop.load(Ordering::Relaxed) {
-        let (n, peer) = match socket.recv_from(&mut buf) {
-            Ok(x) => x,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue;
-            }
-            Err(e) => {
-                // ICMP errors of earlier sends surface here on some systems; keep serving.
-                debug!(error = %e, "UDP receive");
-                continue;
+        let n = {
+            // On the stack: nix ties each call's headers to its buffers' borrow.
+            let mut it = bufs.iter_mut();
+            let mut iovs: [[IoSliceMut<'_>; 1]; UDP_BATCH] = std::array::from_fn(|_| {
+                [IoSliceMut::new(
+                    it.next().map_or(&mut [][..], |b| &mut b[..]),
+                )]
+            });
+            match recvmmsg(fd, &mut rx, iovs.iter_mut(), MsgFlags::MSG_WAITFORONE, None) {
+                Ok(msgs) => {
+                    let mut n = 0;
+                    for (i, m) in msgs.enumerate() {
+                        let whole = !m.flags.contains(MsgFlags::MSG_TRUNC);
+                        got[i] = (m.bytes, m.address.and_then(socket_addr).filter(|_| whole));
+                        n = i + 1;
+                    }
+                    n
+                }
+                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    // ICMP errors of earlier sends surface here on some systems; keep serving.
+                    debug!(error = %e, "UDP receive");
+                    continue;
+                }
             }
         };
-        let pkt = &buf[..n];
-        // Never answer a response (reflection loops), a runt, or a peer that cannot be answered.
-        if n < 12 || pkt[2] & 0x80 != 0 || peer.port() == 0 || peer.ip().is_unspecified() {
-            continue;
-        }
-        if let Some(len) = fast(pkt, &mut out) {
-            if let Err(e) = socket.send_to(&out[..len], peer) {
-                debug!(error = %e, %peer, "UDP send");
+        let mut answers = 0;
+        for (buf, &(len, peer)) in bufs.iter().zip(&got[..n]) {
+            let Some(peer) = peer else { continue };
+            let pkt = &buf[..len];
+            // Never answer a response (reflection loops), a runt, or a peer that cannot be
+            // answered.
+            if len < 12 || pkt[2] & 0x80 != 0 || peer.port() == 0 || peer.ip().is_unspecified() {
+                continue;
             }
-            continue;
+            if let Some(out_len) = fast(pkt, &mut outs[answers]) {
+                lens[answers] = out_len;
+                peers[answers] = Some(SockaddrStorage::from(peer));
+                answers += 1;
+                continue;
+            }
+            if inflight.load(Ordering::Relaxed) >= max_slow {
+                debug!(%peer, "UDP query dropped: too many unanswered queries in flight");
+                continue;
+            }
+            inflight.fetch_add(1, Ordering::Relaxed);
+            let work = slow(pkt.to_vec(), peer, socket.clone());
+            let left = inflight.clone();
+            rt.spawn(async move {
+                work.await;
+                left.fetch_sub(1, Ordering::Relaxed);
+            });
         }
-        if inflight.load(Ordering::Relaxed) >= max_slow {
-            debug!(%peer, "UDP query dropped: too many unanswered queries in flight");
-            continue;
+        let mut sent = 0;
+        while sent < answers {
+            let iovs: [[IoSlice<'_>; 1]; UDP_BATCH] =
+                std::array::from_fn(|i| [IoSlice::new(&outs[i][..lens[i]])]);
+            let none: [ControlMessage<'_>; 0] = [];
+            match sendmmsg(
+                fd,
+                &mut tx,
+                &iovs[sent..answers],
+                &peers[sent..answers],
+                none,
+                MsgFlags::empty(),
+            ) {
+                Ok(r) => {
+                    let k = r.count();
+                    if k == 0 {
+                        break;
+                    }
+                    sent += k;
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    // The first unsent answer is lost (as a failed `sendto` loses it); go on
+                    // with the rest.
+                    debug!(error = %e, "UDP send");
+                    sent += 1;
+                }
+            }
         }
-        inflight.fetch_add(1, Ordering::Relaxed);
-        let work = slow(pkt.to_vec(), peer, socket.clone());
-        let left = inflight.clone();
-        rt.spawn(async move {
-            work.await;
-            left.fetch_sub(1, Ordering::Relaxed);
-        });
     }
     Ok(())
+}
+
+fn socket_addr(a: nix::sys::socket::SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
 }
 
 /// A query encoded by hickory (RD set, ID 0x1234), for tests of the fast paths.

@@ -23,6 +23,10 @@
 #   BENCH_COUNT     names in the generated zone                      (default 1000)
 #   BENCH_PORT_BASE first of four loopback ports                     (default 15301)
 #   BENCH_KEEP=1    keep the work directory (logs, configs, dnsperf output)
+#   BENCH_BIN       a directory holding tp, tpkd and tp-dnsd to measure instead of building
+#                   target/release (e.g. a copy of an earlier build, for a before/after run)
+#   BENCH_UDP_WORKERS  tpkd's udp_workers (default 1: one worker on its one core, as NSD's
+#                   server-count 1; more than 1 gives each worker its own SO_REUSEPORT socket)
 # Exits non-zero, with the server's log, if a server does not come up or answers wrongly.
 set -euo pipefail
 
@@ -39,7 +43,7 @@ SERVER_CPU=0
 CLIENT_CPU=1
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-REL=$ROOT/target/release
+REL=${BENCH_BIN:-$ROOT/target/release}
 
 die() {
     echo "dnsperf.sh: error: $*" >&2
@@ -74,8 +78,10 @@ cleanup() {
 trap cleanup EXIT
 
 # --- build and zone -----------------------------------------------------------------------
-log "building release binaries"
-(cd "$ROOT" && cargo build --release -p twinpeaks-server) || die "cargo build --release -p twinpeaks-server failed"
+if [[ -z ${BENCH_BIN:-} ]]; then
+    log "building release binaries"
+    (cd "$ROOT" && cargo build --release -p twinpeaks-server) || die "cargo build --release -p twinpeaks-server failed"
+fi
 for bin in tp tpkd tp-dnsd; do [[ -x $REL/$bin ]] || die "$REL/$bin was not built"; done
 
 ZONE=$WORK/zone
@@ -124,7 +130,8 @@ prepare() {
     case $s in
         tpkd)
             # Edited in place: the config's relative paths (state, zone) are the generator's.
-            sed -i "s/^listen *=.*/listen = [\"127.0.0.1:$port\"]/" "$ZONE/tpkd.toml"
+            sed -i "s/^listen *=.*/listen = [\"127.0.0.1:$port\"]/; /^udp_workers *=/d" "$ZONE/tpkd.toml"
+            echo "udp_workers = ${BENCH_UDP_WORKERS:-1}" >>"$ZONE/tpkd.toml"
             echo "$REL/tpkd --config $ZONE/tpkd.toml"
             ;;
         hickory)

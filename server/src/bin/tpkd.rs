@@ -92,8 +92,8 @@ async fn serve(cfg: Config) -> Result<()> {
             keys,
         });
     }
-    // TCP on the runtime (`twinpeaks::tcp`); UDP on `udp_workers` threads per address sharing
-    // its socket (the fast path, then the same handler for what it does not answer).
+    // TCP on the runtime (`twinpeaks::tcp`); UDP on `udp_workers` threads per address, each
+    // with its own SO_REUSEPORT socket (the fast path, then the same handler for the rest).
     let handler = Arc::new(handler);
     let limits = TcpLimits {
         max_clients: cfg.tcp_max_clients,
@@ -103,18 +103,15 @@ async fn serve(cfg: Config) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut udp_threads = Vec::new();
     for addr in &cfg.listen {
-        let udp = std::net::UdpSocket::bind(addr).with_context(|| format!("listen {addr}/udp"))?;
+        let udp = twinpeaks::wire::udp_sockets(*addr, cfg.udp_workers)
+            .with_context(|| format!("listen {addr}/udp"))?;
         let tcp = TcpListener::bind(addr)
             .await
             .with_context(|| format!("listen {addr}/tcp"))?;
         tcp_tasks.spawn(serve_tcp(tcp, handler.clone(), limits));
-        for _ in 1..cfg.udp_workers {
-            let udp = udp
-                .try_clone()
-                .with_context(|| format!("listen {addr}/udp: another worker"))?;
+        for udp in udp {
             udp_threads.push(udp_worker(&handler, udp, &stop, cfg.fast_path, *addr));
         }
-        udp_threads.push(udp_worker(&handler, udp, &stop, cfg.fast_path, *addr));
     }
     let control_path = cfg.control_path().to_path_buf();
     let ctl_ks = ks.clone();
