@@ -396,7 +396,20 @@ fn a_bad_zone_is_refused_whole_and_the_old_zone_keeps_serving() {
     let last = forged.pop().unwrap();
     forged.push(if last == '0' { '1' } else { '0' });
     let extra = "new.example.test. 3600 IN TPKEY 1 ENTITY 192.0.2.99 20200101000000 20300101000000 00 00 -\n";
-    std::fs::write(&ks.zone_file, good.replace(&line, &forged) + extra).unwrap();
+    // W with a good prefix but no point on the curve, under a copied signature.
+    let off_curve = (1u8..)
+        .map(|x| format!("02{}{x:02x}", "00".repeat(31)))
+        .find(|h| twinpeaks::clpkc::point_from_bytes(&hex::decode(h).unwrap()).is_err())
+        .unwrap();
+    let mut fields: Vec<&str> = line.split_whitespace().collect();
+    fields[0] = "off.example.test.";
+    fields[10] = &off_curve;
+    let off_line = fields.join(" ") + "\n";
+    std::fs::write(
+        &ks.zone_file,
+        good.replace(&line, &forged) + extra + &off_line,
+    )
+    .unwrap();
     let out = reload(&ks);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -408,6 +421,13 @@ fn a_bad_zone_is_refused_whole_and_the_old_zone_keeps_serving() {
         err.contains(&format!(
             "zone.keys:{}: TPKEY: issuer digest must be 32 bytes",
             lineno + 1
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "zone.keys:{}: W is not a valid compressed P-256 point",
+            lineno + 2
         )),
         "{err}"
     );

@@ -119,7 +119,7 @@ fn change_ip_enrolls_the_new_ip_and_withdraws_the_old_record() {
 
     // The old record's W with the new IP gives some other point, not the new key.
     let new_id = Identity::new(DEV, "192.0.2.51".parse().unwrap(), &params).unwrap();
-    let forged = clpkc::derive_public_key(&new_id, &old.w, &params.p_pub);
+    let forged = clpkc::derive_public_key(&new_id, &old.w_point().unwrap(), &params.p_pub);
     assert_ne!(forged, q, "the old W derives the new key for the new IP");
     assert_ne!(forged, key_q(&old_key));
     let (old_entity, _) = keyfile::read_entity(&old_key).unwrap();

@@ -463,7 +463,7 @@ fn issue_unsigned(
     let key = EntityKey::combine(&id, &x, &partial, issuer.params()).unwrap();
     let rec = KeyRecord {
         ip,
-        w: partial.w,
+        w: partial.w.into(),
         issuer: issuer.params().digest(),
         not_before,
         not_after,

@@ -30,7 +30,7 @@ fn record(kgc: &Kgc, own: &EntityKey, i: u32) -> (String, KeyRecord) {
     let pk = kgc.extract(&KeyRequest::new(id, &x), &mut OsRng).unwrap();
     let mut rec = KeyRecord {
         ip: [10, 0, (i >> 8) as u8, i as u8].into(),
-        w: pk.w,
+        w: pk.w.into(),
         issuer: kgc.params().digest(),
         not_before: 1_700_000_000,
         not_after: 2_000_000_000,

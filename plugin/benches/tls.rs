@@ -191,7 +191,7 @@ async fn hierarchy() -> Hierarchy {
     let own = root.kgc.self_issue(root.addr.ip(), &mut OsRng).unwrap();
     let mut apex = KeyRecord {
         ip: root.addr.ip(),
-        w: *own.w(),
+        w: own.w().into(),
         issuer: root.kgc.params().digest(),
         not_before,
         not_after,

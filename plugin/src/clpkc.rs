@@ -179,6 +179,52 @@ pub fn point_to_bytes(p: &PublicKey) -> [u8; 33] {
     out
 }
 
+/// A point as it travels: SEC1-compressed, its prefix checked, not yet decompressed. A key
+/// server serving a record needs its bytes only; the point itself (a square root in the
+/// field) is computed where a key is derived or a signature checked.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CompressedPoint([u8; POINT_LEN]);
+
+impl CompressedPoint {
+    /// Takes exactly 33 bytes with prefix 0x02/0x03; whether they are on the curve is found by
+    /// [`CompressedPoint::point`].
+    pub fn from_bytes(b: &[u8]) -> Result<Self> {
+        let arr: [u8; POINT_LEN] = b.try_into().map_err(|_| CryptoError::InvalidPoint)?;
+        if !(arr[0] == 0x02 || arr[0] == 0x03) {
+            return Err(CryptoError::InvalidPoint);
+        }
+        Ok(Self(arr))
+    }
+
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8; POINT_LEN] {
+        &self.0
+    }
+
+    /// The point, decompressed; an error when the bytes are not on P-256.
+    pub fn point(&self) -> Result<PublicKey> {
+        point_from_bytes(&self.0)
+    }
+}
+
+impl From<&PublicKey> for CompressedPoint {
+    fn from(p: &PublicKey) -> Self {
+        Self(point_to_bytes(p))
+    }
+}
+
+impl From<PublicKey> for CompressedPoint {
+    fn from(p: PublicKey) -> Self {
+        Self(point_to_bytes(&p))
+    }
+}
+
+impl fmt::Debug for CompressedPoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CompressedPoint({})", hex::encode(self.0))
+    }
+}
+
 /// Decodes a SEC1-compressed point (exactly 33 bytes, prefix 0x02/0x03, on the curve).
 ///
 /// The uncompressed form and the identity are refused, so every point has one encoding.

@@ -72,7 +72,7 @@ pub fn issue(
     let partial = kgc.extract(req, rng)?;
     let mut record = KeyRecord {
         ip: req.identity.ip,
-        w: partial.w,
+        w: partial.w.into(),
         issuer: kgc.params().digest(),
         not_before: opts.not_before,
         not_after: opts.not_after,

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::clpkc::{self, EntityKey, Identity, KgcParams, PublicKey};
+use crate::clpkc::{self, CompressedPoint, EntityKey, Identity, KgcParams, PublicKey};
 use crate::time;
 
 /// RR type code of TPKEY (private-use range; 65305 is avoided because hickory maps it to ANAME).
@@ -91,8 +91,9 @@ pub struct KeyServerInfo {
 pub struct KeyRecord {
     /// The address this key is bound to.
     pub ip: IpAddr,
-    /// The public part `W` of the partial key.
-    pub w: PublicKey,
+    /// The public part `W` of the partial key, as it travels (decompressed when a key is
+    /// derived or a signature checked).
+    pub w: CompressedPoint,
     /// SHA-256 of the issuing key server's params.
     pub issuer: [u8; DIGEST_LEN],
     /// Start of validity, seconds since the Unix epoch.
@@ -130,7 +131,7 @@ impl KeyRecord {
                 out.extend_from_slice(&a.octets());
             }
         }
-        out.extend_from_slice(&clpkc::point_to_bytes(&self.w));
+        out.extend_from_slice(self.w.as_bytes());
         out.extend_from_slice(&self.issuer);
         out.extend_from_slice(&self.not_before.to_be_bytes());
         out.extend_from_slice(&self.not_after.to_be_bytes());
@@ -167,7 +168,7 @@ impl KeyRecord {
             }
             f => return Err(RecordError::Family(f)),
         };
-        let w = clpkc::point_from_bytes(r.take("W", POINT_LEN)?)
+        let w = CompressedPoint::from_bytes(r.take("W", POINT_LEN)?)
             .map_err(|_| RecordError::Point("W"))?;
         let mut issuer = [0u8; DIGEST_LEN];
         issuer.copy_from_slice(r.take("issuer digest", DIGEST_LEN)?);
@@ -212,6 +213,8 @@ impl KeyRecord {
 
     /// Sign with the issuing key server's own entity key.
     pub fn sign(&mut self, owner: &str, issuer_key: &EntityKey) -> Result<(), RecordError> {
+        // Never sign a point that is not on the curve (the signature would vouch for it).
+        self.w_point()?;
         let msg = self.signed_message(owner)?;
         self.signature = Some(issuer_key.sign(&msg));
         Ok(())
@@ -220,6 +223,9 @@ impl KeyRecord {
     /// Check the issuer's signature with the issuer's public key `Q`.
     pub fn verify_signature(&self, owner: &str, issuer_q: &PublicKey) -> Result<(), RecordError> {
         let sig = self.signature.as_ref().ok_or(RecordError::Unsigned)?;
+        // A signed record must also carry a point on the curve: whoever takes it as checked
+        // (a key server's digest cache) may then skip decompressing it.
+        self.w_point()?;
         let msg = self.signed_message(owner)?;
         clpkc::verify(issuer_q, &msg, sig).map_err(|_| RecordError::BadSignature)
     }
@@ -244,6 +250,11 @@ impl KeyRecord {
             .map_err(|e| RecordError::Name(e.to_string()))
     }
 
+    /// `W`, decompressed.
+    pub fn w_point(&self) -> Result<PublicKey, RecordError> {
+        self.w.point().map_err(|_| RecordError::Point("W"))
+    }
+
     /// The entity's public key `Q`, derived from the record and the issuer's params.
     pub fn public_key(&self, owner: &str, issuer: &KgcParams) -> Result<PublicKey, RecordError> {
         let expected = issuer.digest();
@@ -254,7 +265,11 @@ impl KeyRecord {
             });
         }
         let id = self.identity(owner)?;
-        Ok(clpkc::derive_public_key(&id, &self.w, &issuer.p_pub))
+        Ok(clpkc::derive_public_key(
+            &id,
+            &self.w_point()?,
+            &issuer.p_pub,
+        ))
     }
 
     /// Full check as a client does it: issuer, signature, validity. Returns `Q`.
@@ -304,7 +319,8 @@ impl KeyRecord {
         let not_before = time::parse(next("not-before")?).map_err(syntax)?;
         let not_after = time::parse(next("not-after")?).map_err(syntax)?;
         let issuer = hex_array::<DIGEST_LEN>("issuer digest", next("issuer digest")?)?;
-        let w = parse_point("W", next("W")?)?;
+        let w = CompressedPoint::from_bytes(&hex_array::<POINT_LEN>("W", next("W")?)?)
+            .map_err(|_| RecordError::Point("W"))?;
         let key_server = if is_ks {
             let port_s = next("port")?;
             let port = port_s
@@ -359,7 +375,7 @@ impl fmt::Display for KeyRecord {
             time::format(self.not_before),
             time::format(self.not_after),
             hex::encode(self.issuer),
-            hex::encode(clpkc::point_to_bytes(&self.w)),
+            hex::encode(self.w.as_bytes()),
         )?;
         if let Some(ks) = &self.key_server {
             write!(
@@ -478,7 +494,7 @@ mod tests {
             .unwrap();
         let mut rec = KeyRecord {
             ip: id.ip,
-            w: pk.w,
+            w: pk.w.into(),
             issuer: kgc.params().digest(),
             not_before: 1_700_000_000,
             not_after: 1_900_000_000,
@@ -490,6 +506,45 @@ mod tests {
         };
         rec.sign(name, &own).unwrap();
         (kgc, own, rec)
+    }
+
+    #[test]
+    fn a_w_off_the_curve_decodes_but_is_never_signed_verified_or_used() {
+        let (kgc, own, rec) = issued("www.example.com.", "192.0.2.1", false);
+        // The first x with no point on P-256 (prefix 0x02).
+        let off = (1u8..)
+            .map(|x| {
+                let mut b = [0u8; POINT_LEN];
+                b[0] = 0x02;
+                b[32] = x;
+                b
+            })
+            .find(|b| clpkc::point_from_bytes(b).is_err())
+            .unwrap();
+        let mut bad = rec.clone();
+        bad.w = CompressedPoint::from_bytes(&off).unwrap();
+        // It travels (a key server serves bytes) ...
+        let wire = bad.to_wire().unwrap();
+        assert_eq!(KeyRecord::from_wire(&wire).unwrap(), bad);
+        // ... but no check passes it and no key comes of it.
+        let point = Err(RecordError::Point("W"));
+        assert_eq!(
+            bad.verify_signature("www.example.com.", own.public()),
+            point
+        );
+        assert_eq!(
+            bad.public_key("www.example.com.", kgc.params()).map(|_| ()),
+            point
+        );
+        let mut unsigned = KeyRecord {
+            signature: None,
+            ..bad
+        };
+        assert_eq!(unsigned.sign("www.example.com.", &own), point);
+        // A wrong prefix is refused at once.
+        let mut wire = rec.to_wire().unwrap();
+        wire[7] = 0x04;
+        assert_eq!(KeyRecord::from_wire(&wire), Err(RecordError::Point("W")));
     }
 
     #[test]

@@ -444,7 +444,7 @@ mod tests {
             .unwrap();
         let mut rec = KeyRecord {
             ip: ip.parse().unwrap(),
-            w: pk.w,
+            w: pk.w.into(),
             issuer: kgc.params().digest(),
             not_before: 1_700_000_000,
             not_after,

@@ -372,10 +372,12 @@ impl KeyZone {
                     let (result, d) = check
                         .unwrap_or_else(|| (m.record.verify_signature(&m.owner, issuer_q), None));
                     if let Err(e) = result {
-                        err(
-                            line,
-                            format!("{}{e} (forged, or signed by another key server)", prefix(m)),
-                        );
+                        let why = if matches!(e, RecordError::Point(_)) {
+                            ""
+                        } else {
+                            " (forged, or signed by another key server)"
+                        };
+                        err(line, format!("{}{e}{why}", prefix(m)));
                         continue;
                     }
                     digests.extend(d);
@@ -746,7 +748,7 @@ mod tests {
         let pk = kgc.extract(&KeyRequest::new(id, &x), &mut OsRng).unwrap();
         let mut rec = KeyRecord {
             ip: ip.parse().unwrap(),
-            w: pk.w,
+            w: pk.w.into(),
             issuer: kgc.params().digest(),
             not_before: 1_700_000_000,
             not_after: 1_900_000_000,

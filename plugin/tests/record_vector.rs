@@ -54,7 +54,7 @@ fn compute() -> Vec<(&'static str, String)> {
     let own = fixed_key(&kgc, ISSUER, ISSUER_IP, "issuer x", "issuer r");
     let mut anchor = KeyRecord {
         ip: ISSUER_IP.parse().unwrap(),
-        w: *own.w(),
+        w: own.w().into(),
         issuer: params.digest(),
         not_before: NOT_BEFORE,
         not_after: NOT_AFTER,
@@ -71,7 +71,7 @@ fn compute() -> Vec<(&'static str, String)> {
     let ent = fixed_key(&kgc, OWNER, OWNER_IP, "x", "r");
     let mut rec = KeyRecord {
         ip: OWNER_IP.parse().unwrap(),
-        w: *ent.w(),
+        w: ent.w().into(),
         issuer: params.digest(),
         not_before: NOT_BEFORE,
         not_after: NOT_AFTER,
@@ -107,8 +107,9 @@ fn compute() -> Vec<(&'static str, String)> {
     assert!(r.check_validity(u64::from(NOT_AFTER) + 1).is_err());
 
     let id = r.identity(OWNER).unwrap();
-    let lambda = clpkc::lambda(&id, &r.w, &params.p_pub);
-    let q_again = (r.w.to_projective() + params.p_pub.to_projective() * lambda).to_affine();
+    let w = r.w_point().unwrap();
+    let lambda = clpkc::lambda(&id, &w, &params.p_pub);
+    let q_again = (w.to_projective() + params.p_pub.to_projective() * lambda).to_affine();
     assert_eq!(q_again, *q.as_affine());
 
     vec![

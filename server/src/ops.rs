@@ -280,7 +280,7 @@ fn root_record(
     let (not_before, not_after) = window_days(validity_days);
     let mut rec = KeyRecord {
         ip,
-        w: *own.w(),
+        w: own.w().into(),
         issuer: kgc.params().digest(),
         not_before,
         not_after,

@@ -909,7 +909,7 @@ pub(crate) fn print_record(owner: &str, ttl: u32, rec: &KeyRecord) {
         time::format(rec.not_before),
         time::format(rec.not_after)
     );
-    sayln!(";;   W {}", hex::encode(clpkc::point_to_bytes(&rec.w)));
+    sayln!(";;   W {}", hex::encode(rec.w.as_bytes()));
     sayln!(";;   issuer params digest {}", hex::encode(rec.issuer));
     if let Some(ks) = &rec.key_server {
         sayln!(
