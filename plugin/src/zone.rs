@@ -2,8 +2,8 @@
 //! no allocation beyond hickory's own response building, and every plain answer encoded for
 //! the UDP fast path ([`encoded`]).
 
+use std::collections::hash_map::Entry as Slot;
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use hickory_proto::rr::rdata::{NULL, SOA};
@@ -24,7 +24,7 @@ pub const TPKEY_TYPE: RecordType = RecordType::Unknown(TPKEY);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     /// A zone file line.
-    File(PathBuf, usize),
+    File(std::sync::Arc<std::path::Path>, usize),
     /// Enrolled online, kept in the store.
     Store,
 }
@@ -132,6 +132,7 @@ impl KeyZone {
         checked: Option<&HashSet<Digest>>,
     ) -> Result<(Self, Vec<Digest>), ZoneErrors> {
         let file = parsed.file.clone();
+        let shared_file: std::sync::Arc<std::path::Path> = file.as_path().into();
         let mut errors = parsed.errors.clone();
         let mut err = |line: usize, reason: String| {
             errors.push(ZoneError {
@@ -157,7 +158,7 @@ impl KeyZone {
         let mut soa: Option<(usize, SOA, u32)> = None;
         let mut ns = Vec::new();
         let mut glue_lines = Vec::new();
-        let mut members = Vec::new();
+        let mut members = Vec::with_capacity(parsed.lines.len() + stored.len());
         for line in parsed.lines {
             let owner_l = LowerName::new(&line.owner);
             if !origin.zone_of(&owner_l) {
@@ -200,7 +201,7 @@ impl KeyZone {
                     owner: line.owner.to_ascii().to_ascii_lowercase(),
                     ttl: line.ttl,
                     record: rec,
-                    source: Source::File(file.clone(), line.line),
+                    source: Source::File(shared_file.clone(), line.line),
                 }),
             }
         }
@@ -466,6 +467,7 @@ impl KeyZone {
             Arc::new(set)
         });
 
+        members.shrink_to_fit();
         let mut sets: HashMap<LowerName, RecordSet> = HashMap::with_capacity(members.len());
         let mut names = HashSet::with_capacity(members.len() + 1);
         names.insert(origin.clone());
@@ -482,9 +484,15 @@ impl KeyZone {
                 },
             );
             let l = LowerName::new(owner);
-            sets.entry(l.clone())
-                .or_insert_with(|| RecordSet::new(owner.clone(), TPKEY_TYPE, serial))
-                .insert(rr, serial);
+            // From the record: its Vec holds one (`new` + `insert` would reserve four).
+            match sets.entry(l.clone()) {
+                Slot::Occupied(mut e) => {
+                    e.get_mut().insert(rr, serial);
+                }
+                Slot::Vacant(e) => {
+                    e.insert(RecordSet::from(rr));
+                }
+            }
             add_with_ancestors(&mut names, l, &origin);
         }
         for (l, _) in glue_sets.keys() {

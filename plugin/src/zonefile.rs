@@ -196,6 +196,7 @@ pub fn parse(file: &Path, text: &str, origin: &Name) -> Result<ParsedZone, ZoneE
         Data::Key(rtype, data) => parse_key(rtype, data),
         Data::Ready(e) => Ok((**e).clone()),
     });
+    lines.reserve_exact(slots.len());
     for ((line, owner, ttl, _), entry) in slots.into_iter().zip(decoded) {
         match entry {
             Ok(entry) => lines.push(Line {

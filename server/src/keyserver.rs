@@ -948,7 +948,7 @@ impl KeyServer {
             return Err(KeyServerError::ZoneFileMember {
                 owner,
                 ip,
-                file: path.clone(),
+                file: path.to_path_buf(),
                 line: *line,
             });
         }
@@ -1003,7 +1003,7 @@ impl KeyServer {
             return Err(KeyServerError::ChangeIpZoneFileMember {
                 owner: name.clone(),
                 ip: old_ip,
-                file: path.clone(),
+                file: path.to_path_buf(),
                 line: *line,
             });
         }
