@@ -49,12 +49,12 @@ impl KeyZoneHandler {
 /// (the glue of an apex NS answer).
 fn found(
     lookup_options: LookupOptions,
-    answer: Answer<'_>,
+    answer: Answer,
     additionals: Vec<Arc<RecordSet>>,
 ) -> LookupControlFlow<AuthLookup> {
     let result = match answer {
         Answer::Records(set) => Ok(AuthLookup::answers(
-            LookupRecords::new(lookup_options, set.clone()),
+            LookupRecords::new(lookup_options, set),
             (!additionals.is_empty()).then(|| LookupRecords::many(lookup_options, additionals)),
         )),
         Answer::Many(sets) => Ok(AuthLookup::answers(
@@ -110,7 +110,7 @@ impl ZoneHandler for KeyZoneHandler {
         if rtype == RecordType::SOA && request_info.is_none() && name == zone.origin() {
             return found(
                 lookup_options,
-                Answer::Records(zone.negative_soa()),
+                Answer::Records(zone.negative_soa().clone()),
                 Vec::new(),
             );
         }

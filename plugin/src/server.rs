@@ -363,7 +363,8 @@ impl KeyServerHandler {
         }
         // IXFR is answered with the whole zone (RFC 1995 §4), as AXFR.
         let soa: Vec<&Record> = zone.soa().records_without_rrsigs().collect();
-        let all: Vec<&Record> = zone.transfer_records().chain(soa.iter().copied()).collect();
+        let records = zone.transfer_records();
+        let all: Vec<&Record> = records.iter().chain(soa.iter().copied()).collect();
         let mut messages = 0usize;
         let mut start = 0;
         let mut last = None;

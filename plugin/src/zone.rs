@@ -57,19 +57,34 @@ pub struct ZoneSigner<'a> {
 }
 
 /// What a lookup found.
-pub enum Answer<'z> {
+pub enum Answer {
     /// Records of the queried name and type.
-    Records(&'z Arc<RecordSet>),
+    Records(Arc<RecordSet>),
     /// Several rrsets (type ANY).
     Many(Vec<Arc<RecordSet>>),
     /// The name lies under a delegation: the child key server's records.
-    Referral(&'z Arc<RecordSet>),
+    Referral(Arc<RecordSet>),
     /// The name exists but has no records of that type.
     NoData,
     /// The name does not exist.
     NxDomain,
     /// The name is not in this zone.
     NotAuth,
+}
+
+/// The members (indices into [`KeyZone::members`]) of one owner name.
+enum Keys {
+    One(u32),
+    Many(Box<[u32]>),
+}
+
+impl Keys {
+    fn indices(&self) -> &[u32] {
+        match self {
+            Keys::One(i) => std::slice::from_ref(i),
+            Keys::Many(v) => v,
+        }
+    }
 }
 
 /// A checked, signed, indexed key zone.
@@ -80,7 +95,9 @@ pub struct KeyZone {
     // The SOA as negative answers carry it: TTL = min(SOA TTL, MINIMUM) (RFC 2308 §3).
     negative_soa: Arc<RecordSet>,
     ns: Option<Arc<RecordSet>>,
-    keys: HashMap<LowerName, Arc<RecordSet>>,
+    // Owner → its members. Their hickory records are made when the hickory path asks (the
+    // fast path serves the encoded bytes): no `Record` a member is kept.
+    keys: HashMap<LowerName, Keys>,
     glue: HashMap<(LowerName, RecordType), Arc<RecordSet>>,
     names: HashSet<LowerName>,
     delegations: HashSet<LowerName>,
@@ -468,29 +485,21 @@ impl KeyZone {
         });
 
         members.shrink_to_fit();
-        let mut sets: HashMap<LowerName, RecordSet> = HashMap::with_capacity(members.len());
+        let mut keys: HashMap<LowerName, Keys> = HashMap::with_capacity(members.len());
         let mut names = HashSet::with_capacity(members.len() + 1);
         names.insert(origin.clone());
-        for (m, owner) in members.iter().zip(&owners) {
-            let (Some(owner), Ok(wire)) = (owner, m.record.to_wire()) else {
+        for (i, owner) in owners.iter().enumerate() {
+            let (Some(owner), Ok(i)) = (owner, u32::try_from(i)) else {
                 continue;
             };
-            let rr = Record::from_rdata(
-                owner.clone(),
-                m.ttl,
-                RData::Unknown {
-                    code: TPKEY_TYPE,
-                    rdata: NULL::with(wire),
-                },
-            );
             let l = LowerName::new(owner);
-            // From the record: its Vec holds one (`new` + `insert` would reserve four).
-            match sets.entry(l.clone()) {
+            match keys.entry(l.clone()) {
                 Slot::Occupied(mut e) => {
-                    e.get_mut().insert(rr, serial);
+                    let more: Vec<u32> = e.get().indices().iter().copied().chain([i]).collect();
+                    e.insert(Keys::Many(more.into_boxed_slice()));
                 }
                 Slot::Vacant(e) => {
-                    e.insert(RecordSet::from(rr));
+                    e.insert(Keys::One(i));
                 }
             }
             add_with_ancestors(&mut names, l, &origin);
@@ -498,7 +507,6 @@ impl KeyZone {
         for (l, _) in glue_sets.keys() {
             add_with_ancestors(&mut names, l.clone(), &origin);
         }
-        let keys = sets.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
         let glue = glue_sets
             .into_iter()
             .map(|(k, v)| (k, Arc::new(v)))
@@ -570,12 +578,43 @@ impl KeyZone {
     }
 
     /// Every record of the zone in transfer order, SOA first (the caller repeats it last).
-    pub fn transfer_records(&self) -> impl Iterator<Item = &Record> {
+    pub fn transfer_records(&self) -> Vec<Record> {
         let soa = self.soa.records_without_rrsigs();
         let ns = self.ns.iter().flat_map(|s| s.records_without_rrsigs());
         let glue = self.glue.values().flat_map(|s| s.records_without_rrsigs());
-        let keys = self.keys.values().flat_map(|s| s.records_without_rrsigs());
-        soa.chain(ns).chain(glue).chain(keys)
+        let mut all: Vec<Record> = soa.chain(ns).chain(glue).cloned().collect();
+        all.reserve(self.members.len());
+        for (owner, keys) in &self.keys {
+            let owner = Name::from(owner.clone());
+            all.extend(keys.indices().iter().filter_map(|&i| self.key_record(&owner, i)));
+        }
+        all
+    }
+
+    /// Member `i` as a hickory record of `owner`.
+    fn key_record(&self, owner: &Name, i: u32) -> Option<Record> {
+        let m = self.members.get(usize::try_from(i).ok()?)?;
+        let wire = m.record.to_wire().ok()?;
+        Some(Record::from_rdata(
+            owner.clone(),
+            m.ttl,
+            RData::Unknown {
+                code: TPKEY_TYPE,
+                rdata: NULL::with(wire),
+            },
+        ))
+    }
+
+    /// The TPKEY rrset of `name`, made from its members.
+    fn key_set(&self, name: &LowerName) -> Option<Arc<RecordSet>> {
+        let keys = self.keys.get(name)?;
+        let owner = Name::from(name.clone());
+        let mut records = keys.indices().iter().filter_map(|&i| self.key_record(&owner, i));
+        let mut set = RecordSet::from(records.next()?);
+        for r in records {
+            set.insert(r, 0);
+        }
+        Some(Arc::new(set))
     }
 
     /// The delegation covering `name`, if `name` is strictly below one.
@@ -604,21 +643,21 @@ impl KeyZone {
     /// child's own record, which this zone serves) and ANY at the delegation itself. The
     /// server's front handler (AUTHORITY, AA clear) and the encoded answers take theirs from
     /// here. Cheap when the zone delegates nothing (the common leaf zone).
-    pub fn referral(&self, name: &LowerName, rtype: RecordType) -> Option<&Arc<RecordSet>> {
+    pub fn referral(&self, name: &LowerName, rtype: RecordType) -> Option<Arc<RecordSet>> {
         if self.delegations.is_empty() {
             return None;
         }
         if let Some(d) = self.delegation_above(name) {
-            return self.keys.get(d);
+            return self.key_set(d);
         }
         if rtype != TPKEY_TYPE && rtype != RecordType::ANY && self.delegations.contains(name) {
-            return self.keys.get(name);
+            return self.key_set(name);
         }
         None
     }
 
     /// Look up `name`/`rtype`: answers, referrals, NODATA, NXDOMAIN.
-    pub fn lookup(&self, name: &LowerName, rtype: RecordType) -> Answer<'_> {
+    pub fn lookup(&self, name: &LowerName, rtype: RecordType) -> Answer {
         if !self.origin.zone_of(name) {
             return Answer::NotAuth;
         }
@@ -627,9 +666,9 @@ impl KeyZone {
         }
         let at_apex = *name == self.origin;
         match rtype {
-            RecordType::SOA if at_apex => Answer::Records(&self.soa),
+            RecordType::SOA if at_apex => Answer::Records(self.soa.clone()),
             RecordType::NS if at_apex => match &self.ns {
-                Some(ns) => Answer::Records(ns),
+                Some(ns) => Answer::Records(ns.clone()),
                 None => Answer::NoData,
             },
             RecordType::ANY => {
@@ -638,7 +677,7 @@ impl KeyZone {
                     sets.push(self.soa.clone());
                     sets.extend(self.ns.clone());
                 }
-                sets.extend(self.keys.get(name).cloned());
+                sets.extend(self.key_set(name));
                 for t in [RecordType::A, RecordType::AAAA] {
                     sets.extend(self.glue.get(&(name.clone(), t)).cloned());
                 }
@@ -648,13 +687,13 @@ impl KeyZone {
                     Answer::Many(sets)
                 }
             }
-            t if t == TPKEY_TYPE => match self.keys.get(name) {
+            t if t == TPKEY_TYPE => match self.key_set(name) {
                 Some(set) => Answer::Records(set),
                 None => self.absent(name),
             },
             RecordType::A | RecordType::AAAA if !self.glue.is_empty() => {
                 match self.glue.get(&(name.clone(), rtype)) {
-                    Some(set) => Answer::Records(set),
+                    Some(set) => Answer::Records(set.clone()),
                     None => self.absent(name),
                 }
             }
@@ -662,7 +701,7 @@ impl KeyZone {
         }
     }
 
-    fn absent(&self, name: &LowerName) -> Answer<'_> {
+    fn absent(&self, name: &LowerName) -> Answer {
         if self.names.contains(name) {
             Answer::NoData
         } else {

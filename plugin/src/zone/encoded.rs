@@ -290,28 +290,35 @@ fn encode_owner(zone: &KeyZone, name: &LowerName, wire: &[u8], template: bool) -
     })
 }
 
-/// What an answer is made of, as [`encode`] puts it together: equal shapes, equal bytes.
+/// What an answer is made of, as [`encode`] puts it together: equal shapes, equal bytes. An
+/// rrset is named by its owner and type (key sets are made anew by each lookup).
 #[derive(PartialEq, Eq)]
 enum Shape {
-    Referral(*const RecordSet),
+    Referral(SetId),
     /// The rrsets in ANSWER (AA set); the QTYPE when it adds records: SOA (the apex NS in
     /// AUTHORITY), NS at the apex (the glue in ADDITIONAL).
-    Answer(Vec<*const RecordSet>, u16),
+    Answer(Vec<SetId>, u16),
     NoData,
     NxDomain,
     None,
 }
 
+type SetId = (Name, RecordType);
+
+fn set_id(set: &RecordSet) -> SetId {
+    (set.name().clone(), set.record_type())
+}
+
 fn shape(zone: &KeyZone, name: &LowerName, rtype: RecordType) -> Shape {
     if let Some(set) = zone.referral(name, rtype) {
-        return Shape::Referral(Arc::as_ptr(set));
+        return Shape::Referral(set_id(&set));
     }
     match zone.lookup(name, rtype) {
         Answer::Records(set) => {
             let adds = matches!(rtype, RecordType::SOA | RecordType::NS);
-            Shape::Answer(vec![Arc::as_ptr(set)], if adds { rtype.into() } else { 0 })
+            Shape::Answer(vec![set_id(&set)], if adds { rtype.into() } else { 0 })
         }
-        Answer::Many(sets) => Shape::Answer(sets.iter().map(Arc::as_ptr).collect(), 0),
+        Answer::Many(sets) => Shape::Answer(sets.iter().map(|s| set_id(s)).collect(), 0),
         Answer::NoData => Shape::NoData,
         Answer::NxDomain => Shape::NxDomain,
         Answer::Referral(_) | Answer::NotAuth => Shape::None,
@@ -327,35 +334,46 @@ fn encode(zone: &KeyZone, name: &LowerName, wire: &[u8], rtype: RecordType) -> O
     let queries = Queries::read(&mut BinDecoder::new(&question), 1).ok()?;
     let request = Metadata::new(0, MessageType::Query, OpCode::Query);
     let mut meta = Metadata::response_from_request(&request);
-    let many;
-    let glue;
+    // The rrsets the sections borrow from.
+    let referral = zone.referral(name, rtype);
+    let found = if referral.is_some() {
+        Answer::NotAuth
+    } else {
+        zone.lookup(name, rtype)
+    };
+    let apex_ns = match (&found, rtype) {
+        (Answer::Records(_), RecordType::SOA) => match zone.lookup(zone.origin(), RecordType::NS) {
+            Answer::Records(ns) => Some(ns),
+            _ => None,
+        },
+        _ => None,
+    };
+    let glue = if rtype == RecordType::NS && name == zone.origin() {
+        zone.ns_glue()
+    } else {
+        Vec::new()
+    };
     let mut answers: Vec<&Record> = Vec::new();
     let mut authorities: Vec<&Record> = Vec::new();
     let mut additionals: Vec<&Record> = Vec::new();
-    if let Some(set) = zone.referral(name, rtype) {
+    if let Some(set) = &referral {
         // The front handler's referral: AA clear, the child's records in AUTHORITY.
         authorities.extend(set.records_without_rrsigs());
     } else {
         // The Catalog's authoritative answer (build_authoritative_response in hickory-server).
         meta.authoritative = true;
-        match zone.lookup(name, rtype) {
+        match &found {
             Answer::Records(set) => {
                 answers.extend(set.records_without_rrsigs());
                 // An SOA answer carries the apex NS in AUTHORITY.
-                if rtype == RecordType::SOA
-                    && let Answer::Records(ns) = zone.lookup(zone.origin(), RecordType::NS)
-                {
+                if let Some(ns) = &apex_ns {
                     authorities.extend(ns.records_without_rrsigs());
                 }
                 // The apex NS answer carries its glue (the handler's additionals).
-                if rtype == RecordType::NS && name == zone.origin() {
-                    glue = zone.ns_glue();
-                    additionals.extend(glue.iter().flat_map(|s| s.records_without_rrsigs()));
-                }
+                additionals.extend(glue.iter().flat_map(|s| s.records_without_rrsigs()));
             }
             Answer::Many(sets) => {
-                many = sets;
-                answers.extend(many.iter().flat_map(|s| s.records_without_rrsigs()));
+                answers.extend(sets.iter().flat_map(|s| s.records_without_rrsigs()));
             }
             Answer::NoData => authorities.extend(zone.negative_soa().records_without_rrsigs()),
             Answer::NxDomain => {
