@@ -586,7 +586,11 @@ impl KeyZone {
         all.reserve(self.members.len());
         for (owner, keys) in &self.keys {
             let owner = Name::from(owner.clone());
-            all.extend(keys.indices().iter().filter_map(|&i| self.key_record(&owner, i)));
+            all.extend(
+                keys.indices()
+                    .iter()
+                    .filter_map(|&i| self.key_record(&owner, i)),
+            );
         }
         all
     }
@@ -609,7 +613,10 @@ impl KeyZone {
     fn key_set(&self, name: &LowerName) -> Option<Arc<RecordSet>> {
         let keys = self.keys.get(name)?;
         let owner = Name::from(name.clone());
-        let mut records = keys.indices().iter().filter_map(|&i| self.key_record(&owner, i));
+        let mut records = keys
+            .indices()
+            .iter()
+            .filter_map(|&i| self.key_record(&owner, i));
         let mut set = RecordSet::from(records.next()?);
         for r in records {
             set.insert(r, 0);
