@@ -87,6 +87,75 @@ impl Keys {
     }
 }
 
+/// Problems found while building, each with its line.
+struct Errors {
+    file: std::path::PathBuf,
+    list: Vec<ZoneError>,
+}
+
+impl Errors {
+    fn at(&mut self, line: usize, reason: String) {
+        self.list.push(ZoneError {
+            file: self.file.clone(),
+            line,
+            reason,
+        });
+    }
+}
+
+/// The records of a zone by kind (the sort stage's result).
+struct Sorted {
+    origin_name: Name,
+    origin: LowerName,
+    soa: SOA,
+    soa_ttl: u32,
+    ns: Vec<Record>,
+    glue: HashMap<(LowerName, RecordType), RecordSet>,
+    members: Vec<Member>,
+}
+
+/// What the check stage found, by member index.
+#[derive(Default)]
+struct Found {
+    /// Each member's owner name, parsed (`None`: refused).
+    owners: Vec<Option<Name>>,
+    /// Members past their window: withdrawn.
+    expired: HashSet<usize>,
+    /// Members the sign stage signs.
+    unsigned: Vec<usize>,
+    /// Digests of the signature checks made or taken as made.
+    digests: Vec<Digest>,
+    /// Owners of KS records below the apex.
+    delegations: HashSet<LowerName>,
+}
+
+impl Member {
+    /// The member's zone-file line (0: enrolled).
+    fn line(&self) -> usize {
+        match &self.source {
+            Source::File(_, l) => *l,
+            Source::Store => 0,
+        }
+    }
+
+    /// Where a member at `line` is, for a message (made only for an error).
+    fn whence(&self, line: usize) -> String {
+        match line {
+            0 => format!("enrolled member {} {}", self.owner, self.record.ip),
+            l => format!("line {l}"),
+        }
+    }
+
+    /// The start of a message about this member: enrolled members are named, lines carry
+    /// their number already.
+    fn prefix(&self) -> String {
+        match self.line() {
+            0 => format!("{}: ", self.whence(0)),
+            _ => String::new(),
+        }
+    }
+}
+
 /// A checked, signed, indexed key zone.
 pub struct KeyZone {
     origin: LowerName,
@@ -140,6 +209,11 @@ impl KeyZone {
     /// in an earlier load ([`checked_digest`]): a member whose digest is in `checked` is taken
     /// without its ECDSA check. Also returns the digests of every member whose signature was
     /// checked here or found in `checked`, for the next load to skip.
+    ///
+    /// The stages, each a function of its own: [`KeyZone::sort`] (records by kind, glue,
+    /// placement in the zone), [`KeyZone::check`] (issuer, window, signature, duplicates,
+    /// delegations), [`KeyZone::sign`] (unsigned members, over the cores), [`KeyZone::index`]
+    /// (the lookup structures); then [`KeyZone::encode`].
     pub fn build_checked(
         parsed: ParsedZone,
         stored: Vec<(String, u32, KeyRecord)>,
@@ -148,21 +222,55 @@ impl KeyZone {
         now: u64,
         checked: Option<&HashSet<Digest>>,
     ) -> Result<(Self, Vec<Digest>), ZoneErrors> {
-        let file = parsed.file.clone();
-        let shared_file: std::sync::Arc<std::path::Path> = file.as_path().into();
-        let mut errors = parsed.errors.clone();
-        let mut err = |line: usize, reason: String| {
-            errors.push(ZoneError {
-                file: file.clone(),
-                line,
-                reason,
-            })
+        let mut errors = Errors {
+            file: parsed.file.clone(),
+            list: parsed.errors.clone(),
         };
+        let t = std::time::Instant::now();
+        let Some(mut sorted) = Self::sort(parsed, stored, signer, &mut errors) else {
+            return Err(ZoneErrors(errors.list));
+        };
+        let sort = t.elapsed();
+        let mut found = Self::check(&mut sorted, signer, now, checked, &mut errors);
+        let check = t.elapsed() - sort;
+        Self::sign(&mut sorted.members, &found.unsigned, signer, &mut errors);
+        let sign = t.elapsed() - sort - check;
+        if !errors.list.is_empty() {
+            errors.list.sort_by_key(|e| e.line);
+            return Err(ZoneErrors(errors.list));
+        }
+        let digests = std::mem::take(&mut found.digests);
+        let (verified, signed) = (digests.len(), found.unsigned.len());
+        let zone = Self::index(sorted, found, serial_offset);
+        let index = t.elapsed() - sort - check - sign;
+        tracing::debug!(
+            zone = %zone.origin,
+            members = zone.members.len(),
+            verified,
+            signed,
+            sort_us = sort.as_micros() as u64,
+            check_us = check.as_micros() as u64,
+            sign_us = sign.as_micros() as u64,
+            index_us = index.as_micros() as u64,
+            "zone built"
+        );
+        Ok((zone, digests))
+    }
+
+    /// Stage 1: the file's and the store's records by kind (SOA, NS, glue, members), each
+    /// inside the zone and in its place. `None` when there is no SOA (nothing else can go on).
+    fn sort(
+        parsed: ParsedZone,
+        stored: Vec<(String, u32, KeyRecord)>,
+        signer: &ZoneSigner<'_>,
+        errors: &mut Errors,
+    ) -> Option<Sorted> {
+        let shared_file: Arc<std::path::Path> = parsed.file.as_path().into();
         let origin_name = parsed.origin.clone();
         let origin = LowerName::new(&origin_name);
         let origin_str = origin_name.to_ascii().to_ascii_lowercase();
         if origin_str != signer.params.name {
-            err(
+            errors.at(
                 0,
                 format!(
                     "zone {origin_str} is served by a key server whose params name {}",
@@ -170,8 +278,6 @@ impl KeyZone {
                 ),
             );
         }
-        let digest = signer.params.digest();
-
         let mut soa: Option<(usize, SOA, u32)> = None;
         let mut ns = Vec::new();
         let mut glue_lines = Vec::new();
@@ -179,7 +285,7 @@ impl KeyZone {
         for line in parsed.lines {
             let owner_l = LowerName::new(&line.owner);
             if !origin.zone_of(&owner_l) {
-                err(
+                errors.at(
                     line.line,
                     format!("{} is outside the zone {origin_str}", line.owner),
                 );
@@ -188,9 +294,9 @@ impl KeyZone {
             match line.entry {
                 Entry::Soa(s) => {
                     if owner_l != origin {
-                        err(line.line, "SOA must be at the zone apex".into());
+                        errors.at(line.line, "SOA must be at the zone apex".into());
                     } else if let Some((first, ..)) = soa {
-                        err(
+                        errors.at(
                             line.line,
                             format!("second SOA (the first is on line {first})"),
                         );
@@ -200,7 +306,7 @@ impl KeyZone {
                 }
                 Entry::Ns(target) => {
                     if owner_l != origin {
-                        err(
+                        errors.at(
                             line.line,
                             "NS records belong at the apex only; delegate with a TPKEY KS record"
                                 .into(),
@@ -231,11 +337,11 @@ impl KeyZone {
                 _ => None,
             })
             .collect();
-        let mut glue_sets: HashMap<(LowerName, RecordType), RecordSet> = HashMap::new();
+        let mut glue: HashMap<(LowerName, RecordType), RecordSet> = HashMap::new();
         for (line, owner, ttl, ip) in glue_lines {
             let l = LowerName::new(&owner);
             if !ns_targets.contains(&l) {
-                err(
+                errors.at(
                     line,
                     format!(
                         "{owner}: A/AAAA records in a key zone are only glue for the zone's own NS names"
@@ -247,8 +353,7 @@ impl KeyZone {
                 std::net::IpAddr::V4(a) => (RecordType::A, RData::A(a.into())),
                 std::net::IpAddr::V6(a) => (RecordType::AAAA, RData::AAAA(a.into())),
             };
-            glue_sets
-                .entry((l, rtype))
+            glue.entry((l, rtype))
                 .or_insert_with(|| RecordSet::new(owner.clone(), rtype, 0))
                 .insert(Record::from_rdata(owner.clone(), ttl, rdata), 0);
         }
@@ -260,11 +365,35 @@ impl KeyZone {
                 source: Source::Store,
             });
         }
-        let Some((_, soa_rdata, soa_ttl)) = soa else {
-            err(0, "the zone has no SOA record".into());
-            return Err(ZoneErrors(errors));
+        let Some((_, soa, soa_ttl)) = soa else {
+            errors.at(0, "the zone has no SOA record".into());
+            return None;
         };
+        Some(Sorted {
+            origin_name,
+            origin,
+            soa,
+            soa_ttl,
+            ns,
+            glue,
+            members,
+        })
+    }
 
+    /// Stage 2: every member's issuer, window, signature (verified over the cores, unless
+    /// unchanged since the served zone or found in `checked`), duplicates and placement below
+    /// delegations. Members past their window are marked for withdrawal (no crypto spent on
+    /// them); unsigned ones are left to [`KeyZone::sign`].
+    fn check(
+        sorted: &mut Sorted,
+        signer: &ZoneSigner<'_>,
+        now: u64,
+        checked: Option<&HashSet<Digest>>,
+        errors: &mut Errors,
+    ) -> Found {
+        let digest = signer.params.digest();
+        let origin = &sorted.origin;
+        let members = &mut sorted.members;
         let known: HashMap<(&str, std::net::IpAddr), &KeyRecord> = signer
             .verified
             .into_iter()
@@ -292,7 +421,7 @@ impl KeyZone {
         // the checks below would verify, its result and its digest.
         let issuer_q = signer.key.public();
         type Check = Option<(Result<(), RecordError>, Option<Digest>)>;
-        let verified: Vec<Check> = par_map(&members, |m| {
+        let verified: Vec<Check> = par_map(members, |m| {
             let r = &m.record;
             if r.signature.is_none()
                 || r.issuer != digest
@@ -312,50 +441,34 @@ impl KeyZone {
             Some((result, d))
         });
         let mut verified = verified.into_iter();
-        let mut digests = Vec::new();
+        let mut found = Found::default();
 
-        // Members: issuer, signature, validity, duplicates, placement.
         // (owner, IP) → the line of its first key (0: enrolled).
         let mut seen: HashMap<(String, std::net::IpAddr), usize> =
             HashMap::with_capacity(members.len());
-        let mut delegations = HashSet::new();
         // Owner names parsed once; a bad one is reported below and refuses the zone.
-        let mut owners: Vec<Option<Name>> = par_map(&members, |m| Name::from_ascii(&m.owner).ok());
-        // Members past their window: withdrawn (not served, the zone still loads).
-        let mut expired = HashSet::new();
-        for (i, (m, owner_name)) in members.iter_mut().zip(&owners).enumerate() {
+        found.owners = par_map(members, |m| Name::from_ascii(&m.owner).ok());
+        for (i, (m, owner_name)) in members.iter_mut().zip(&found.owners).enumerate() {
             let check = verified.next().flatten();
-            let line = match &m.source {
-                Source::File(_, l) => *l,
-                Source::Store => 0,
-            };
-            // Made only for an error: most builds have none, and members are many.
-            let whence = |line: usize, m: &Member| match line {
-                0 => format!("enrolled member {} {}", m.owner, m.record.ip),
-                l => format!("line {l}"),
-            };
-            let prefix = |m: &Member| match line {
-                0 => format!("{}: ", whence(0, m)),
-                _ => String::new(),
-            };
+            let line = m.line();
             let Some(owner_name) = owner_name else {
-                err(line, format!("{}bad owner name {}", prefix(m), m.owner));
+                errors.at(line, format!("{}bad owner name {}", m.prefix(), m.owner));
                 continue;
             };
             let owner_l = LowerName::new(owner_name);
             if !origin.zone_of(&owner_l) {
-                err(
+                errors.at(
                     line,
-                    format!("{}{} is outside the zone", prefix(m), m.owner),
+                    format!("{}{} is outside the zone", m.prefix(), m.owner),
                 );
                 continue;
             }
             if m.record.issuer != digest {
-                err(
+                errors.at(
                     line,
                     format!(
                         "{}issued under params {} but this key server's params are {}",
-                        prefix(m),
+                        m.prefix(),
                         hex::encode(m.record.issuer),
                         hex::encode(digest)
                     ),
@@ -363,12 +476,12 @@ impl KeyZone {
                 continue;
             }
             if m.record.not_before >= m.record.not_after {
-                err(line, format!("{}validity window is empty", prefix(m)));
+                errors.at(line, format!("{}validity window is empty", m.prefix()));
                 continue;
             }
             // Withdrawn before any crypto: an expired member costs no signature.
             if now > u64::from(m.record.not_after) {
-                expired.insert(i);
+                found.expired.insert(i);
                 continue;
             }
             let already = match unchanged(m) {
@@ -380,12 +493,7 @@ impl KeyZone {
             };
             match m.record.signature {
                 _ if already => {}
-                None => {
-                    if let Err(e) = m.record.sign(&m.owner, signer.key) {
-                        err(line, format!("{}cannot sign: {e}", prefix(m)));
-                        continue;
-                    }
-                }
+                None => found.unsigned.push(i),
                 Some(_) => {
                     let (result, d) = check
                         .unwrap_or_else(|| (m.record.verify_signature(&m.owner, issuer_q), None));
@@ -395,29 +503,93 @@ impl KeyZone {
                         } else {
                             " (forged, or signed by another key server)"
                         };
-                        err(line, format!("{}{e}{why}", prefix(m)));
+                        errors.at(line, format!("{}{e}{why}", m.prefix()));
                         continue;
                     }
-                    digests.extend(d);
+                    found.digests.extend(d);
                 }
             }
             if let Some(first) = seen.insert((m.owner.clone(), m.record.ip), line) {
-                err(
+                errors.at(
                     line,
                     format!(
                         "{}duplicate key for {} {} (first at {})",
-                        prefix(m),
+                        m.prefix(),
                         m.owner,
                         m.record.ip,
-                        whence(first, m)
+                        m.whence(first)
                     ),
                 );
                 continue;
             }
-            if m.record.key_server.is_some() && owner_l != origin {
-                delegations.insert(owner_l);
+            if m.record.key_server.is_some() && owner_l != *origin {
+                found.delegations.insert(owner_l);
             }
         }
+        // Entities may not sit below a delegation: the child key server owns them.
+        if !found.delegations.is_empty() {
+            for (i, (m, owner)) in members.iter().zip(&found.owners).enumerate() {
+                let Some(owner) = owner else { continue };
+                if found.expired.contains(&i) {
+                    continue;
+                }
+                let mut n = LowerName::new(owner).base_name();
+                while n.num_labels() > origin.num_labels() {
+                    if found.delegations.contains(&n) {
+                        errors.at(
+                            m.line(),
+                            format!("{} lies below the delegation to key server {n}", m.owner),
+                        );
+                        break;
+                    }
+                    n = n.base_name();
+                }
+            }
+        }
+        found
+    }
+
+    /// Stage 3: the unsigned members (`unsigned`: their indices) signed with the key server's
+    /// key, over the cores.
+    fn sign(
+        members: &mut [Member],
+        unsigned: &[usize],
+        signer: &ZoneSigner<'_>,
+        errors: &mut Errors,
+    ) {
+        let signed = par_map(unsigned, |&i| {
+            let m = &members[i];
+            let mut r = m.record.clone();
+            r.sign(&m.owner, signer.key).map(|()| r.signature)
+        });
+        for (&i, result) in unsigned.iter().zip(signed) {
+            let m = &mut members[i];
+            match result {
+                Ok(signature) => m.record.signature = signature,
+                Err(e) => errors.at(m.line(), format!("{}cannot sign: {e}", m.prefix())),
+            }
+        }
+    }
+
+    /// Stage 4: the zone's lookup structures — SOA (its serial moved by `serial_offset`) and
+    /// its negative-caching copy, NS, glue, owners to members, every name that exists —
+    /// with the expired members set aside as withdrawn.
+    fn index(sorted: Sorted, found: Found, serial_offset: u32) -> Self {
+        let Sorted {
+            origin_name,
+            origin,
+            soa: mut soa_rdata,
+            soa_ttl,
+            ns,
+            glue,
+            mut members,
+        } = sorted;
+        let Found {
+            mut owners,
+            delegations,
+            expired,
+            ..
+        } = found;
         let mut withdrawn = Vec::new();
         if !expired.is_empty() {
             let mut i = 0;
@@ -436,33 +608,6 @@ impl KeyZone {
             });
             owners = kept_owners;
         }
-        // Entities may not sit below a delegation: the child key server owns them.
-        if !delegations.is_empty() {
-            for (m, owner) in members.iter().zip(&owners) {
-                let Some(owner) = owner else { continue };
-                let mut n = LowerName::new(owner).base_name();
-                while n.num_labels() > origin.num_labels() {
-                    if delegations.contains(&n) {
-                        let line = match &m.source {
-                            Source::File(_, l) => *l,
-                            Source::Store => 0,
-                        };
-                        err(
-                            line,
-                            format!("{} lies below the delegation to key server {n}", m.owner),
-                        );
-                        break;
-                    }
-                    n = n.base_name();
-                }
-            }
-        }
-        if !errors.is_empty() {
-            errors.sort_by_key(|e| e.line);
-            return Err(ZoneErrors(errors));
-        }
-
-        let mut soa_rdata = soa_rdata;
         soa_rdata.serial = soa_rdata.serial.wrapping_add(serial_offset);
         let serial = soa_rdata.serial;
         let negative_ttl = soa_ttl.min(soa_rdata.minimum);
@@ -504,14 +649,11 @@ impl KeyZone {
             }
             add_with_ancestors(&mut names, l, &origin);
         }
-        for (l, _) in glue_sets.keys() {
+        for (l, _) in glue.keys() {
             add_with_ancestors(&mut names, l.clone(), &origin);
         }
-        let glue = glue_sets
-            .into_iter()
-            .map(|(k, v)| (k, Arc::new(v)))
-            .collect();
-        let zone = Self {
+        let glue = glue.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        Self {
             glue,
             origin,
             origin_name,
@@ -524,13 +666,17 @@ impl KeyZone {
             members,
             withdrawn,
             encoded: std::sync::OnceLock::new(),
-        };
-        Ok((zone, digests))
+        }
     }
 
     /// Encode every plain answer of the zone (the encode stage), once.
     pub fn encode(&self) {
-        self.encoded.get_or_init(|| Encoded::build(self));
+        self.encoded.get_or_init(|| {
+            let t = std::time::Instant::now();
+            let e = Encoded::build(self);
+            tracing::debug!(zone = %self.origin, names = e.len(), encode_us = t.elapsed().as_micros() as u64, "zone encoded");
+            e
+        });
     }
 
     /// Every plain answer of the zone, encoded (the UDP fast path's); `None` until
@@ -825,6 +971,77 @@ mod tests {
             .unwrap()
             .strict()
             .unwrap()
+    }
+
+    /// Each stage alone, on one zone: a signed member, an unsigned one, an expired one and a
+    /// record outside the zone.
+    #[test]
+    fn the_build_stages_each_do_their_part() {
+        let (kgc, own) = key_server();
+        let signer = ZoneSigner {
+            params: kgc.params(),
+            key: &own,
+            verified: None,
+            fresh: &[],
+        };
+        let signed = member(&kgc, &own, "a.example.com.", "10.0.0.1");
+        let unsigned = KeyRecord {
+            signature: None,
+            ..member(&kgc, &own, "b.example.com.", "10.0.0.2")
+        };
+        let expired = KeyRecord {
+            not_after: (NOW - 1) as u32,
+            ..member(&kgc, &own, "c.example.com.", "10.0.0.3")
+        };
+        let mut parsed = zone_text(&[("a", &signed), ("b.x", &unsigned), ("c", &expired)]);
+        let outside = parsed.lines[1].clone();
+        parsed.lines.push(crate::zonefile::Line {
+            line: 99,
+            owner: Name::from_ascii("www.example.org.").unwrap(),
+            ..outside
+        });
+        let mut errors = Errors {
+            file: "z.keys".into(),
+            list: vec![],
+        };
+
+        // Sort: by kind, the outside record refused with its line.
+        let mut sorted = KeyZone::sort(parsed, vec![], &signer, &mut errors).unwrap();
+        assert_eq!(sorted.members.len(), 3);
+        assert_eq!(sorted.soa.serial, 1);
+        assert_eq!(errors.list.len(), 1);
+        assert_eq!(errors.list[0].line, 99);
+        errors.list.clear();
+
+        // Check: the signed one verified (one digest), the unsigned one left to sign, the
+        // expired one marked; nothing signed yet.
+        let found = KeyZone::check(&mut sorted, &signer, NOW, None, &mut errors);
+        assert!(errors.list.is_empty(), "{:?}", errors.list);
+        assert_eq!(found.digests.len(), 1);
+        assert_eq!(found.unsigned, vec![1]);
+        assert_eq!(found.expired, HashSet::from([2]));
+        assert!(sorted.members[1].record.signature.is_none());
+
+        // Sign: the unsigned member now verifies under the key server's key.
+        KeyZone::sign(&mut sorted.members, &found.unsigned, &signer, &mut errors);
+        assert!(errors.list.is_empty());
+        let b = &sorted.members[1];
+        b.record.verify_signature(&b.owner, own.public()).unwrap();
+
+        // Index: the expired member withdrawn, the others served, the serial moved.
+        let zone = KeyZone::index(sorted, found, 5);
+        assert_eq!(zone.serial(), 6);
+        assert_eq!(zone.members().len(), 2);
+        assert_eq!(zone.withdrawn().len(), 1);
+        let b_name = LowerName::new(&Name::from_ascii("b.x.example.com.").unwrap());
+        assert!(
+            matches!(zone.lookup(&b_name, TPKEY_TYPE), Answer::Records(s) if s.records_without_rrsigs().count() == 1)
+        );
+        // The empty non-terminal exists; the withdrawn name does not.
+        let x = LowerName::new(&Name::from_ascii("x.example.com.").unwrap());
+        assert!(matches!(zone.lookup(&x, TPKEY_TYPE), Answer::NoData));
+        let c = LowerName::new(&Name::from_ascii("c.example.com.").unwrap());
+        assert!(matches!(zone.lookup(&c, TPKEY_TYPE), Answer::NxDomain));
     }
 
     #[test]
