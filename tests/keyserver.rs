@@ -599,8 +599,8 @@ fn cpu_secs(pid: u32) -> f64 {
     ticks / 100.0
 }
 
-/// A TCP query for `name` TYPE65300 on `t`; the answer's RCODE and ANCOUNT.
-fn tcp_query(t: &mut TcpStream, id: u16, name: &str) -> (u8, u16) {
+/// A query for `name` TYPE65300 with `id`, framed for TCP.
+fn framed_query(id: u16, name: &str) -> Vec<u8> {
     let mut q = vec![(id >> 8) as u8, id as u8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
     for label in name.trim_end_matches('.').split('.') {
         q.push(label.len() as u8);
@@ -609,7 +609,17 @@ fn tcp_query(t: &mut TcpStream, id: u16, name: &str) -> (u8, u16) {
     q.extend_from_slice(&[0, 0xff, 0x14, 0, 1]);
     let mut framed = (q.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(&q);
-    t.write_all(&framed).unwrap();
+    framed
+}
+
+/// A TCP query for `name` TYPE65300 on `t`; the answer's RCODE and ANCOUNT.
+fn tcp_query(t: &mut TcpStream, id: u16, name: &str) -> (u8, u16) {
+    t.write_all(&framed_query(id, name)).unwrap();
+    read_answer(t, id)
+}
+
+/// The next answer on `t`, which must be to `id`: its RCODE and ANCOUNT.
+fn read_answer(t: &mut TcpStream, id: u16) -> (u8, u16) {
     let mut len = [0u8; 2];
     t.read_exact(&mut len).unwrap();
     let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
@@ -639,27 +649,47 @@ fn tcp_connections_are_capped_and_idle_ones_make_room() {
     ks.issue_to_file("www.example.test.", "192.0.2.10");
     ks.start();
     let addr = format!("{}:{}", ks.ip, ks.port);
-    // Pipelined queries on one connection are answered in order.
+    // A burst of pipelined queries in one write: every one answered, in order.
     let mut t = TcpStream::connect(&addr).unwrap();
     t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    assert_eq!(tcp_query(&mut t, 1, "www.example.test."), (0, 1));
-    assert_eq!(tcp_query(&mut t, 2, "nx.example.test."), (3, 0));
+    let burst: Vec<u8> = (0..50u16)
+        .flat_map(|id| {
+            framed_query(
+                id,
+                if id % 2 == 0 {
+                    "www.example.test."
+                } else {
+                    "nx.example.test."
+                },
+            )
+        })
+        .collect();
+    t.write_all(&burst).unwrap();
+    for id in 0..50u16 {
+        let (rcode, answers) = read_answer(&mut t, id);
+        assert_eq!((rcode, answers), if id % 2 == 0 { (0, 1) } else { (3, 0) });
+    }
     // Idle past tcp_timeout_secs: closed by the server.
     assert!(
         closed_by_server(&t, Duration::from_secs(6)),
         "idle connection kept open"
     );
-    // Four idle connections take every slot; a fifth client still gets its answer, because
-    // the idle ones are closed to make room.
-    let mut idle: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(&addr).unwrap()).collect();
-    std::thread::sleep(Duration::from_millis(300));
+    // Every slot taken and nobody waiting: the connections stay open.
+    let idle: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        idle.iter()
+            .all(|t| !closed_by_server(t, Duration::from_millis(100))),
+        "connections closed with nobody waiting"
+    );
+    // A fifth client gets its answer: the idle ones are closed to make room.
     let mut fifth = TcpStream::connect(&addr).unwrap();
     fifth
         .set_read_timeout(Some(Duration::from_secs(1)))
         .unwrap();
     assert_eq!(tcp_query(&mut fifth, 3, "www.example.test."), (0, 1));
     let closed = idle
-        .iter_mut()
+        .iter()
         .filter(|t| closed_by_server(t, Duration::from_millis(500)))
         .count();
     assert!(closed >= 1, "no idle connection was closed to make room");
@@ -681,6 +711,42 @@ fn tcp_connections_are_capped_and_idle_ones_make_room() {
         "TYPE65300",
     ]);
     verify_all(&out, &anchor(&ks));
+}
+
+#[test]
+fn a_single_tcp_slot_serves_one_client_after_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ks = KeyServer::new(
+        dir.path(),
+        "example.test.",
+        "127.0.12.3",
+        "",
+        "tcp_max_clients = 1\ntcp_timeout_secs = 5\n",
+    );
+    ks.issue_to_file("www.example.test.", "192.0.2.10");
+    ks.start();
+    let addr = format!("{}:{}", ks.ip, ks.port);
+    // One client at a time, each closing after its answer.
+    for id in 0..5 {
+        let mut t = TcpStream::connect(&addr).unwrap();
+        t.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        assert_eq!(tcp_query(&mut t, id, "www.example.test."), (0, 1));
+    }
+    // A client that keeps its connection idle gives way to the next one.
+    let mut first = TcpStream::connect(&addr).unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    assert_eq!(tcp_query(&mut first, 10, "www.example.test."), (0, 1));
+    let mut second = TcpStream::connect(&addr).unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    assert_eq!(tcp_query(&mut second, 11, "www.example.test."), (0, 1));
+    assert!(
+        closed_by_server(&first, Duration::from_secs(1)),
+        "the idle client kept the slot"
+    );
 }
 
 #[test]

@@ -362,24 +362,25 @@ impl KeyServerHandler {
             return send_rcode(request, ResponseCode::Refused, handle).await;
         }
         // IXFR is answered with the whole zone (RFC 1995 §4), as AXFR.
-        let soa: Vec<&Record> = zone.soa().records_without_rrsigs().collect();
-        let records = zone.transfer_records();
-        let all: Vec<&Record> = records.iter().chain(soa.iter().copied()).collect();
+        let soa = zone.soa().records_without_rrsigs().cloned();
+        let mut all = zone.transfer_records().chain(soa).peekable();
         let mut messages = 0usize;
-        let mut start = 0;
+        let mut count = 0usize;
         let mut last = None;
-        while start < all.len() {
+        let mut chunk: Vec<Record> = Vec::new();
+        while all.peek().is_some() {
+            chunk.clear();
             let mut size = 0;
-            let mut end = start;
-            while end < all.len()
-                && (end == start || size + record_size(all[end]) <= AXFR_MESSAGE_BYTES)
+            while let Some(r) =
+                all.next_if(|r| chunk.is_empty() || size + record_size(r) <= AXFR_MESSAGE_BYTES)
             {
-                size += record_size(all[end]);
-                end += 1;
+                size += record_size(&r);
+                chunk.push(r);
             }
+            count += chunk.len();
             let msg = MessageResponseBuilder::new(&request.queries, edns.as_ref()).build(
                 meta,
-                all[start..end].iter().copied(),
+                chunk.iter(),
                 std::iter::empty(),
                 std::iter::empty(),
                 std::iter::empty(),
@@ -392,9 +393,8 @@ impl KeyServerHandler {
                 }
             }
             messages += 1;
-            start = end;
         }
-        info!(zone = %origin, %peer, serial = zone.serial(), records = all.len(), messages, "zone transfer served");
+        info!(zone = %origin, %peer, serial = zone.serial(), records = count, messages, "zone transfer served");
         last.unwrap_or_else(|| failed(request))
     }
 }

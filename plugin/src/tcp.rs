@@ -1,13 +1,16 @@
 //! DNS over TCP (RFC 7766) for the key server and the resolver daemon, in place of hickory's
 //! accept loop, which retries a failed `accept` at once (a process out of descriptors spins on
-//! EMFILE) and takes any number of connections. Here: at most `max_clients` connections; when
-//! all are taken, idle ones are closed to make room (RFC 7766 §6.2.3) and new clients wait in
-//! the listen backlog; a connection idle for `idle` is closed; `accept` failures for want of
-//! descriptors or memory back off. Each message goes to the hickory request path; responses
-//! are written in order, whole (two-byte length, then the message).
+//! EMFILE) and takes any number of connections. Here: at most `max_clients` connections; a
+//! client that finds every one taken makes the connections waiting for their next query close
+//! (RFC 7766 §6.2.3) and waits for a slot, at most the idle time; a connection idle for `idle`
+//! is closed; `accept` failures for want of descriptors or memory close idle connections too
+//! and back off. Each message goes to the hickory request path; responses are written in
+//! order, whole (two-byte length, then the message), and a connection whose response cannot
+//! be written is closed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hickory_net::NetError;
@@ -29,6 +32,8 @@ use crate::server::LogLimit;
 
 /// How long the accept loop pauses after running out of descriptors or memory.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long it pauses after any other failed `accept`.
+const ACCEPT_RETRY: Duration = Duration::from_millis(10);
 
 /// The limits of one TCP listener.
 #[derive(Clone, Copy, Debug)]
@@ -48,35 +53,29 @@ pub async fn serve_tcp<H: RequestHandler>(
     limits: TcpLimits,
 ) {
     static OUT_OF_RESOURCES: LogLimit = LogLimit::new();
-    let slots = Arc::new(Semaphore::new(limits.max_clients.max(1)));
-    // Moved on when every slot is taken: connections waiting for their next message close.
+    let max = limits.max_clients.max(1);
+    let slots = Arc::new(Semaphore::new(max));
+    // Moved on when a client needs room (every slot taken, or no descriptor left): the
+    // connections waiting for their next message then close.
     let (pressure, _) = watch::channel(0u64);
     let mut conns = JoinSet::new();
     loop {
-        let slot = match slots.clone().try_acquire_owned() {
-            Ok(slot) => slot,
-            Err(_) => {
-                pressure.send_modify(|n| *n += 1);
-                let Ok(slot) = slots.clone().acquire_owned().await else {
-                    return;
-                };
-                slot
-            }
-        };
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) if out_of_resources(&e) => {
                 if let Some(last) = OUT_OF_RESOURCES.allow() {
-                    warn!(error = %e, open = limits.max_clients - slots.available_permits() - 1,
-                        "TCP accept failed for want of resources; pausing {} ms{}",
+                    warn!(error = %e, open = max - slots.available_permits(),
+                        "TCP accept failed for want of resources; closing idle connections, pausing {} ms{}",
                         ACCEPT_BACKOFF.as_millis(), crate::server::quiet(last));
                 }
-                drop(slot);
+                pressure.send_modify(|n| *n += 1);
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
             Err(e) => {
+                // A client gone before it was accepted, and the like: never a reason to spin.
                 debug!(error = %e, "TCP accept");
+                tokio::time::sleep(ACCEPT_RETRY).await;
                 continue;
             }
         };
@@ -84,6 +83,22 @@ pub async fn serve_tcp<H: RequestHandler>(
         if peer.port() == 0 || peer.ip().is_unspecified() {
             continue;
         }
+        // A free slot, or one an idle connection gives up; a client that gets none within
+        // the idle time is closed.
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                pressure.send_modify(|n| *n += 1);
+                match tokio::time::timeout(limits.idle, slots.clone().acquire_owned()).await {
+                    Ok(Ok(slot)) => slot,
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        debug!(%peer, "TCP client closed: every connection busy");
+                        continue;
+                    }
+                }
+            }
+        };
         conns.spawn(connection(
             stream,
             peer,
@@ -96,8 +111,13 @@ pub async fn serve_tcp<H: RequestHandler>(
 }
 
 fn out_of_resources(e: &std::io::Error) -> bool {
-    // EMFILE, ENFILE, ENOBUFS, ENOMEM: waiting is the only cure.
-    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
+    use nix::errno::Errno;
+    // Waiting (and closing idle connections) is the only cure.
+    e.raw_os_error().is_some_and(|n| {
+        [Errno::EMFILE, Errno::ENFILE, Errno::ENOBUFS, Errno::ENOMEM]
+            .iter()
+            .any(|x| *x as i32 == n)
+    })
 }
 
 /// One connection: messages read and answered in order until the peer closes, goes idle,
@@ -115,9 +135,12 @@ async fn connection<H: RequestHandler>(
     let out = TcpResponse {
         wr: Arc::new(Mutex::new(wr)),
         idle,
+        failed: Arc::new(AtomicBool::new(false)),
     };
     loop {
         let len = tokio::select! {
+            // A query already sent is read before any call to make room.
+            biased;
             r = tokio::time::timeout(idle, rd.read_u16()) => match r {
                 Ok(Ok(n)) => usize::from(n),
                 Ok(Err(_)) => return,
@@ -142,6 +165,11 @@ async fn connection<H: RequestHandler>(
             return;
         }
         handle_raw(&*handler, msg, peer, Protocol::Tcp, out.clone()).await;
+        if out.failed.load(Ordering::Relaxed) {
+            return;
+        }
+        // A call to make room while this one was busy is not for it.
+        pressure.borrow_and_update();
     }
 }
 
@@ -215,6 +243,8 @@ pub(crate) fn encode_response<'a>(
 struct TcpResponse {
     wr: Arc<Mutex<OwnedWriteHalf>>,
     idle: Duration,
+    // Set when a response could not be written: the connection is done.
+    failed: Arc<AtomicBool>,
 }
 
 #[async_trait::async_trait]
@@ -243,8 +273,13 @@ impl ResponseHandler for TcpResponse {
             info
         };
         match tokio::time::timeout(self.idle, wr.write_all(&buf)).await {
-            Ok(r) => r?,
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                self.failed.store(true, Ordering::Relaxed);
+                return Err(e.into());
+            }
             Err(_) => {
+                self.failed.store(true, Ordering::Relaxed);
                 let _ = wr.shutdown().await;
                 return Err(NetError::from("TCP peer does not take its response"));
             }

@@ -75,7 +75,7 @@ pub enum Answer {
 /// The members (indices into [`KeyZone::members`]) of one owner name.
 enum Keys {
     One(u32),
-    Many(Box<[u32]>),
+    Many(Vec<u32>),
 }
 
 impl Keys {
@@ -639,10 +639,13 @@ impl KeyZone {
             };
             let l = LowerName::new(owner);
             match keys.entry(l.clone()) {
-                Slot::Occupied(mut e) => {
-                    let more: Vec<u32> = e.get().indices().iter().copied().chain([i]).collect();
-                    e.insert(Keys::Many(more.into_boxed_slice()));
-                }
+                Slot::Occupied(mut e) => match e.get_mut() {
+                    Keys::One(first) => {
+                        let first = *first;
+                        e.insert(Keys::Many(vec![first, i]));
+                    }
+                    Keys::Many(v) => v.push(i),
+                },
                 Slot::Vacant(e) => {
                     e.insert(Keys::One(i));
                 }
@@ -723,22 +726,19 @@ impl KeyZone {
         &self.members
     }
 
-    /// Every record of the zone in transfer order, SOA first (the caller repeats it last).
-    pub fn transfer_records(&self) -> Vec<Record> {
+    /// Every record of the zone in transfer order, SOA first (the caller repeats it last),
+    /// made as they are taken: a transfer holds one message's records at a time.
+    pub fn transfer_records(&self) -> impl Iterator<Item = Record> + Send + '_ {
         let soa = self.soa.records_without_rrsigs();
         let ns = self.ns.iter().flat_map(|s| s.records_without_rrsigs());
         let glue = self.glue.values().flat_map(|s| s.records_without_rrsigs());
-        let mut all: Vec<Record> = soa.chain(ns).chain(glue).cloned().collect();
-        all.reserve(self.members.len());
-        for (owner, keys) in &self.keys {
+        let keys = self.keys.iter().flat_map(move |(owner, keys)| {
             let owner = Name::from(owner.clone());
-            all.extend(
-                keys.indices()
-                    .iter()
-                    .filter_map(|&i| self.key_record(&owner, i)),
-            );
-        }
-        all
+            keys.indices()
+                .iter()
+                .filter_map(move |&i| self.key_record(&owner, i))
+        });
+        soa.chain(ns).chain(glue).cloned().chain(keys)
     }
 
     /// Member `i` as a hickory record of `owner`.

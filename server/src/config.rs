@@ -74,7 +74,8 @@ pub struct Config {
     /// sends every query through the hickory path (for comparison and diagnosis).
     #[serde(default = "default_fast_path")]
     pub fast_path: bool,
-    /// Threads reading UDP on each listen address, sharing its socket (default: the cores).
+    /// Threads reading UDP on each listen address, each with its own SO_REUSEPORT socket when
+    /// there are several (default: the cores).
     #[serde(default = "default_udp_workers")]
     pub udp_workers: usize,
     /// Default validity of members enrolled online, days.

@@ -1,8 +1,8 @@
 //! The local key-resolver daemon's request path: TYPE65300 answered with verified records only
 //! and the AD bit set; a verification failure answered SERVFAIL with an Extended DNS Error
 //! (RFC 8914) saying what failed; A/AAAA answered from the configured DNS servers (cached), so
-//! one resolver address serves an application. TCP goes through hickory's `Server` (this is
-//! its `RequestHandler`); UDP is served by [`serve_udp`]: cache hits by the fast path, the rest
+//! one resolver address serves an application. TCP is read by `crate::tcp` (this is its
+//! `RequestHandler`); UDP is served by [`serve_udp`]: cache hits by the fast path, the rest
 //! decoded and encoded by hickory-proto here.
 
 use std::sync::Arc;

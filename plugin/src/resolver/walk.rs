@@ -80,6 +80,9 @@ pub fn verify_record(
         ));
     }
     let rec = KeyRecord::from_wire(rdata).map_err(|e| fail(Check::Decode, e.to_string()))?;
+    // W travels compressed: a W off the curve is a record that does not decode.
+    rec.w_point()
+        .map_err(|e| fail(Check::Decode, e.to_string()))?;
     let q = rec
         .public_key(owner, &server.params)
         .map_err(|e| fail(Check::Issuer, e.to_string()))?;
