@@ -631,26 +631,16 @@ impl KeyZone {
 
         members.shrink_to_fit();
         let mut keys: HashMap<LowerName, Keys> = HashMap::with_capacity(members.len());
-        let mut names = HashSet::with_capacity(members.len() + 1);
+        let mut names = HashSet::new();
         names.insert(origin.clone());
         for (i, owner) in owners.iter().enumerate() {
             let (Some(owner), Ok(i)) = (owner, u32::try_from(i)) else {
                 continue;
             };
             let l = LowerName::new(owner);
-            match keys.entry(l.clone()) {
-                Slot::Occupied(mut e) => match e.get_mut() {
-                    Keys::One(first) => {
-                        let first = *first;
-                        e.insert(Keys::Many(vec![first, i]));
-                    }
-                    Keys::Many(v) => v.push(i),
-                },
-                Slot::Vacant(e) => {
-                    e.insert(Keys::One(i));
-                }
-            }
-            add_with_ancestors(&mut names, l, &origin);
+            // Owners are in `keys`; `names` holds the rest of what exists (empty non-terminals).
+            add_with_ancestors(&mut names, l.base_name(), &origin);
+            keys_at(&mut keys, l, i);
         }
         for (l, _) in glue.keys() {
             add_with_ancestors(&mut names, l.clone(), &origin);
@@ -854,8 +844,13 @@ impl KeyZone {
         }
     }
 
+    /// Whether `name` exists in the zone: an owner, an empty non-terminal, the apex or glue.
+    pub(crate) fn exists(&self, name: &LowerName) -> bool {
+        self.keys.contains_key(name) || self.names.contains(name)
+    }
+
     fn absent(&self, name: &LowerName) -> Answer {
-        if self.names.contains(name) {
+        if self.exists(name) {
             Answer::NoData
         } else {
             Answer::NxDomain
@@ -902,6 +897,22 @@ pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync)
             .flat_map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect()
     })
+}
+
+/// Member `i` added to the members of owner `l`.
+fn keys_at(keys: &mut HashMap<LowerName, Keys>, l: LowerName, i: u32) {
+    match keys.entry(l) {
+        Slot::Occupied(mut e) => match e.get_mut() {
+            Keys::One(first) => {
+                let first = *first;
+                e.insert(Keys::Many(vec![first, i]));
+            }
+            Keys::Many(v) => v.push(i),
+        },
+        Slot::Vacant(e) => {
+            e.insert(Keys::One(i));
+        }
+    }
 }
 
 fn add_with_ancestors(names: &mut HashSet<LowerName>, name: LowerName, origin: &LowerName) {

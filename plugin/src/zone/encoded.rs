@@ -93,12 +93,13 @@ impl Encoded {
     /// non-terminals, delegations) and each QTYPE that can differ there.
     pub(super) fn build(zone: &KeyZone) -> Self {
         let negative = Negative::build(zone);
-        let mut names = HashMap::with_capacity(zone.names.len() + zone.delegations.len());
+        let mut names = HashMap::with_capacity(zone.names.len() + zone.keys.len());
         // Every name that exists must have its answers, or NXDOMAIN would be wrong for it.
         let mut complete = true;
         // Each name's answers alone, over the cores (a name both an owner and a delegation
         // is encoded twice, the same).
-        let all: Vec<&LowerName> = zone.names.iter().chain(&zone.delegations).collect();
+        // (Delegations are owners of KS records: in `keys`.)
+        let all: Vec<&LowerName> = zone.names.iter().chain(zone.keys.keys()).collect();
         let encoded = super::par_map(&all, |lower| {
             let wire = Name::from((*lower).clone()).to_bytes().ok()?;
             let owner = encode_owner(zone, lower, &wire, negative.is_some());
@@ -154,7 +155,7 @@ impl Negative {
             let label = Name::from_ascii(format!("nxdomain{i}")).ok()?;
             let name = label.append_domain(zone.origin_name()).ok()?;
             let lower = LowerName::new(&name);
-            (!zone.names.contains(&lower)).then(|| Some((lower, name.to_bytes().ok()?)))?
+            (!zone.exists(&lower)).then(|| Some((lower, name.to_bytes().ok()?)))?
         })?;
         let mut b = encode(zone, &lower, &wire, OTHER)?;
         let qname_len = wire.len();
