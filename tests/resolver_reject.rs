@@ -92,7 +92,7 @@ fn issue_unsigned(
         issuer: issuer.params().digest(),
         not_before,
         not_after,
-        key_server,
+        key_server: key_server.map(Box::new),
         signature: None,
     };
     (rec, key)
@@ -546,7 +546,7 @@ fn a_record_signed_by_the_wrong_server_or_issued_under_other_params_is_refused()
     net.honest();
 
     // The same for a referral: example.com.'s KS record signed by the root instead of com.…
-    let info = net.example.record.key_server.clone();
+    let info = net.example.record.key_server.clone().map(|b| *b);
     let (rec, _) = issue_unsigned(
         &net.com.kgc,
         "example.com.",

@@ -467,7 +467,7 @@ fn issue_unsigned(
         issuer: issuer.params().digest(),
         not_before,
         not_after,
-        key_server,
+        key_server: key_server.map(Box::new),
         signature: None,
     };
     (rec, key)

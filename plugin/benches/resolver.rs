@@ -164,10 +164,10 @@ async fn hierarchy() -> Hierarchy {
         issuer: root.kgc.params().digest(),
         not_before,
         not_after,
-        key_server: Some(KeyServerInfo {
+        key_server: Some(Box::new(KeyServerInfo {
             port: root.addr.port(),
             p_pub: root.kgc.params().p_pub,
-        }),
+        })),
         signature: None,
     };
     apex.sign(".", &own).unwrap();

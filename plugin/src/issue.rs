@@ -76,7 +76,7 @@ pub fn issue(
         issuer: kgc.params().digest(),
         not_before: opts.not_before,
         not_after: opts.not_after,
-        key_server,
+        key_server: key_server.map(Box::new),
         signature: None,
     };
     record.sign(name, own)?;

@@ -100,8 +100,8 @@ pub struct KeyRecord {
     pub not_before: u32,
     /// End of validity, seconds since the Unix epoch.
     pub not_after: u32,
-    /// Present on key-server records.
-    pub key_server: Option<KeyServerInfo>,
+    /// Present on key-server records (boxed: entity records, the many, stay small).
+    pub key_server: Option<Box<KeyServerInfo>>,
     /// The issuing key server's signature, absent until signed.
     pub signature: Option<[u8; SIG_LEN]>,
 }
@@ -193,7 +193,7 @@ impl KeyRecord {
             issuer,
             not_before,
             not_after,
-            key_server,
+            key_server: key_server.map(Box::new),
             signature: Some(sig),
         })
     }
@@ -350,7 +350,7 @@ impl KeyRecord {
             issuer,
             not_before,
             not_after,
-            key_server,
+            key_server: key_server.map(Box::new),
             signature,
         })
     }
@@ -498,9 +498,11 @@ mod tests {
             issuer: kgc.params().digest(),
             not_before: 1_700_000_000,
             not_after: 1_900_000_000,
-            key_server: ks.then(|| KeyServerInfo {
-                port: 5300,
-                p_pub: own.public().to_owned(),
+            key_server: ks.then(|| {
+                Box::new(KeyServerInfo {
+                    port: 5300,
+                    p_pub: own.public().to_owned(),
+                })
             }),
             signature: None,
         };

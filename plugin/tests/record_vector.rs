@@ -58,10 +58,10 @@ fn compute() -> Vec<(&'static str, String)> {
         issuer: params.digest(),
         not_before: NOT_BEFORE,
         not_after: NOT_AFTER,
-        key_server: Some(KeyServerInfo {
+        key_server: Some(Box::new(KeyServerInfo {
             port: ISSUER_PORT,
             p_pub: params.p_pub,
-        }),
+        })),
         signature: None,
     };
     anchor.sign(ISSUER, &own).unwrap();

@@ -284,10 +284,10 @@ fn root_record(
         issuer: kgc.params().digest(),
         not_before,
         not_after,
-        key_server: Some(KeyServerInfo {
+        key_server: Some(Box::new(KeyServerInfo {
             port,
             p_pub: kgc.params().p_pub,
-        }),
+        })),
         signature: None,
     };
     rec.sign(&kgc.params().name, own)?;
