@@ -210,10 +210,9 @@ impl KeyZone {
     /// without its ECDSA check. Also returns the digests of every member whose signature was
     /// checked here or found in `checked`, for the next load to skip.
     ///
-    /// The stages, each a function of its own: [`KeyZone::sort`] (records by kind, glue,
-    /// placement in the zone), [`KeyZone::check`] (issuer, window, signature, duplicates,
-    /// delegations), [`KeyZone::sign`] (unsigned members, over the cores), [`KeyZone::index`]
-    /// (the lookup structures); then [`KeyZone::encode`].
+    /// The stages, each a function of its own: `sort` (records by kind, glue, placement in the
+    /// zone), `check` (issuer, window, signature, duplicates, delegations), `sign` (unsigned
+    /// members, over the cores), `index` (the lookup structures); then [`KeyZone::encode`].
     pub fn build_checked(
         parsed: ParsedZone,
         stored: Vec<(String, u32, KeyRecord)>,
@@ -383,7 +382,7 @@ impl KeyZone {
     /// Stage 2: every member's issuer, window, signature (verified over the cores, unless
     /// unchanged since the served zone or found in `checked`), duplicates and placement below
     /// delegations. Members past their window are marked for withdrawal (no crypto spent on
-    /// them); unsigned ones are left to [`KeyZone::sign`].
+    /// them); unsigned ones are left to `sign`.
     fn check(
         sorted: &mut Sorted,
         signer: &ZoneSigner<'_>,

@@ -157,7 +157,7 @@ impl Negative {
             let lower = LowerName::new(&name);
             (!zone.exists(&lower)).then(|| Some((lower, name.to_bytes().ok()?)))?
         })?;
-        let mut b = encode(zone, &lower, &wire, OTHER)?;
+        let mut b = encode(zone, &lower, &wire, OTHER, &parts(zone, &lower, OTHER))?;
         let qname_len = wire.len();
         let section = 12 + qname_len + 4;
         b.get_mut(qname_len + 12..qname_len + 14)?
@@ -248,8 +248,8 @@ impl KeyZone {
 }
 
 fn encode_owner(zone: &KeyZone, name: &LowerName, wire: &[u8], template: bool) -> Option<Owner> {
-    let zeroed = |rtype: RecordType| {
-        let mut b = encode(zone, name, wire, rtype)?;
+    let zeroed = |rtype: RecordType, parts: &Parts| {
+        let mut b = encode(zone, name, wire, rtype, parts)?;
         let at = qtype_at(wire.len());
         b.get_mut(at..at + 2)?.copy_from_slice(&[0, 0]);
         Some(b)
@@ -257,25 +257,27 @@ fn encode_owner(zone: &KeyZone, name: &LowerName, wire: &[u8], template: bool) -
     // Types whose answers are made of the same parts give the same bytes but for the QTYPE:
     // each shape is encoded once (a member's SOA, NS, A, AAAA and other types are one NODATA;
     // its ANY is its TPKEY answer).
-    let other_shape = shape(zone, name, OTHER);
+    let other_parts = parts(zone, name, OTHER);
+    let other_shape = shape(&other_parts, OTHER);
     let other_nodata = template && other_shape == Shape::NoData;
     let other = if other_nodata {
         None
     } else {
-        Some(zeroed(OTHER)?)
+        Some(zeroed(OTHER, &other_parts)?)
     };
     let mut shapes: Vec<Shape> = Vec::new();
     let mut blobs: Vec<Vec<u8>> = Vec::new();
     let mut types = Vec::new();
     for rtype in TYPES {
-        let sh = shape(zone, name, rtype);
+        let p = parts(zone, name, rtype);
+        let sh = shape(&p, rtype);
         if sh == other_shape {
             continue;
         }
         let i = match shapes.iter().position(|x| *x == sh) {
             Some(i) => i,
             None => {
-                let Some(b) = zeroed(rtype) else { continue };
+                let Some(b) = zeroed(rtype, &p) else { continue };
                 shapes.push(sh);
                 blobs.push(b);
                 blobs.len() - 1
@@ -310,14 +312,31 @@ fn set_id(set: &RecordSet) -> SetId {
     (set.name().clone(), set.record_type())
 }
 
-fn shape(zone: &KeyZone, name: &LowerName, rtype: RecordType) -> Shape {
-    if let Some(set) = zone.referral(name, rtype) {
-        return Shape::Referral(set_id(&set));
+/// What the zone gives for `rtype` at a name, looked up once for both [`shape`] and
+/// [`encode`] (a key set is made by each lookup).
+struct Parts {
+    referral: Option<Arc<RecordSet>>,
+    found: Answer,
+}
+
+fn parts(zone: &KeyZone, name: &LowerName, rtype: RecordType) -> Parts {
+    let referral = zone.referral(name, rtype);
+    let found = if referral.is_some() {
+        Answer::NotAuth
+    } else {
+        zone.lookup(name, rtype)
+    };
+    Parts { referral, found }
+}
+
+fn shape(parts: &Parts, rtype: RecordType) -> Shape {
+    if let Some(set) = &parts.referral {
+        return Shape::Referral(set_id(set));
     }
-    match zone.lookup(name, rtype) {
+    match &parts.found {
         Answer::Records(set) => {
             let adds = matches!(rtype, RecordType::SOA | RecordType::NS);
-            Shape::Answer(vec![set_id(&set)], if adds { rtype.into() } else { 0 })
+            Shape::Answer(vec![set_id(set)], if adds { rtype.into() } else { 0 })
         }
         Answer::Many(sets) => Shape::Answer(sets.iter().map(|s| set_id(s)).collect(), 0),
         Answer::NoData => Shape::NoData,
@@ -328,7 +347,13 @@ fn shape(zone: &KeyZone, name: &LowerName, rtype: RecordType) -> Shape {
 
 /// The response the hickory path gives to `rtype` at `name`; `None` where it is no answer of
 /// this zone's (outside it).
-fn encode(zone: &KeyZone, name: &LowerName, wire: &[u8], rtype: RecordType) -> Option<Vec<u8>> {
+fn encode(
+    zone: &KeyZone,
+    name: &LowerName,
+    wire: &[u8],
+    rtype: RecordType,
+    parts: &Parts,
+) -> Option<Vec<u8>> {
     let mut question = wire.to_vec();
     question.extend_from_slice(&u16::from(rtype).to_be_bytes());
     question.extend_from_slice(&[0, 1]);
@@ -336,13 +361,8 @@ fn encode(zone: &KeyZone, name: &LowerName, wire: &[u8], rtype: RecordType) -> O
     let request = Metadata::new(0, MessageType::Query, OpCode::Query);
     let mut meta = Metadata::response_from_request(&request);
     // The rrsets the sections borrow from.
-    let referral = zone.referral(name, rtype);
-    let found = if referral.is_some() {
-        Answer::NotAuth
-    } else {
-        zone.lookup(name, rtype)
-    };
-    let apex_ns = match (&found, rtype) {
+    let Parts { referral, found } = parts;
+    let apex_ns = match (found, rtype) {
         (Answer::Records(_), RecordType::SOA) => match zone.lookup(zone.origin(), RecordType::NS) {
             Answer::Records(ns) => Some(ns),
             _ => None,
@@ -357,13 +377,13 @@ fn encode(zone: &KeyZone, name: &LowerName, wire: &[u8], rtype: RecordType) -> O
     let mut answers: Vec<&Record> = Vec::new();
     let mut authorities: Vec<&Record> = Vec::new();
     let mut additionals: Vec<&Record> = Vec::new();
-    if let Some(set) = &referral {
+    if let Some(set) = referral {
         // The front handler's referral: AA clear, the child's records in AUTHORITY.
         authorities.extend(set.records_without_rrsigs());
     } else {
         // The Catalog's authoritative answer (build_authoritative_response in hickory-server).
         meta.authoritative = true;
-        match &found {
+        match found {
             Answer::Records(set) => {
                 answers.extend(set.records_without_rrsigs());
                 // An SOA answer carries the apex NS in AUTHORITY.
