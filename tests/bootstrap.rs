@@ -44,16 +44,6 @@ fn with_ext(prefix: &Path, ext: &str) -> PathBuf {
     PathBuf::from(format!("{}.{ext}", prefix.display()))
 }
 
-/// `tp keygen` for `name` at `ip` under `parent`'s params, out to `prefix`.
-fn keygen(parent: &KeyServer, name: &str, ip: &str, prefix: &Path) {
-    ok(tp()
-        .args(["keygen", "--name", name, "--ip", ip])
-        .arg("--issuer-params")
-        .arg(parent.params())
-        .arg("--out")
-        .arg(prefix));
-}
-
 /// `tp enroll` of `prefix.req` with the running `parent`, signed with TSIG key `key` whose
 /// secret is `parent.dir/secret_file`; `extra` for a child key server's part.
 fn enroll(parent: &KeyServer, key: &str, secret_file: &str, prefix: &Path, extra: &[&str]) {
@@ -114,7 +104,7 @@ fn join(
         .arg("--state")
         .arg(&state));
     let prefix = state.join("server");
-    keygen(parent, name, ip, &prefix);
+    parent.keygen_to(name, ip, &prefix);
     let params = state.join("params");
     enroll(
         parent,
@@ -143,7 +133,7 @@ fn entity(
     ip: &str,
 ) -> String {
     let prefix = dir.join(format!("{name}{ip}"));
-    keygen(parent, name, ip, &prefix);
+    parent.keygen_to(name, ip, &prefix);
     enroll(parent, key, secret_file, &prefix, &[]);
     finalize(&prefix, &dir.join(format!("{name}{ip}.key")))
 }

@@ -85,12 +85,7 @@ fn acknowledged_enrollments_survive_sigkill_in_a_concurrent_burst() {
     );
 
     for i in 0..REQUESTS {
-        ok(tp()
-            .args(["keygen", "--name", &name(i), "--ip", &ip(i)])
-            .arg("--issuer-params")
-            .arg(ks.params())
-            .arg("--out")
-            .arg(prefix(d, i)));
+        ks.keygen_to(&name(i), &ip(i), &prefix(d, i));
     }
 
     let kill_after = kill_after();

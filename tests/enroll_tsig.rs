@@ -38,13 +38,21 @@ fn wait_log(ks: &KeyServer, needle: &str) -> String {
 
 fn keygen(ks: &KeyServer, name: &str, ip: &str) -> PathBuf {
     let prefix = ks.dir.join(format!("{name}{ip}"));
-    ok(tp()
-        .args(["keygen", "--name", name, "--ip", ip])
-        .arg("--issuer-params")
-        .arg(ks.params())
-        .arg("--out")
-        .arg(&prefix));
+    ks.keygen_to(name, ip, &prefix);
     prefix
+}
+
+/// `tp enroll --requests dir` with `ks` (TSIG key `child-key.`), `parallel` in flight.
+fn enroll_dir(ks: &KeyServer, dir: &Path, parallel: usize) -> std::process::Output {
+    run(tp()
+        .arg("enroll")
+        .args(["--server", &format!("{}:{}", ks.ip, ks.port)])
+        .args(["--zone", "example.com.", "--tsig-key", "child-key."])
+        .arg("--tsig-secret-file")
+        .arg(ks.dir.join("child-key.tsig"))
+        .arg("--requests")
+        .arg(dir)
+        .args(["--parallel", &parallel.to_string()]))
 }
 
 fn with_ext(prefix: &Path, ext: &str) -> PathBuf {
@@ -273,12 +281,7 @@ fn a_child_key_server_enrolled_over_update_serves_a_verifiable_chain() {
         .arg("--state")
         .arg(&state));
     let prefix = state.join("server");
-    ok(tp()
-        .args(["keygen", "--name", name, "--ip", cip])
-        .arg("--issuer-params")
-        .arg(parent.params())
-        .arg("--out")
-        .arg(&prefix));
+    parent.keygen_to(name, cip, &prefix);
     let params = state.join("params");
     let out = tp_enroll(
         &parent,
@@ -743,35 +746,20 @@ fn a_directory_of_requests_is_enrolled_in_one_run_and_a_duplicate_in_the_burst_i
     std::fs::create_dir_all(&fleet).unwrap();
     let n = 40;
     for i in 0..n {
-        ok(tp()
-            .args(["keygen", "--name", &format!("dev{i}.example.com.")])
-            .args(["--ip", &format!("10.9.0.{i}")])
-            .arg("--issuer-params")
-            .arg(ks.params())
-            .arg("--out")
-            .arg(fleet.join(format!("dev{i}"))));
+        ks.keygen_to(
+            &format!("dev{i}.example.com."),
+            &format!("10.9.0.{i}"),
+            &fleet.join(format!("dev{i}")),
+        );
     }
     // A second key for dev7 at the same IP, another secret value.
-    ok(tp()
-        .args(["keygen", "--name", "dev7.example.com.", "--ip", "10.9.0.7"])
-        .arg("--issuer-params")
-        .arg(ks.params())
-        .arg("--out")
-        .arg(fleet.join("dev7-again")));
+    ks.keygen_to("dev7.example.com.", "10.9.0.7", &fleet.join("dev7-again"));
     let serial = |ks: &KeyServer| -> u32 {
         let out = dig(&["-p", &ks.p(), &ks.at(), "example.com.", "SOA", "+short"]);
         out.split_whitespace().nth(2).unwrap().parse().unwrap()
     };
     let s0 = serial(&ks);
-    let out = run(tp()
-        .arg("enroll")
-        .args(["--server", &format!("{}:{}", ks.ip, ks.port)])
-        .args(["--zone", "example.com.", "--tsig-key", "child-key."])
-        .arg("--tsig-secret-file")
-        .arg(ks.dir.join("child-key.tsig"))
-        .arg("--requests")
-        .arg(&fleet)
-        .args(["--parallel", "16"]));
+    let out = enroll_dir(&ks, &fleet, 16);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -891,35 +879,14 @@ fn a_bad_request_in_a_burst_refuses_only_itself() {
     std::fs::create_dir_all(&fleet).unwrap();
     let n = 24;
     for i in 0..n {
-        ok(tp()
-            .args(["keygen", "--name", &format!("dev{i}.example.com.")])
-            .args(["--ip", &format!("10.9.1.{i}")])
-            .arg("--issuer-params")
-            .arg(ks.params())
-            .arg("--out")
-            .arg(fleet.join(format!("dev{i}"))));
+        ks.keygen_to(
+            &format!("dev{i}.example.com."),
+            &format!("10.9.1.{i}"),
+            &fleet.join(format!("dev{i}")),
+        );
     }
-    ok(tp()
-        .args([
-            "keygen",
-            "--name",
-            "www.sub.example.com.",
-            "--ip",
-            "10.9.1.200",
-        ])
-        .arg("--issuer-params")
-        .arg(ks.params())
-        .arg("--out")
-        .arg(fleet.join("below")));
-    let out = run(tp()
-        .arg("enroll")
-        .args(["--server", &format!("{}:{}", ks.ip, ks.port)])
-        .args(["--zone", "example.com.", "--tsig-key", "child-key."])
-        .arg("--tsig-secret-file")
-        .arg(ks.dir.join("child-key.tsig"))
-        .arg("--requests")
-        .arg(&fleet)
-        .args(["--parallel", "25"]));
+    ks.keygen_to("www.sub.example.com.", "10.9.1.200", &fleet.join("below"));
+    let out = enroll_dir(&ks, &fleet, 25);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -430,13 +430,18 @@ impl KeyServer {
     /// of `<tag>.secret` and `<tag>.req`.
     pub fn keygen(&self, name: &str, ip: &str, tag: &str) -> PathBuf {
         let prefix = self.dir.join(tag);
+        self.keygen_to(name, ip, &prefix);
+        prefix
+    }
+
+    /// `tp keygen` for `name` at `ip` under this server's params, out to `prefix`.
+    pub fn keygen_to(&self, name: &str, ip: &str, prefix: &Path) {
         ok(tp()
             .args(["keygen", "--name", name, "--ip", ip])
             .arg("--issuer-params")
             .arg(self.params())
             .arg("--out")
-            .arg(&prefix));
-        prefix
+            .arg(prefix));
     }
 
     /// Keygen, `tp ctl enroll` (the running tpkd), finalize: the key file `<dir>/<tag>.key`.
