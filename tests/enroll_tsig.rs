@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{KeyServer, bin, dig, ok, require_tool, run, tp};
+use common::{KeyServer, bin, dig, ok, require_tool, run, tp, with_ext};
 
 /// A key server at `ip` for `example.com.` with one TSIG key `child-key.` allowed `allow`,
 /// started with its log in `<dir>/tpkd.log`. Returns the server and the secret text.
@@ -42,30 +42,27 @@ fn keygen(ks: &KeyServer, name: &str, ip: &str) -> PathBuf {
     prefix
 }
 
-/// `tp enroll --requests dir` with `ks` (TSIG key `child-key.`), `parallel` in flight.
-fn enroll_dir(ks: &KeyServer, dir: &Path, parallel: usize) -> std::process::Output {
-    run(tp()
-        .arg("enroll")
+/// `tp enroll` with `ks`, signed with its TSIG key `child-key.`.
+fn enroll_cmd(ks: &KeyServer) -> Command {
+    let mut cmd = tp();
+    cmd.arg("enroll")
         .args(["--server", &format!("{}:{}", ks.ip, ks.port)])
         .args(["--zone", "example.com.", "--tsig-key", "child-key."])
         .arg("--tsig-secret-file")
-        .arg(ks.dir.join("child-key.tsig"))
+        .arg(ks.dir.join("child-key.tsig"));
+    cmd
+}
+
+/// `tp enroll --requests dir` with `ks`, `parallel` in flight.
+fn enroll_dir(ks: &KeyServer, dir: &Path, parallel: usize) -> std::process::Output {
+    run(enroll_cmd(ks)
         .arg("--requests")
         .arg(dir)
         .args(["--parallel", &parallel.to_string()]))
 }
 
-fn with_ext(prefix: &Path, ext: &str) -> PathBuf {
-    PathBuf::from(format!("{}.{ext}", prefix.display()))
-}
-
 fn tp_enroll(ks: &KeyServer, prefix: &Path, extra: &[&str]) -> std::process::Output {
-    run(tp()
-        .arg("enroll")
-        .args(["--server", &format!("{}:{}", ks.ip, ks.port)])
-        .args(["--zone", "example.com.", "--tsig-key", "child-key."])
-        .arg("--tsig-secret-file")
-        .arg(ks.dir.join("child-key.tsig"))
+    run(enroll_cmd(ks)
         .arg("--request")
         .arg(with_ext(prefix, "req"))
         .arg("--response")
