@@ -333,12 +333,9 @@ where
     socket.set_read_timeout(Some(std::time::Duration::from_millis(250)))?;
     let socket = Arc::new(socket);
     let fd = socket.as_raw_fd();
-    let batch = |size| {
-        std::iter::repeat_with(|| vec![0u8; size].into_boxed_slice())
-            .take(UDP_BATCH)
-            .collect::<Vec<_>>()
-    };
-    let mut bufs = batch(UDP_READ_MAX);
+    let mut bufs: Vec<Box<[u8]>> = (0..UDP_BATCH)
+        .map(|_| vec![0u8; UDP_READ_MAX].into_boxed_slice())
+        .collect();
     let mut out = vec![0u8; 65_535];
     let mut rx = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
     // Per received datagram: its length and peer (None: dropped).
@@ -357,8 +354,13 @@ where
                 Ok(msgs) => {
                     let mut n = 0;
                     for (i, m) in msgs.enumerate() {
-                        let whole = !m.flags.contains(MsgFlags::MSG_TRUNC);
-                        got[i] = (m.bytes, m.address.and_then(socket_addr).filter(|_| whole));
+                        let peer = m.address.and_then(socket_addr);
+                        if m.flags.contains(MsgFlags::MSG_TRUNC) {
+                            debug!(?peer, "UDP datagram over {UDP_READ_MAX} bytes dropped");
+                            got[i] = (0, None);
+                        } else {
+                            got[i] = (m.bytes, peer);
+                        }
                         n = i + 1;
                     }
                     n
