@@ -134,6 +134,7 @@ async fn connection<H: RequestHandler>(
     let (mut rd, wr) = stream.into_split();
     let out = TcpResponse {
         wr: Arc::new(Mutex::new(wr)),
+        peer,
         idle,
         failed: Arc::new(AtomicBool::new(false)),
     };
@@ -242,6 +243,7 @@ pub(crate) fn encode_response<'a>(
 #[derive(Clone)]
 struct TcpResponse {
     wr: Arc<Mutex<OwnedWriteHalf>>,
+    peer: SocketAddr,
     idle: Duration,
     // Set when a response could not be written: the connection is done.
     failed: Arc<AtomicBool>,
@@ -261,11 +263,10 @@ impl ResponseHandler for TcpResponse {
         >,
     ) -> Result<ResponseInfo, NetError> {
         let mut wr = self.wr.lock().await;
-        let peer = wr.peer_addr()?;
         let mut buf = vec![0, 0];
         let info = {
             let mut body = Vec::with_capacity(512);
-            let info = encode_response(response, peer, &mut body)?;
+            let info = encode_response(response, self.peer, &mut body)?;
             let len = u16::try_from(body.len())
                 .map_err(|_| NetError::from("response over 65,535 bytes"))?;
             buf[..2].copy_from_slice(&len.to_be_bytes());
