@@ -87,17 +87,13 @@ pub async fn serve_tcp<H: RequestHandler>(
         // the idle time is closed.
         let slot = match slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
-            Err(_) => {
-                pressure.send_modify(|n| *n += 1);
-                match tokio::time::timeout(limits.idle, slots.clone().acquire_owned()).await {
-                    Ok(Ok(slot)) => slot,
-                    Ok(Err(_)) => return,
-                    Err(_) => {
-                        debug!(%peer, "TCP client closed: every connection busy");
-                        continue;
-                    }
+            Err(_) => match wait_for_slot(&slots, &pressure, limits.idle).await {
+                Some(slot) => slot,
+                None => {
+                    debug!(%peer, "TCP client closed: every connection busy");
+                    continue;
                 }
-            }
+            },
         };
         conns.spawn(connection(
             stream,
@@ -107,6 +103,26 @@ pub async fn serve_tcp<H: RequestHandler>(
             pressure.subscribe(),
             slot,
         ));
+    }
+}
+
+/// A slot for a waiting client: the connections waiting for their next query are asked to
+/// close, again every [`ACCEPT_RETRY`] × 10 (one busy at the first call is idle at a later
+/// one), for at most `patience`.
+async fn wait_for_slot(
+    slots: &Arc<Semaphore>,
+    pressure: &watch::Sender<u64>,
+    patience: Duration,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        pressure.send_modify(|n| *n += 1);
+        let next = (tokio::time::Instant::now() + ACCEPT_RETRY * 10).min(deadline);
+        match tokio::time::timeout_at(next, slots.clone().acquire_owned()).await {
+            Ok(slot) => return slot.ok(),
+            Err(_) if next >= deadline => return None,
+            Err(_) => {}
+        }
     }
 }
 
