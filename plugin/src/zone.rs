@@ -2,8 +2,8 @@
 //! no allocation beyond hickory's own response building, and every plain answer encoded for
 //! the UDP fast path ([`encoded`]).
 
-use std::collections::hash_map::Entry as Slot;
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher as _;
 use std::sync::Arc;
 
 use hickory_proto::rr::rdata::{NULL, SOA};
@@ -72,19 +72,107 @@ pub enum Answer {
     NotAuth,
 }
 
-/// The members (indices into [`KeyZone::members`]) of one owner name.
-enum Keys {
-    One(u32),
-    Many(Vec<u32>),
+/// Owner names to their members (indices into [`KeyZone::members`]), hashed by the owner
+/// string the members hold: 4 bytes a slot, no name stored again. A slot is a member's index,
+/// or `MANY | k` for the owners with several keys (`many[k]`). Owners whose text is not
+/// already the canonical text of their lower-cased name (escapes, upper case) are in `odd`,
+/// by that canonical text.
+#[derive(Default)]
+struct Owners {
+    table: hashbrown::HashTable<u32>,
+    many: Vec<Vec<u32>>,
+    odd: HashMap<String, Vec<u32>>,
+    hasher: std::hash::RandomState,
 }
 
-impl Keys {
-    fn indices(&self) -> &[u32] {
-        match self {
-            Keys::One(i) => std::slice::from_ref(i),
-            Keys::Many(v) => v,
+const MANY: u32 = 1 << 31;
+
+impl Owners {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            table: hashbrown::HashTable::with_capacity(n),
+            ..Self::default()
         }
     }
+
+    fn indices<'a>(many: &'a [Vec<u32>], slot: &'a u32) -> &'a [u32] {
+        match slot {
+            s if s & MANY != 0 => many.get((s & !MANY) as usize).map_or(&[], |v| &v[..]),
+            s => std::slice::from_ref(s),
+        }
+    }
+
+    /// The owner string of a slot's members.
+    fn owner<'m>(members: &'m [Member], many: &[Vec<u32>], slot: &u32) -> &'m str {
+        Self::indices(many, slot)
+            .first()
+            .and_then(|&i| members.get(i as usize))
+            .map_or("", |m| m.owner.as_str())
+    }
+
+    /// Member `i` (`i < MANY`), whose owner is `name`, added to the members of its owner.
+    fn insert(&mut self, members: &[Member], i: u32, name: &LowerName) {
+        let Some(m) = members.get(i as usize) else {
+            return;
+        };
+        let plain = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b);
+        if !m.owner.bytes().all(plain) {
+            self.odd.entry(owner_text(name)).or_default().push(i);
+            return;
+        }
+        let Self {
+            table,
+            many,
+            hasher,
+            ..
+        } = self;
+        let hash = hasher.hash_one(m.owner.as_str());
+        let entry = table.entry(
+            hash,
+            |s| Self::owner(members, many, s) == m.owner,
+            |s| hasher.hash_one(Self::owner(members, many, s)),
+        );
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(mut e) => {
+                let s = *e.get();
+                if s & MANY != 0 {
+                    if let Some(v) = many.get_mut((s & !MANY) as usize) {
+                        v.push(i);
+                    }
+                } else if let Ok(k) = u32::try_from(many.len()) {
+                    many.push(vec![s, i]);
+                    *e.get_mut() = MANY | k;
+                }
+            }
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert(i);
+            }
+        }
+    }
+
+    /// The members of `owner` (canonical text, as [`Member::owner`]).
+    fn get<'a>(&'a self, members: &[Member], owner: &str) -> Option<&'a [u32]> {
+        let hash = self.hasher.hash_one(owner);
+        let found = self
+            .table
+            .find(hash, |s| Self::owner(members, &self.many, s) == owner)
+            .map(|s| Self::indices(&self.many, s));
+        match found {
+            None if !self.odd.is_empty() => self.odd.get(owner).map(|v| &v[..]),
+            found => found,
+        }
+    }
+
+    /// Every owner's members.
+    fn iter(&self) -> impl Iterator<Item = &[u32]> + '_ {
+        let plain = self.table.iter().map(|s| Self::indices(&self.many, s));
+        plain.chain(self.odd.values().map(|v| &v[..]))
+    }
+}
+
+/// A lower-cased name as [`Member::owner`] spells it.
+fn owner_text(name: &LowerName) -> String {
+    Name::from(name.clone()).to_ascii()
 }
 
 /// Problems found while building, each with its line.
@@ -166,7 +254,7 @@ pub struct KeyZone {
     ns: Option<Arc<RecordSet>>,
     // Owner → its members. Their hickory records are made when the hickory path asks (the
     // fast path serves the encoded bytes): no `Record` a member is kept.
-    keys: HashMap<LowerName, Keys>,
+    keys: Owners,
     glue: HashMap<(LowerName, RecordType), Arc<RecordSet>>,
     names: HashSet<LowerName>,
     delegations: HashSet<LowerName>,
@@ -629,7 +717,7 @@ impl KeyZone {
         });
 
         members.shrink_to_fit();
-        let mut keys: HashMap<LowerName, Keys> = HashMap::with_capacity(members.len());
+        let mut keys = Owners::with_capacity(members.len());
         let mut names = HashSet::new();
         names.insert(origin.clone());
         for (i, owner) in owners.iter().enumerate() {
@@ -639,7 +727,7 @@ impl KeyZone {
             let l = LowerName::new(owner);
             // Owners are in `keys`; `names` holds the rest of what exists (empty non-terminals).
             add_with_ancestors(&mut names, l.base_name(), &origin);
-            keys_at(&mut keys, l, i);
+            keys.insert(&members, i, &l);
         }
         for (l, _) in glue.keys() {
             add_with_ancestors(&mut names, l.clone(), &origin);
@@ -710,6 +798,13 @@ impl KeyZone {
         }
     }
 
+    /// Each owner's name, as its members spell it.
+    fn owners(&self) -> impl Iterator<Item = &str> + '_ {
+        self.keys
+            .iter()
+            .filter_map(|v| Some(self.members.get(*v.first()? as usize)?.owner.as_str()))
+    }
+
     /// Every member record, decoded.
     pub fn members(&self) -> &[Member] {
         &self.members
@@ -721,11 +816,14 @@ impl KeyZone {
         let soa = self.soa.records_without_rrsigs();
         let ns = self.ns.iter().flat_map(|s| s.records_without_rrsigs());
         let glue = self.glue.values().flat_map(|s| s.records_without_rrsigs());
-        let keys = self.keys.iter().flat_map(move |(owner, keys)| {
-            let owner = Name::from(owner.clone());
-            keys.indices()
+        let keys = self.keys.iter().flat_map(move |indices| {
+            let owner = indices
+                .first()
+                .and_then(|&i| self.members.get(i as usize))
+                .and_then(|m| Name::from_ascii(&m.owner).ok());
+            indices
                 .iter()
-                .filter_map(move |&i| self.key_record(&owner, i))
+                .filter_map(move |&i| self.key_record(owner.as_ref()?, i))
         });
         soa.chain(ns).chain(glue).cloned().chain(keys)
     }
@@ -746,12 +844,9 @@ impl KeyZone {
 
     /// The TPKEY rrset of `name`, made from its members.
     fn key_set(&self, name: &LowerName) -> Option<Arc<RecordSet>> {
-        let keys = self.keys.get(name)?;
+        let keys = self.keys.get(&self.members, &owner_text(name))?;
         let owner = Name::from(name.clone());
-        let mut records = keys
-            .indices()
-            .iter()
-            .filter_map(|&i| self.key_record(&owner, i));
+        let mut records = keys.iter().filter_map(|&i| self.key_record(&owner, i));
         let mut set = RecordSet::from(records.next()?);
         for r in records {
             set.insert(r, 0);
@@ -845,7 +940,7 @@ impl KeyZone {
 
     /// Whether `name` exists in the zone: an owner, an empty non-terminal, the apex or glue.
     pub(crate) fn exists(&self, name: &LowerName) -> bool {
-        self.keys.contains_key(name) || self.names.contains(name)
+        self.names.contains(name) || self.keys.get(&self.members, &owner_text(name)).is_some()
     }
 
     fn absent(&self, name: &LowerName) -> Answer {
@@ -896,22 +991,6 @@ pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync)
             .flat_map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect()
     })
-}
-
-/// Member `i` added to the members of owner `l`.
-fn keys_at(keys: &mut HashMap<LowerName, Keys>, l: LowerName, i: u32) {
-    match keys.entry(l) {
-        Slot::Occupied(mut e) => match e.get_mut() {
-            Keys::One(first) => {
-                let first = *first;
-                e.insert(Keys::Many(vec![first, i]));
-            }
-            Keys::Many(v) => v.push(i),
-        },
-        Slot::Vacant(e) => {
-            e.insert(Keys::One(i));
-        }
-    }
 }
 
 fn add_with_ancestors(names: &mut HashSet<LowerName>, name: LowerName, origin: &LowerName) {

@@ -14,9 +14,8 @@
 //! in zones that delegate nothing (below a delegation the answer is a referral, which the
 //! hickory path gives).
 
-use std::collections::HashMap;
-
 use hickory_proto::op::{MessageType, Metadata, OpCode, ResponseCode};
+use std::hash::BuildHasher as _;
 use std::sync::Arc;
 
 use hickory_proto::rr::{LowerName, Name, Record, RecordSet, RecordType};
@@ -42,10 +41,12 @@ const fn qtype_at(n: usize) -> usize {
     12 + n
 }
 
-/// The encoded answers of one zone, by lower-cased wire name.
+/// The encoded answers of one zone, by lower-cased wire name: one allocation a name (its
+/// [`Owner`] bytes), found by a table of those allocations hashed by the name they begin with.
 #[derive(Default)]
 pub struct Encoded {
-    names: HashMap<Box<[u8]>, Owner>,
+    names: hashbrown::HashTable<Box<[u8]>>,
+    hasher: std::hash::RandomState,
     negative: Option<Negative>,
     // Every existing name has its answers and nothing is delegated: a name not in `names`
     // is NXDOMAIN.
@@ -60,25 +61,70 @@ struct Negative {
     pointers: Box<[usize]>,
 }
 
-struct Owner {
-    /// QTYPEs with answers of their own, with the index of theirs in `blobs`.
-    types: Box<[(u16, u8)]>,
-    /// Distinct responses, QTYPE zeroed; unless `other_nodata`, the last one answers every
-    /// QTYPE not in `types`.
-    blobs: Box<[Box<[u8]>]>,
-    /// Every QTYPE not in `types` gets NODATA from the zone's negative template.
-    other_nodata: bool,
-}
+/// One name's answers, in one allocation:
+/// `[n] name(n) other_nodata [k] (qtype:u16 index:u8)×k [b] (len:u16 response)×b`.
+/// `types`: QTYPEs with answers of their own and the index of theirs among the responses
+/// (each distinct, QTYPE zeroed); unless `other_nodata`, the last response answers every
+/// QTYPE not in `types`; with it, those get NODATA from the zone's negative template.
+struct Owner<'a>(&'a [u8]);
 
-impl Owner {
+impl<'a> Owner<'a> {
+    fn pack(
+        name: &[u8],
+        other_nodata: bool,
+        types: &[(u16, u8)],
+        blobs: &[Vec<u8>],
+    ) -> Option<Box<[u8]>> {
+        let size = 1
+            + name.len()
+            + 2
+            + 3 * types.len()
+            + 1
+            + blobs.iter().map(|b| 2 + b.len()).sum::<usize>();
+        let mut out = Vec::with_capacity(size);
+        out.push(u8::try_from(name.len()).ok()?);
+        out.extend_from_slice(name);
+        out.push(u8::from(other_nodata));
+        out.push(u8::try_from(types.len()).ok()?);
+        for &(t, i) in types {
+            out.extend_from_slice(&t.to_be_bytes());
+            out.push(i);
+        }
+        out.push(u8::try_from(blobs.len()).ok()?);
+        for b in blobs {
+            out.extend_from_slice(&u16::try_from(b.len()).ok()?.to_be_bytes());
+            out.extend_from_slice(b);
+        }
+        Some(out.into_boxed_slice())
+    }
+
+    fn name(&self) -> &'a [u8] {
+        let n = self.0.first().map_or(0, |&n| usize::from(n));
+        self.0.get(1..1 + n).unwrap_or(&[])
+    }
+
     /// The encoded answer to `qtype`; `None`: NODATA from the template.
-    fn blob(&self, qtype: u16) -> Option<&[u8]> {
-        let i = match self.types.iter().find(|(t, _)| *t == qtype) {
-            Some(&(_, i)) => usize::from(i),
-            None if self.other_nodata => return None,
-            None => self.blobs.len().checked_sub(1)?,
+    fn blob(&self, qtype: u16) -> Option<&'a [u8]> {
+        let b = self.0;
+        let at = 1 + usize::from(*b.first()?);
+        let other_nodata = *b.get(at)? != 0;
+        let k = usize::from(*b.get(at + 1)?);
+        let types = b.get(at + 2..at + 2 + 3 * k)?;
+        let count = usize::from(*b.get(at + 2 + 3 * k)?);
+        let i = match types
+            .chunks_exact(3)
+            .find(|t| u16::from_be_bytes([t[0], t[1]]) == qtype)
+        {
+            Some(t) => usize::from(t[2]),
+            None if other_nodata => return None,
+            None => count.checked_sub(1)?,
         };
-        self.blobs.get(i).map(|b| &b[..])
+        let mut pos = at + 3 + 3 * k;
+        for _ in 0..i {
+            pos += 2 + usize::from(u16::from_be_bytes([*b.get(pos)?, *b.get(pos + 1)?]));
+        }
+        let len = usize::from(u16::from_be_bytes([*b.get(pos)?, *b.get(pos + 1)?]));
+        b.get(pos + 2..pos + 2 + len)
     }
 }
 
@@ -93,28 +139,46 @@ impl Encoded {
     /// non-terminals, delegations) and each QTYPE that can differ there.
     pub(super) fn build(zone: &KeyZone) -> Self {
         let negative = Negative::build(zone);
-        let mut names = HashMap::with_capacity(zone.names.len() + zone.keys.len());
+        let hasher = std::hash::RandomState::new();
         // Every name that exists must have its answers, or NXDOMAIN would be wrong for it.
         let mut complete = true;
         // Each name's answers alone, over the cores (a name both an owner and a delegation
-        // is encoded twice, the same).
-        // (Delegations are owners of KS records: in `keys`.)
-        let all: Vec<&LowerName> = zone.names.iter().chain(zone.keys.keys()).collect();
-        let encoded = super::par_map(&all, |lower| {
-            let wire = Name::from((*lower).clone()).to_bytes().ok()?;
-            let owner = encode_owner(zone, lower, &wire, negative.is_some());
-            Some((wire, owner))
+        // is encoded twice, the same). Owners are named by their members' text.
+        let all: Vec<Named<'_>> = zone
+            .names
+            .iter()
+            .map(Named::Name)
+            .chain(zone.owners().map(Named::Owner))
+            .collect();
+        let encoded = super::par_map(&all, |named| {
+            let lower = match named {
+                Named::Name(l) => (*l).clone(),
+                Named::Owner(o) => LowerName::new(&Name::from_ascii(o).ok()?),
+            };
+            let wire = Name::from(lower.clone()).to_bytes().ok()?;
+            encode_owner(zone, &lower, &wire, negative.is_some())
         });
+        drop(all);
+        let mut names: hashbrown::HashTable<Box<[u8]>> =
+            hashbrown::HashTable::with_capacity(encoded.len());
         for e in encoded {
-            match e {
-                Some((wire, Some(owner))) => {
-                    names.entry(wire.into_boxed_slice()).or_insert(owner);
-                }
-                _ => complete = false,
+            let Some(owner) = e else {
+                complete = false;
+                continue;
+            };
+            let name = Owner(&owner).name();
+            let hash = hasher.hash_one(name);
+            if let hashbrown::hash_table::Entry::Vacant(v) = names.entry(
+                hash,
+                |b| Owner(b).name() == name,
+                |b| hasher.hash_one(Owner(b).name()),
+            ) {
+                v.insert(owner);
             }
         }
         Self {
             names,
+            hasher,
             nxdomain: complete && zone.delegations.is_empty() && negative.is_some(),
             negative,
         }
@@ -127,8 +191,9 @@ impl Encoded {
         if !answerable(q.qtype) {
             return None;
         }
-        match self.names.get(name) {
-            Some(owner) => match owner.blob(q.qtype) {
+        let hash = self.hasher.hash_one(name);
+        match self.names.find(hash, |b| Owner(b).name() == name) {
+            Some(owner) => match Owner(owner).blob(q.qtype) {
                 Some(template) => wire::write_answer(template, q, out),
                 None => self.negative.as_ref()?.write(q, false, out),
             },
@@ -247,7 +312,18 @@ impl KeyZone {
     }
 }
 
-fn encode_owner(zone: &KeyZone, name: &LowerName, wire: &[u8], template: bool) -> Option<Owner> {
+/// A name to encode: one that exists without members, or an owner.
+enum Named<'a> {
+    Name(&'a LowerName),
+    Owner(&'a str),
+}
+
+fn encode_owner(
+    zone: &KeyZone,
+    name: &LowerName,
+    wire: &[u8],
+    template: bool,
+) -> Option<Box<[u8]>> {
     let zeroed = |rtype: RecordType, parts: &Parts| {
         let mut b = encode(zone, name, wire, rtype, parts)?;
         let at = qtype_at(wire.len());
@@ -286,11 +362,7 @@ fn encode_owner(zone: &KeyZone, name: &LowerName, wire: &[u8], template: bool) -
         types.push((u16::from(rtype), u8::try_from(i).ok()?));
     }
     blobs.extend(other);
-    Some(Owner {
-        types: types.into_boxed_slice(),
-        blobs: blobs.into_iter().map(Vec::into_boxed_slice).collect(),
-        other_nodata,
-    })
+    Owner::pack(wire, other_nodata, &types, &blobs)
 }
 
 /// What an answer is made of, as [`encode`] puts it together: equal shapes, equal bytes. An
