@@ -40,6 +40,8 @@ pub struct Member {
     pub record: KeyRecord,
     /// Where it came from.
     pub source: Source,
+    /// Its zone-file line's record, when a re-signed copy is served in its place.
+    pub written: Option<Box<KeyRecord>>,
 }
 
 /// The key server's signing material as the zone loader needs it.
@@ -193,6 +195,9 @@ impl Errors {
 
 /// The records of a zone by kind (the sort stage's result).
 struct Sorted {
+    file: std::path::PathBuf,
+    // The file's lines other than keys (SOA, NS, glue), as parsed.
+    others: Vec<crate::zonefile::Line>,
     origin_name: Name,
     origin: LowerName,
     soa: SOA,
@@ -226,6 +231,15 @@ impl Member {
         }
     }
 
+    /// The validity window its zone-file line writes (`None`: enrolled).
+    pub fn line_window(&self) -> Option<(u32, u32)> {
+        let Source::File(..) = self.source else {
+            return None;
+        };
+        let r = self.written.as_deref().unwrap_or(&self.record);
+        Some((r.not_before, r.not_after))
+    }
+
     /// Where a member at `line` is, for a message (made only for an error).
     fn whence(&self, line: usize) -> String {
         match line {
@@ -246,6 +260,10 @@ impl Member {
 
 /// A checked, signed, indexed key zone.
 pub struct KeyZone {
+    // The zone file it was built from, and that file's lines other than keys: with the
+    // members' sources, the file as loaded ([`KeyZone::written`]).
+    file: std::path::PathBuf,
+    others: Vec<crate::zonefile::Line>,
     origin: LowerName,
     origin_name: Name,
     soa: Arc<RecordSet>,
@@ -369,6 +387,7 @@ impl KeyZone {
         let mut ns = Vec::new();
         let mut glue_lines = Vec::new();
         let mut members = Vec::with_capacity(parsed.lines.len() + stored.len());
+        let mut others = Vec::new();
         for line in parsed.lines {
             let owner_l = LowerName::new(&line.owner);
             if !origin.zone_of(&owner_l) {
@@ -377,6 +396,9 @@ impl KeyZone {
                     format!("{} is outside the zone {origin_str}", line.owner),
                 );
                 continue;
+            }
+            if !matches!(line.entry, Entry::Key(_) | Entry::Glue(_)) {
+                others.push(line.clone());
             }
             match line.entry {
                 Entry::Soa(s) => {
@@ -406,12 +428,16 @@ impl KeyZone {
                         ));
                     }
                 }
-                Entry::Glue(ip) => glue_lines.push((line.line, line.owner, line.ttl, ip)),
+                Entry::Glue(ip) => {
+                    others.push(line.clone());
+                    glue_lines.push((line.line, line.owner, line.ttl, ip));
+                }
                 Entry::Key(rec) => members.push(Member {
                     owner: line.owner.to_ascii().to_ascii_lowercase(),
                     ttl: line.ttl,
                     record: rec,
                     source: Source::File(shared_file.clone(), line.line),
+                    written: line.written,
                 }),
             }
         }
@@ -450,6 +476,7 @@ impl KeyZone {
                 ttl,
                 record,
                 source: Source::Store,
+                written: None,
             });
         }
         let Some((_, soa, soa_ttl)) = soa else {
@@ -457,6 +484,8 @@ impl KeyZone {
             return None;
         };
         Some(Sorted {
+            file: parsed.file,
+            others,
             origin_name,
             origin,
             soa,
@@ -663,6 +692,8 @@ impl KeyZone {
     /// with the expired members set aside as withdrawn.
     fn index(sorted: Sorted, found: Found, serial_offset: u32) -> Self {
         let Sorted {
+            file,
+            others,
             origin_name,
             origin,
             soa: mut soa_rdata,
@@ -734,6 +765,8 @@ impl KeyZone {
         }
         let glue = glue.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
         Self {
+            file,
+            others,
             glue,
             origin,
             origin_name,
@@ -795,6 +828,38 @@ impl KeyZone {
         match self.soa.records_without_rrsigs().next().map(|r| &r.data) {
             Some(RData::SOA(s)) => s.serial,
             _ => 0,
+        }
+    }
+
+    /// The zone file as it was loaded, made again from the zone: its records in file order,
+    /// each key line as the file writes it (a line an unsigned key was on comes back with
+    /// the signature this zone serves: the same key server signs it the same). What a
+    /// rebuild starts from without reading the file again.
+    pub fn written(&self) -> ParsedZone {
+        let mut lines: Vec<crate::zonefile::Line> = self
+            .members
+            .iter()
+            .chain(&self.withdrawn)
+            .filter_map(|m| {
+                let Source::File(_, line) = m.source else {
+                    return None;
+                };
+                Some(crate::zonefile::Line {
+                    line,
+                    owner: Name::from_ascii(&m.owner).ok()?,
+                    ttl: m.ttl,
+                    entry: Entry::Key(m.written.as_deref().unwrap_or(&m.record).clone()),
+                    written: None,
+                })
+            })
+            .chain(self.others.iter().cloned())
+            .collect();
+        lines.sort_by_key(|l| l.line);
+        ParsedZone {
+            file: self.file.clone(),
+            origin: self.origin_name.clone(),
+            lines,
+            errors: Vec::new(),
         }
     }
 
@@ -1048,6 +1113,30 @@ mod tests {
         rec
     }
 
+    /// The key server's signer, with nothing verified before.
+    fn signer<'a>(kgc: &'a Kgc, own: &'a EntityKey) -> ZoneSigner<'a> {
+        ZoneSigner {
+            params: kgc.params(),
+            key: own,
+            verified: None,
+            fresh: &[],
+        }
+    }
+
+    /// a (signed), b (unsigned) and c (expired) of example.com.
+    fn three_members(kgc: &Kgc, own: &EntityKey) -> [KeyRecord; 3] {
+        let signed = member(kgc, own, "a.example.com.", "10.0.0.1");
+        let unsigned = KeyRecord {
+            signature: None,
+            ..member(kgc, own, "b.example.com.", "10.0.0.2")
+        };
+        let expired = KeyRecord {
+            not_after: (NOW - 1) as u32,
+            ..member(kgc, own, "c.example.com.", "10.0.0.3")
+        };
+        [signed, unsigned, expired]
+    }
+
     fn zone_text(members: &[(&str, &KeyRecord)]) -> ParsedZone {
         let mut text = String::from(
             "$ORIGIN example.com.\n@ 3600 IN SOA ns hostmaster 1 7200 3600 1209600 300\n",
@@ -1067,21 +1156,8 @@ mod tests {
     #[test]
     fn the_build_stages_each_do_their_part() {
         let (kgc, own) = key_server();
-        let signer = ZoneSigner {
-            params: kgc.params(),
-            key: &own,
-            verified: None,
-            fresh: &[],
-        };
-        let signed = member(&kgc, &own, "a.example.com.", "10.0.0.1");
-        let unsigned = KeyRecord {
-            signature: None,
-            ..member(&kgc, &own, "b.example.com.", "10.0.0.2")
-        };
-        let expired = KeyRecord {
-            not_after: (NOW - 1) as u32,
-            ..member(&kgc, &own, "c.example.com.", "10.0.0.3")
-        };
+        let signer = signer(&kgc, &own);
+        let [signed, unsigned, expired] = three_members(&kgc, &own);
         let mut parsed = zone_text(&[("a", &signed), ("b.x", &unsigned), ("c", &expired)]);
         let outside = parsed.lines[1].clone();
         parsed.lines.push(crate::zonefile::Line {
@@ -1133,17 +1209,71 @@ mod tests {
         assert!(matches!(zone.lookup(&c, TPKEY_TYPE), Answer::NxDomain));
     }
 
+    /// What a rebuild starts from: the file as loaded, made again from the zone — every line
+    /// in order (expired and glue ones too), a line a copy replaced as the file writes it.
+    #[test]
+    fn the_zone_gives_back_the_file_it_was_loaded_from() {
+        let (kgc, own) = key_server();
+        let signer = signer(&kgc, &own);
+        let [signed, unsigned, expired] = three_members(&kgc, &own);
+        let mut parsed = zone_text(&[("a", &signed), ("b", &unsigned), ("c", &expired)]);
+        let extra = crate::zonefile::parse(
+            std::path::Path::new("z.keys"),
+            "$ORIGIN example.com.\n@ 3600 IN NS ns\nns 3600 IN A 192.0.2.1\n",
+            &Name::from_ascii("example.com.").unwrap(),
+        )
+        .unwrap();
+        for (n, mut l) in extra.lines.into_iter().enumerate() {
+            l.line = 10 + n;
+            parsed.lines.push(l);
+        }
+        // A re-signed copy served in place of line 3 (the loader's doing).
+        let copy = member(&kgc, &own, "a.example.com.", "10.0.0.1");
+        let Entry::Key(rec) = &mut parsed.lines[1].entry else {
+            panic!("line 3 is a key");
+        };
+        let as_written = std::mem::replace(rec, copy.clone());
+        parsed.lines[1].written = Some(Box::new(as_written));
+        let before: Vec<(usize, String)> = parsed
+            .lines
+            .iter()
+            .map(|l| (l.line, l.owner.to_ascii()))
+            .collect();
+        let zone = KeyZone::build(parsed, vec![], 0, &signer, NOW).unwrap();
+        let again = zone.written();
+        let after: Vec<(usize, String)> = again
+            .lines
+            .iter()
+            .map(|l| (l.line, l.owner.to_ascii()))
+            .collect();
+        assert_eq!(after, before);
+        let key = |line: usize| match &again.lines.iter().find(|l| l.line == line).unwrap().entry {
+            Entry::Key(r) => r.clone(),
+            other => panic!("line {line}: {other:?}"),
+        };
+        assert_eq!(key(3), signed, "the line as written, not the copy served");
+        assert_eq!(zone.members()[0].record, copy);
+        assert_eq!(
+            zone.members()[0].line_window(),
+            Some((signed.not_before, signed.not_after))
+        );
+        // The unsigned line comes back with the signature the zone serves.
+        assert_eq!(key(4), zone.members()[1].record);
+        assert_eq!(key(5), expired);
+        assert!(again.errors.is_empty());
+        // Rebuilt from it (as a write does), the zone is the same.
+        let rebuilt = KeyZone::build(again, vec![], 0, &signer, NOW).unwrap();
+        assert_eq!(rebuilt.members().len(), 2);
+        assert_eq!(rebuilt.withdrawn().len(), 1);
+        assert_eq!(rebuilt.members()[1].record, zone.members()[1].record);
+    }
+
     #[test]
     fn checked_records_skip_their_check_and_changed_ones_are_checked_again() {
         let (kgc, own) = key_server();
         let a = member(&kgc, &own, "a.example.com.", "10.0.0.1");
         let b = member(&kgc, &own, "b.example.com.", "10.0.0.2");
-        let signer = ZoneSigner {
-            params: kgc.params(),
-            key: &own,
-            verified: None,
-            fresh: &[],
-        };
+        let signer = signer(&kgc, &own);
         let build = |members: &[(&str, &KeyRecord)], checked: Option<&HashSet<Digest>>| {
             KeyZone::build_checked(zone_text(members), vec![], 0, &signer, NOW, checked)
         };

@@ -74,6 +74,9 @@ pub struct Line {
     pub ttl: u32,
     /// The data.
     pub entry: Entry,
+    /// A key line's record as the file writes it, when the loader serves another in its place
+    /// (a re-signed copy); `None` from the parser.
+    pub written: Option<Box<KeyRecord>>,
 }
 
 /// A parsed (not yet checked) key-zone file.
@@ -139,18 +142,60 @@ pub fn read(path: &Path, origin: &Name) -> Result<ParsedZone, ZoneErrors> {
 /// Parse key-zone text. `file` is only used in error messages. Lines that do not parse are
 /// collected in [`ParsedZone::errors`]; only an unreadable file is an `Err` here.
 pub fn parse(file: &Path, text: &str, origin: &Name) -> Result<ParsedZone, ZoneErrors> {
+    // Logical lines are taken a batch at a time, so that what a line is parsed into and its
+    // tokens are held for one batch, not for the whole file beside it.
+    const BATCH: usize = 1 << 14;
     let mut errors = Vec::new();
-    let mut lines = Vec::new();
+    // A record a line, at most: one allocation, no copy as the lines grow.
+    let mut lines = Vec::with_capacity(text.bytes().filter(|&b| b == b'\n').count() + 1);
     let mut origin_now = origin.clone();
     let mut default_ttl = DEFAULT_TTL;
     let mut last_owner: Option<Name> = None;
+    let mut logical = Logical::new(text, file);
+    loop {
+        let batch: Vec<_> = logical.by_ref().take(BATCH).collect();
+        if batch.is_empty() {
+            break;
+        }
+        parse_batch(
+            file,
+            &batch,
+            &mut origin_now,
+            &mut default_ttl,
+            &mut last_owner,
+            &mut lines,
+            &mut errors,
+        );
+    }
+    errors.append(&mut logical.errors);
+    if lines.len() < lines.capacity() / 8 * 7 {
+        lines.shrink_to_fit();
+    }
+    errors.sort_by_key(|e| e.line);
+    Ok(ParsedZone {
+        file: file.to_path_buf(),
+        origin: origin.clone(),
+        lines,
+        errors,
+    })
+}
 
-    let logical = logical_lines(text, file, &mut errors);
+/// One batch of logical lines parsed into `lines` (or `errors`); the directives change the
+/// state the next lines are read with.
+fn parse_batch(
+    file: &Path,
+    batch: &[(usize, Vec<&str>, bool)],
+    origin_now: &mut Name,
+    default_ttl: &mut u32,
+    last_owner: &mut Option<Name>,
+    lines: &mut Vec<Line>,
+    errors: &mut Vec<ZoneError>,
+) {
     // Lines whose data is decoded below: (the line, its type, its data). Key records are most
     // of a zone and decoding one costs a point decompression: they are decoded after this
     // pass, over the cores. A blank owner takes the previous record line's owner.
-    let mut slots: Vec<(usize, Name, u32, Data<'_>)> = Vec::new();
-    for (start, tokens, blank_owner) in &logical {
+    let mut slots: Vec<(usize, Name, u32, Data<'_>)> = Vec::with_capacity(batch.len());
+    for (start, tokens, blank_owner) in batch {
         let start = *start;
         let err = |reason: String| ZoneError {
             file: file.to_path_buf(),
@@ -160,8 +205,8 @@ pub fn parse(file: &Path, text: &str, origin: &Name) -> Result<ParsedZone, ZoneE
         let toks: &[&str] = tokens;
         match toks.first().copied() {
             Some("$ORIGIN") => {
-                match toks.get(1).map(|n| name_from(n, &origin_now)) {
-                    Some(Ok(n)) if toks.len() == 2 => origin_now = n,
+                match toks.get(1).map(|n| name_from(n, origin_now)) {
+                    Some(Ok(n)) if toks.len() == 2 => *origin_now = n,
                     Some(Err(e)) => errors.push(err(e)),
                     _ => errors.push(err("$ORIGIN takes one absolute name".into())),
                 }
@@ -169,7 +214,7 @@ pub fn parse(file: &Path, text: &str, origin: &Name) -> Result<ParsedZone, ZoneE
             }
             Some("$TTL") => {
                 match toks.get(1).map(|t| parse_ttl(t)) {
-                    Some(Ok(t)) if toks.len() == 2 => default_ttl = t,
+                    Some(Ok(t)) if toks.len() == 2 => *default_ttl = t,
                     Some(Err(e)) => errors.push(err(e)),
                     _ => errors.push(err("$TTL takes one value".into())),
                 }
@@ -183,9 +228,9 @@ pub fn parse(file: &Path, text: &str, origin: &Name) -> Result<ParsedZone, ZoneE
             }
             _ => {}
         }
-        match parse_record(toks, *blank_owner, &origin_now, &last_owner, default_ttl) {
+        match parse_record(toks, *blank_owner, origin_now, last_owner, *default_ttl) {
             Ok((owner, ttl, entry)) => {
-                last_owner = Some(owner.clone());
+                *last_owner = Some(owner.clone());
                 slots.push((start, owner, ttl, entry));
             }
             Err(reason) => errors.push(err(reason)),
@@ -196,7 +241,6 @@ pub fn parse(file: &Path, text: &str, origin: &Name) -> Result<ParsedZone, ZoneE
         Data::Key(rtype, data) => parse_key(rtype, data),
         Data::Ready(e) => Ok((**e).clone()),
     });
-    lines.reserve_exact(slots.len());
     for ((line, owner, ttl, _), entry) in slots.into_iter().zip(decoded) {
         match entry {
             Ok(entry) => lines.push(Line {
@@ -204,6 +248,7 @@ pub fn parse(file: &Path, text: &str, origin: &Name) -> Result<ParsedZone, ZoneE
                 owner,
                 ttl,
                 entry,
+                written: None,
             }),
             Err(reason) => errors.push(ZoneError {
                 file: file.to_path_buf(),
@@ -212,83 +257,94 @@ pub fn parse(file: &Path, text: &str, origin: &Name) -> Result<ParsedZone, ZoneE
             }),
         }
     }
-    errors.sort_by_key(|e| e.line);
-    Ok(ParsedZone {
-        file: file.to_path_buf(),
-        origin: origin.clone(),
-        lines,
-        errors,
-    })
 }
 
-/// Split text into logical records: comments stripped, parentheses joined.
-/// Yields (first line number, tokens, whether the owner field was left blank).
-fn logical_lines<'a>(
-    text: &'a str,
-    file: &Path,
-    errors: &mut Vec<ZoneError>,
-) -> Vec<(usize, Vec<&'a str>, bool)> {
-    let mut out = Vec::new();
-    let mut tokens: Vec<&str> = Vec::new();
-    let mut depth = 0usize;
-    let mut start = 0usize;
-    let mut blank_owner = false;
-    for (idx, raw) in text.lines().enumerate() {
-        let lineno = idx + 1;
-        let line = match raw.find(';') {
-            Some(p) => &raw[..p],
-            None => raw,
-        };
-        if depth == 0 {
-            if line.trim().is_empty() {
-                continue;
-            }
-            start = lineno;
-            blank_owner = line.starts_with([' ', '\t']);
-        }
-        for word in line.split_whitespace() {
-            let mut w = word;
-            while let Some(rest) = w.strip_prefix('(') {
-                depth += 1;
-                w = rest;
-            }
-            let mut closes = 0;
-            while let Some(rest) = w.strip_suffix(')') {
-                closes += 1;
-                w = rest;
-            }
-            if w.contains(['(', ')', '"']) {
-                errors.push(ZoneError {
-                    file: file.to_path_buf(),
-                    line: lineno,
-                    reason: format!("unexpected character in `{word}`"),
-                });
-            } else if !w.is_empty() {
-                tokens.push(w);
-            }
-            if closes > depth {
-                errors.push(ZoneError {
-                    file: file.to_path_buf(),
-                    line: lineno,
-                    reason: "`)` without `(`".into(),
-                });
-                depth = 0;
-            } else {
-                depth -= closes;
-            }
-        }
-        if depth == 0 && !tokens.is_empty() {
-            out.push((start, std::mem::take(&mut tokens), blank_owner));
+/// Text split into logical records: comments stripped, parentheses joined. Yields (first
+/// line number, tokens, whether the owner field was left blank); what is wrong with the
+/// text's layout is collected in `errors`.
+struct Logical<'a> {
+    lines: std::iter::Enumerate<std::str::Lines<'a>>,
+    file: &'a Path,
+    errors: Vec<ZoneError>,
+    depth: usize,
+    start: usize,
+    blank_owner: bool,
+    ended: bool,
+}
+
+impl<'a> Logical<'a> {
+    fn new(text: &'a str, file: &'a Path) -> Self {
+        Self {
+            lines: text.lines().enumerate(),
+            file,
+            errors: Vec::new(),
+            depth: 0,
+            start: 0,
+            blank_owner: false,
+            ended: false,
         }
     }
-    if depth > 0 {
-        errors.push(ZoneError {
-            file: file.to_path_buf(),
-            line: start,
-            reason: "`(` is never closed".into(),
+
+    fn error(&mut self, line: usize, reason: String) {
+        self.errors.push(ZoneError {
+            file: self.file.to_path_buf(),
+            line,
+            reason,
         });
     }
-    out
+}
+
+impl<'a> Iterator for Logical<'a> {
+    type Item = (usize, Vec<&'a str>, bool);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut tokens: Vec<&'a str> = Vec::new();
+        while let Some((idx, raw)) = self.lines.next() {
+            let lineno = idx + 1;
+            let line = match raw.find(';') {
+                Some(p) => &raw[..p],
+                None => raw,
+            };
+            if self.depth == 0 {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                self.start = lineno;
+                self.blank_owner = line.starts_with([' ', '\t']);
+            }
+            for word in line.split_whitespace() {
+                let mut w = word;
+                while let Some(rest) = w.strip_prefix('(') {
+                    self.depth += 1;
+                    w = rest;
+                }
+                let mut closes = 0;
+                while let Some(rest) = w.strip_suffix(')') {
+                    closes += 1;
+                    w = rest;
+                }
+                if w.contains(['(', ')', '"']) {
+                    self.error(lineno, format!("unexpected character in `{word}`"));
+                } else if !w.is_empty() {
+                    tokens.push(w);
+                }
+                if closes > self.depth {
+                    self.error(lineno, "`)` without `(`".into());
+                    self.depth = 0;
+                } else {
+                    self.depth -= closes;
+                }
+            }
+            if self.depth == 0 && !tokens.is_empty() {
+                return Some((self.start, tokens, self.blank_owner));
+            }
+        }
+        if self.depth > 0 && !self.ended {
+            self.error(self.start, "`(` is never closed".into());
+        }
+        self.ended = true;
+        None
+    }
 }
 
 fn name_from(s: &str, origin: &Name) -> Result<Name, String> {

@@ -1,7 +1,6 @@
 //! A key server's state: its keys, its store and its served zone, with the reload and
 //! enrollment operations that keep the old zone serving when anything goes wrong.
 
-use std::collections::HashMap;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
@@ -165,10 +164,10 @@ pub enum KeyServerError {
     ChangeIpRefused(Box<KeyServerError>),
 }
 
-/// What the write lock guards: the zone file as last loaded and the store's content, kept
-/// in memory beside the store so that a write never reads the store back.
+/// What the write lock guards: the store's content, kept in memory beside the store so that a
+/// write never reads the store back. (The zone file as last loaded is the served zone's
+/// [`KeyZone::written`]: a write does not read the file again, nor keep a copy of it.)
 struct Written {
-    file: ParsedZone,
     stored: View,
 }
 
@@ -427,7 +426,8 @@ pub fn build_zone_checked(
             if let Some(copy) = copies.get(&(owner.as_str(), rec.ip))
                 && copy_applies(copy, rec)
             {
-                *rec = copy.record.clone();
+                let written = std::mem::replace(rec, copy.record.clone());
+                line.written = Some(Box::new(written));
             }
         }
     }
@@ -458,20 +458,6 @@ pub fn build_zone_checked(
         );
     }
     Ok((zone, digests))
-}
-
-/// The validity windows written on the zone file's key lines, by (owner, IP).
-fn line_windows(file: &ParsedZone) -> HashMap<(String, std::net::IpAddr), (u32, u32)> {
-    file.lines
-        .iter()
-        .filter_map(|l| match &l.entry {
-            Entry::Key(rec) => Some((
-                (l.owner.to_ascii().to_ascii_lowercase(), rec.ip),
-                (rec.not_before, rec.not_after),
-            )),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Whether a re-signed copy stands for this zone-file line: the same key and fields, made from
@@ -516,8 +502,7 @@ impl KeyServer {
         let stored = store.view(&cfg.name)?;
         let checked_path = cfg.state_dir.join(CHECKED_FILE);
         let checked = read_checked(&checked_path);
-        let (zone, digests) =
-            build_zone_checked(&cfg, parsed.clone(), &signer, &stored, Some(&checked))?;
+        let (zone, digests) = build_zone_checked(&cfg, parsed, &signer, &stored, Some(&checked))?;
         // Written again only when it would change (a restart on an unchanged zone writes
         // nothing); a failure costs the next load its checks, nothing else.
         let changed =
@@ -535,10 +520,7 @@ impl KeyServer {
             own,
             store,
             zone: Arc::new(ArcSwap::from_pointee(zone)),
-            write: Mutex::new(Written {
-                file: parsed,
-                stored,
-            }),
+            write: Mutex::new(Written { stored }),
             pending: Mutex::default(),
             encoder: spawn_encoder(),
             counters: Arc::default(),
@@ -595,24 +577,32 @@ impl KeyServer {
             dropped_copies: stale,
             ..Changes::default()
         };
-        let file = std::mem::replace(&mut w.file, parsed);
-        let stats = self.commit(&mut w, &changes, Encode::Now);
-        if stats.is_err() {
-            w.file = file;
-        }
-        stats
+        self.commit_file(&mut w, Some(parsed), &changes, Encode::Now)
     }
 
-    /// Build the zone from the file and the store with `changes`, reusing what the served zone
-    /// verified; only if it loads, write `changes` (one transaction, durable) and serve it.
-    /// On error nothing is stored and the old zone keeps serving.
+    /// Build the zone from the file as last loaded and the store with `changes`, reusing what
+    /// the served zone verified; only if it loads, write `changes` (one transaction, durable)
+    /// and serve it. On error nothing is stored and the old zone keeps serving.
     fn commit(
         &self,
         w: &mut Written,
         changes: &Changes,
         encode: Encode,
     ) -> Result<(u32, usize), KeyServerError> {
+        self.commit_file(w, None, changes, encode)
+    }
+
+    /// [`KeyServer::commit`] from `file` (a reload) or, with `None`, from the file as the
+    /// served zone was loaded from.
+    fn commit_file(
+        &self,
+        w: &mut Written,
+        file: Option<ParsedZone>,
+        changes: &Changes,
+        encode: Encode,
+    ) -> Result<(u32, usize), KeyServerError> {
         let served = self.zone.load_full();
+        let file = file.unwrap_or_else(|| served.written());
         let fresh: Vec<(&str, &KeyRecord)> = changes
             .members
             .iter()
@@ -632,7 +622,7 @@ impl KeyServer {
         };
         let t0 = std::time::Instant::now();
         let undo = w.stored.apply(changes);
-        let zone = match build_zone(&self.cfg, w.file.clone(), &signer, &w.stored) {
+        let zone = match build_zone(&self.cfg, file, &signer, &w.stored) {
             Ok(z) => z,
             Err(e) => {
                 w.stored.undo(undo);
@@ -860,14 +850,12 @@ impl KeyServer {
         })?;
         let mut members = Vec::new();
         let mut copies = Vec::new();
-        // One map, not a scan of the file per member: a large zone is due all at once.
-        let windows = line_windows(&w.file);
         for (m, rec) in due.iter().zip(signed) {
             match m.source {
                 Source::Store => members.push((m.owner.clone(), m.ttl, rec)),
                 Source::File(..) => copies.push(ResignedCopy {
                     owner: m.owner.clone(),
-                    from: windows.get(&(m.owner.clone(), rec.ip)).copied(),
+                    from: m.line_window(),
                     record: rec,
                 }),
             }
@@ -923,7 +911,7 @@ impl KeyServer {
                 resigned: vec![ResignedCopy {
                     owner: owner.clone(),
                     record: rec.clone(),
-                    from: line_windows(&w.file).get(&(owner.clone(), ip)).copied(),
+                    from: m.line_window(),
                 }],
                 ..Changes::default()
             },
