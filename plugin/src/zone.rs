@@ -536,7 +536,9 @@ impl KeyZone {
         // The signature checks (the load's cost), spread over the cores: for each member that
         // the checks below would verify, its result and its digest.
         let issuer_q = signer.key.public();
-        type Check = Option<(Result<(), RecordError>, Option<Digest>)>;
+        // (Whether it verified, its digest): a failure's reason is found again below (failures
+        // are few, members many).
+        type Check = Option<(bool, Option<Digest>)>;
         let verified: Vec<Check> = par_map(members, |m| {
             let r = &m.record;
             if r.signature.is_none()
@@ -549,19 +551,15 @@ impl KeyZone {
             }
             let d = checked_digest(issuer_q, &m.owner, r);
             let known = checked.is_some_and(|c| d.is_some_and(|d| c.contains(&d)));
-            let result = if known {
-                Ok(())
-            } else {
-                r.verify_signature(&m.owner, issuer_q)
-            };
-            Some((result, d))
+            let ok = known || r.verify_signature(&m.owner, issuer_q).is_ok();
+            Some((ok, d))
         });
         let mut verified = verified.into_iter();
         let mut found = Found::default();
 
         // (owner, IP) → the line of its first key (0: enrolled).
-        let mut seen: HashMap<(String, std::net::IpAddr), usize> =
-            HashMap::with_capacity(members.len());
+        // Members that pass the checks below, for the duplicate check after them.
+        let mut passed = vec![false; members.len()];
         // Owner names parsed once; a bad one is reported below and refuses the zone.
         found.owners = par_map(members, |m| Name::from_ascii(&m.owner).ok());
         for (i, (m, owner_name)) in members.iter_mut().zip(&found.owners).enumerate() {
@@ -611,8 +609,12 @@ impl KeyZone {
                 _ if already => {}
                 None => found.unsigned.push(i),
                 Some(_) => {
-                    let (result, d) = check
-                        .unwrap_or_else(|| (m.record.verify_signature(&m.owner, issuer_q), None));
+                    let (ok, d) = check.unwrap_or((false, None));
+                    let result = if ok {
+                        Ok(())
+                    } else {
+                        m.record.verify_signature(&m.owner, issuer_q)
+                    };
                     if let Err(e) = result {
                         let why = if matches!(e, RecordError::Point(_)) {
                             ""
@@ -625,21 +627,46 @@ impl KeyZone {
                     found.digests.extend(d);
                 }
             }
-            if let Some(first) = seen.insert((m.owner.clone(), m.record.ip), line) {
-                errors.at(
-                    line,
-                    format!(
-                        "{}duplicate key for {} {} (first at {})",
-                        m.prefix(),
-                        m.owner,
-                        m.record.ip,
-                        m.whence(first)
-                    ),
-                );
+            passed[i] = true;
+        }
+        // (owner, IP) once: the first one (file lines, then the store) stands. The table holds
+        // member indices hashed by (owner, IP).
+        let hasher = std::hash::RandomState::new();
+        let key_of = |m: &Member| hasher.hash_one((m.owner.as_str(), m.record.ip));
+        let mut seen: hashbrown::HashTable<u32> =
+            hashbrown::HashTable::with_capacity(members.len());
+        for (i, m) in members.iter().enumerate() {
+            let (true, Ok(index)) = (passed[i], u32::try_from(i)) else {
                 continue;
+            };
+            let same = |j: &u32| {
+                let o = &members[*j as usize];
+                o.owner == m.owner && o.record.ip == m.record.ip
+            };
+            match seen.entry(key_of(m), same, |j| key_of(&members[*j as usize])) {
+                hashbrown::hash_table::Entry::Occupied(e) => {
+                    let first = members[*e.get() as usize].line();
+                    errors.at(
+                        m.line(),
+                        format!(
+                            "{}duplicate key for {} {} (first at {})",
+                            m.prefix(),
+                            m.owner,
+                            m.record.ip,
+                            m.whence(first)
+                        ),
+                    );
+                    continue;
+                }
+                hashbrown::hash_table::Entry::Vacant(v) => {
+                    v.insert(index);
+                }
             }
-            if m.record.key_server.is_some() && owner_l != *origin {
-                found.delegations.insert(owner_l);
+            if let (Some(_), Some(owner)) = (&m.record.key_server, &found.owners[i]) {
+                let owner_l = LowerName::new(owner);
+                if owner_l != *origin {
+                    found.delegations.insert(owner_l);
+                }
             }
         }
         // Entities may not sit below a delegation: the child key server owns them.
@@ -1207,6 +1234,42 @@ mod tests {
         assert!(matches!(zone.lookup(&x, TPKEY_TYPE), Answer::NoData));
         let c = LowerName::new(&Name::from_ascii("c.example.com.").unwrap());
         assert!(matches!(zone.lookup(&c, TPKEY_TYPE), Answer::NxDomain));
+    }
+
+    /// The same (owner, IP) twice refuses the zone naming both lines; a second key of the
+    /// owner at another IP is a member of its own; a duplicate from the store names the line.
+    #[test]
+    fn a_duplicate_key_names_the_line_of_the_first() {
+        let (kgc, own) = key_server();
+        let signer = signer(&kgc, &own);
+        let a = member(&kgc, &own, "a.example.com.", "10.0.0.1");
+        let a2 = member(&kgc, &own, "a.example.com.", "10.0.0.9");
+        let b = member(&kgc, &own, "b.example.com.", "10.0.0.2");
+        let twice = zone_text(&[("a", &a), ("b", &b), ("a", &a)]);
+        let e = KeyZone::build(twice, vec![], 0, &signer, NOW)
+            .err()
+            .unwrap()
+            .0;
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].line, 5);
+        assert!(
+            e[0].reason
+                .contains("duplicate key for a.example.com. 10.0.0.1 (first at line 3)"),
+            "{e:?}"
+        );
+        let zone =
+            KeyZone::build(zone_text(&[("a", &a), ("a", &a2)]), vec![], 0, &signer, NOW).unwrap();
+        let owner = LowerName::new(&Name::from_ascii("a.example.com.").unwrap());
+        match zone.lookup(&owner, TPKEY_TYPE) {
+            Answer::Records(set) => assert_eq!(set.records_without_rrsigs().count(), 2),
+            _ => panic!("a has two keys"),
+        }
+        let stored = vec![("b.example.com.".to_string(), 3600, b.clone())];
+        let e = KeyZone::build(zone_text(&[("b", &b)]), stored, 0, &signer, NOW)
+            .err()
+            .unwrap()
+            .0;
+        assert!(e[0].reason.contains("enrolled member b.example.com. 10.0.0.2: duplicate key for b.example.com. 10.0.0.2 (first at line 3)"), "{e:?}");
     }
 
     /// What a rebuild starts from: the file as loaded, made again from the zone — every line

@@ -110,6 +110,13 @@ const MAX_FILE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
 /// Read and parse a key-zone file whose origin is `origin`.
 pub fn read(path: &Path, origin: &Name) -> Result<ParsedZone, ZoneErrors> {
+    read_in_pieces(path, origin, 4 << 20)
+}
+
+/// [`read`], the text read and parsed `piece` bytes at a time (each piece ends at a line's
+/// end; a record not closed yet is carried over), so that the whole file is never in memory
+/// beside its lines.
+fn read_in_pieces(path: &Path, origin: &Name, piece: u64) -> Result<ParsedZone, ZoneErrors> {
     let whole = |reason: String| {
         ZoneErrors(vec![ZoneError {
             file: path.to_path_buf(),
@@ -124,60 +131,132 @@ pub fn read(path: &Path, origin: &Name) -> Result<ParsedZone, ZoneErrors> {
             meta.len()
         )));
     }
-    let bytes = std::fs::read(path).map_err(|e| whole(format!("cannot read: {e}")))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
-            .iter()
-            .filter(|b| **b == b'\n')
-            .count();
-        ZoneErrors(vec![ZoneError {
-            file: path.to_path_buf(),
-            line,
-            reason: "not valid UTF-8".into(),
-        }])
-    })?;
-    parse(path, &text, origin)
+    let cannot = |e: std::io::Error| whole(format!("cannot read: {e}"));
+    // A record a line at most: the lines are allocated once, never copied as they grow.
+    let mut count = std::fs::File::open(path).map_err(cannot)?;
+    let mut newlines = 0usize;
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        match std::io::Read::read(&mut count, &mut chunk) {
+            Ok(0) => break,
+            Ok(n) => newlines += chunk[..n].iter().filter(|&&b| b == b'\n').count(),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(cannot(e)),
+        }
+    }
+    drop(chunk);
+    let mut f = std::fs::File::open(path).map_err(cannot)?;
+    let mut parser = Parser::new(path, origin, newlines + 1);
+    let mut buf: Vec<u8> = Vec::new();
+    // The line buf[0] is on.
+    let mut first = 1usize;
+    loop {
+        let got = std::io::Read::read_to_end(&mut std::io::Read::take(&mut f, piece), &mut buf)
+            .map_err(cannot)?;
+        let eof = got == 0;
+        let end = match buf.iter().rposition(|&b| b == b'\n') {
+            _ if eof => buf.len(),
+            Some(i) => i + 1,
+            None => continue,
+        };
+        let text = std::str::from_utf8(&buf[..end]).map_err(|e| {
+            let line = first
+                + buf[..e.valid_up_to()]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count();
+            ZoneErrors(vec![ZoneError {
+                file: path.to_path_buf(),
+                line,
+                reason: "not valid UTF-8".into(),
+            }])
+        })?;
+        let used = parser.feed(text, first, eof);
+        first += buf[..used].iter().filter(|&&b| b == b'\n').count();
+        buf.drain(..used);
+        if eof {
+            break;
+        }
+    }
+    Ok(parser.finish())
 }
 
 /// Parse key-zone text. `file` is only used in error messages. Lines that do not parse are
 /// collected in [`ParsedZone::errors`]; only an unreadable file is an `Err` here.
 pub fn parse(file: &Path, text: &str, origin: &Name) -> Result<ParsedZone, ZoneErrors> {
-    // Logical lines are taken a batch at a time, so that what a line is parsed into and its
-    // tokens are held for one batch, not for the whole file beside it.
-    const BATCH: usize = 1 << 14;
-    let mut errors = Vec::new();
-    // A record a line, at most: one allocation, no copy as the lines grow.
-    let mut lines = Vec::with_capacity(text.bytes().filter(|&b| b == b'\n').count() + 1);
-    let mut origin_now = origin.clone();
-    let mut default_ttl = DEFAULT_TTL;
-    let mut last_owner: Option<Name> = None;
-    let mut logical = Logical::new(text, file);
-    loop {
-        let batch: Vec<_> = logical.by_ref().take(BATCH).collect();
-        if batch.is_empty() {
-            break;
-        }
-        parse_batch(
+    let mut parser = Parser::new(
+        file,
+        origin,
+        text.bytes().filter(|&b| b == b'\n').count() + 1,
+    );
+    parser.feed(text, 1, true);
+    Ok(parser.finish())
+}
+
+/// What parsing keeps between pieces of text: the directives in force, the last owner, and
+/// what is parsed so far.
+struct Parser<'p> {
+    file: &'p Path,
+    origin: &'p Name,
+    origin_now: Name,
+    default_ttl: u32,
+    last_owner: Option<Name>,
+    lines: Vec<Line>,
+    errors: Vec<ZoneError>,
+}
+
+impl<'p> Parser<'p> {
+    fn new(file: &'p Path, origin: &'p Name, capacity: usize) -> Self {
+        Self {
             file,
-            &batch,
-            &mut origin_now,
-            &mut default_ttl,
-            &mut last_owner,
-            &mut lines,
-            &mut errors,
-        );
+            origin,
+            origin_now: origin.clone(),
+            default_ttl: DEFAULT_TTL,
+            last_owner: None,
+            lines: Vec::with_capacity(capacity),
+            errors: Vec::new(),
+        }
     }
-    errors.append(&mut logical.errors);
-    if lines.len() < lines.capacity() / 8 * 7 {
-        lines.shrink_to_fit();
+
+    /// Parse the whole records of `text`, whose first line is line `first`; returns how many
+    /// bytes they take (the rest, a record still open, is for the next piece) — all of them
+    /// when `last`.
+    fn feed(&mut self, text: &str, first: usize, last: bool) -> usize {
+        // Logical lines are taken a batch at a time, so that what a line is parsed into and
+        // its tokens are held for one batch.
+        const BATCH: usize = 1 << 14;
+        let mut logical = Logical::new(text, self.file, first, last);
+        loop {
+            let batch: Vec<_> = logical.by_ref().take(BATCH).collect();
+            if batch.is_empty() {
+                break;
+            }
+            parse_batch(
+                self.file,
+                &batch,
+                &mut self.origin_now,
+                &mut self.default_ttl,
+                &mut self.last_owner,
+                &mut self.lines,
+                &mut self.errors,
+            );
+        }
+        self.errors.append(&mut logical.errors);
+        logical.consumed
     }
-    errors.sort_by_key(|e| e.line);
-    Ok(ParsedZone {
-        file: file.to_path_buf(),
-        origin: origin.clone(),
-        lines,
-        errors,
-    })
+
+    fn finish(mut self) -> ParsedZone {
+        if self.lines.len() < self.lines.capacity() / 8 * 7 {
+            self.lines.shrink_to_fit();
+        }
+        self.errors.sort_by_key(|e| e.line);
+        ParsedZone {
+            file: self.file.to_path_buf(),
+            origin: self.origin.clone(),
+            lines: self.lines,
+            errors: self.errors,
+        }
+    }
 }
 
 /// One batch of logical lines parsed into `lines` (or `errors`); the directives change the
@@ -261,11 +340,17 @@ fn parse_batch(
 
 /// Text split into logical records: comments stripped, parentheses joined. Yields (first
 /// line number, tokens, whether the owner field was left blank); what is wrong with the
-/// text's layout is collected in `errors`.
+/// text's layout is collected in `errors`. Unless the text is the `last` piece, a record
+/// still open at its end is not yielded: `consumed` is where it starts.
 struct Logical<'a> {
-    lines: std::iter::Enumerate<std::str::Lines<'a>>,
+    lines: std::iter::Enumerate<std::str::SplitInclusive<'a, char>>,
     file: &'a Path,
     errors: Vec<ZoneError>,
+    first: usize,
+    last: bool,
+    // Bytes read, and bytes taken by whole records (and blank lines between them).
+    pos: usize,
+    consumed: usize,
     depth: usize,
     start: usize,
     blank_owner: bool,
@@ -273,11 +358,15 @@ struct Logical<'a> {
 }
 
 impl<'a> Logical<'a> {
-    fn new(text: &'a str, file: &'a Path) -> Self {
+    fn new(text: &'a str, file: &'a Path, first: usize, last: bool) -> Self {
         Self {
-            lines: text.lines().enumerate(),
+            lines: text.split_inclusive('\n').enumerate(),
             file,
             errors: Vec::new(),
+            first,
+            last,
+            pos: 0,
+            consumed: 0,
             depth: 0,
             start: 0,
             blank_owner: false,
@@ -299,14 +388,21 @@ impl<'a> Iterator for Logical<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let mut tokens: Vec<&'a str> = Vec::new();
-        while let Some((idx, raw)) = self.lines.next() {
-            let lineno = idx + 1;
+        let errors_before = self.errors.len();
+        while let Some((idx, with_end)) = self.lines.next() {
+            self.pos += with_end.len();
+            let raw = match with_end.strip_suffix('\n') {
+                Some(r) => r.strip_suffix('\r').unwrap_or(r),
+                None => with_end,
+            };
+            let lineno = self.first + idx;
             let line = match raw.find(';') {
                 Some(p) => &raw[..p],
                 None => raw,
             };
             if self.depth == 0 {
                 if line.trim().is_empty() {
+                    self.consumed = self.pos;
                     continue;
                 }
                 self.start = lineno;
@@ -335,9 +431,18 @@ impl<'a> Iterator for Logical<'a> {
                     self.depth -= closes;
                 }
             }
-            if self.depth == 0 && !tokens.is_empty() {
-                return Some((self.start, tokens, self.blank_owner));
+            if self.depth == 0 {
+                self.consumed = self.pos;
+                if !tokens.is_empty() {
+                    return Some((self.start, tokens, self.blank_owner));
+                }
             }
+        }
+        if !self.last && self.depth > 0 {
+            // Read again with the next piece, and what was found in it with it.
+            self.errors.truncate(errors_before);
+            self.depth = 0;
+            return None;
         }
         if self.depth > 0 && !self.ended {
             self.error(self.start, "`(` is never closed".into());
@@ -556,6 +661,44 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("z.keys:5: `(` is never closed"), "{s}");
+    }
+
+    /// A file read a few bytes at a time gives what its whole text gives: records split
+    /// across pieces (parentheses over lines, CRLF ends), directives, blank owners, comments,
+    /// errors with their lines, a `(` never closed; and a bad byte names its line.
+    #[test]
+    fn a_file_read_in_pieces_parses_as_its_whole_text() {
+        let text = "$TTL 1h\r\n@ IN SOA ks.example.com. hostmaster ( 1 ; serial\n 7200 3600\n 1209600 300 )\n  NS ks\n\n; a comment\nks A 192.0.2.1\n$ORIGIN sub.example.com.\nwww IN MX 10 mail\nx ( A\n 192.0.2.7 ) junk)\nks AAAA ::1\n (\n";
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("z.keys");
+        let whole = parse(&path, text, &origin()).unwrap();
+        let show = |z: &ParsedZone| {
+            let lines: Vec<String> = z
+                .lines
+                .iter()
+                .map(|l| format!("{} {} {} {:?}", l.line, l.owner, l.ttl, l.entry))
+                .collect();
+            let errors: Vec<String> = z.errors.iter().map(|e| e.to_string()).collect();
+            (lines, errors)
+        };
+        std::fs::write(&path, text).unwrap();
+        for piece in [1, 2, 3, 7, 16, 64, 4096] {
+            let read = read_in_pieces(&path, &origin(), piece).unwrap();
+            assert_eq!(show(&read), show(&whole), "pieces of {piece} bytes");
+        }
+        assert_eq!(whole.lines.len(), 4, "{:?}", show(&whole));
+        assert!(!whole.errors.is_empty());
+
+        let mut bad = text.as_bytes().to_vec();
+        bad.splice(0..0, b"; \xff\n".iter().copied());
+        std::fs::write(&path, &bad).unwrap();
+        let e = read_in_pieces(&path, &origin(), 3).unwrap_err().to_string();
+        assert!(e.contains("z.keys:1: not valid UTF-8"), "{e}");
+        let mut late = text.as_bytes().to_vec();
+        late.extend_from_slice(b"; \xff\n");
+        std::fs::write(&path, &late).unwrap();
+        let e = read_in_pieces(&path, &origin(), 5).unwrap_err().to_string();
+        assert!(e.contains("z.keys:15: not valid UTF-8"), "{e}");
     }
 
     #[test]
