@@ -128,11 +128,11 @@ impl Owners {
             hasher,
             ..
         } = self;
-        let hash = hasher.hash_one(m.owner.as_str());
+        let hash = hash_labels(hasher, text_labels(&m.owner));
         let entry = table.entry(
             hash,
             |s| Self::owner(members, many, s) == m.owner,
-            |s| hasher.hash_one(Self::owner(members, many, s)),
+            |s| hash_labels(hasher, text_labels(Self::owner(members, many, s))),
         );
         match entry {
             hashbrown::hash_table::Entry::Occupied(mut e) => {
@@ -152,15 +152,17 @@ impl Owners {
         }
     }
 
-    /// The members of `owner` (canonical text, as [`Member::owner`]).
-    fn get<'a>(&'a self, members: &[Member], owner: &str) -> Option<&'a [u32]> {
-        let hash = self.hasher.hash_one(owner);
+    /// The members of `name`: found by its labels, no allocation (but for the odd owners).
+    fn get<'a>(&'a self, members: &[Member], name: &LowerName) -> Option<&'a [u32]> {
+        let hash = hash_labels(&self.hasher, name.iter());
         let found = self
             .table
-            .find(hash, |s| Self::owner(members, &self.many, s) == owner)
+            .find(hash, |s| {
+                text_labels(Self::owner(members, &self.many, s)).eq(name.iter())
+            })
             .map(|s| Self::indices(&self.many, s));
         match found {
-            None if !self.odd.is_empty() => self.odd.get(owner).map(|v| &v[..]),
+            None if !self.odd.is_empty() => self.odd.get(&owner_text(name)).map(|v| &v[..]),
             found => found,
         }
     }
@@ -170,6 +172,28 @@ impl Owners {
         let plain = self.table.iter().map(|s| Self::indices(&self.many, s));
         plain.chain(self.odd.values().map(|v| &v[..]))
     }
+}
+
+/// The labels of an owner text with no escapes (what the table holds): a name's labels, as
+/// [`Name::iter`] gives them.
+fn text_labels(owner: &str) -> impl Iterator<Item = &[u8]> {
+    owner
+        .strip_suffix('.')
+        .unwrap_or(owner)
+        .split('.')
+        .filter(|l| !l.is_empty())
+        .map(str::as_bytes)
+}
+
+/// A name's hash by its labels.
+fn hash_labels<'a>(hasher: &std::hash::RandomState, labels: impl Iterator<Item = &'a [u8]>) -> u64 {
+    use std::hash::Hasher as _;
+    let mut h = hasher.build_hasher();
+    for l in labels {
+        h.write_usize(l.len());
+        h.write(l);
+    }
+    h.finish()
 }
 
 /// A lower-cased name as [`Member::owner`] spells it.
@@ -388,19 +412,24 @@ impl KeyZone {
         let mut glue_lines = Vec::new();
         let mut members = Vec::with_capacity(parsed.lines.len() + stored.len());
         let mut others = Vec::new();
-        for line in parsed.lines {
+        let mut lines = parsed.lines;
+        // Each line's placement, and the lines other than keys (few), in file order.
+        let mut inside = Vec::with_capacity(lines.len());
+        for line in &lines {
             let owner_l = LowerName::new(&line.owner);
-            if !origin.zone_of(&owner_l) {
+            let here = origin.zone_of(&owner_l);
+            inside.push(here);
+            if !here {
                 errors.at(
                     line.line,
                     format!("{} is outside the zone {origin_str}", line.owner),
                 );
                 continue;
             }
-            if !matches!(line.entry, Entry::Key(_) | Entry::Glue(_)) {
+            if !matches!(line.entry, Entry::Key(_)) {
                 others.push(line.clone());
             }
-            match line.entry {
+            match &line.entry {
                 Entry::Soa(s) => {
                     if owner_l != origin {
                         errors.at(line.line, "SOA must be at the zone apex".into());
@@ -410,7 +439,7 @@ impl KeyZone {
                             format!("second SOA (the first is on line {first})"),
                         );
                     } else {
-                        soa = Some((line.line, s, line.ttl));
+                        soa = Some((line.line, s.clone(), line.ttl));
                     }
                 }
                 Entry::Ns(target) => {
@@ -424,23 +453,37 @@ impl KeyZone {
                         ns.push(Record::from_rdata(
                             line.owner.clone(),
                             line.ttl,
-                            RData::NS(hickory_proto::rr::rdata::NS(target)),
+                            RData::NS(hickory_proto::rr::rdata::NS(target.clone())),
                         ));
                     }
                 }
                 Entry::Glue(ip) => {
-                    others.push(line.clone());
-                    glue_lines.push((line.line, line.owner, line.ttl, ip));
+                    glue_lines.push((line.line, line.owner.clone(), line.ttl, *ip));
                 }
-                Entry::Key(rec) => members.push(Member {
+                Entry::Key(_) => {}
+            }
+        }
+        // The key lines moved into members from the back, the lines' memory given back as
+        // they go: the file's lines and the zone's members are not both whole in memory.
+        const GIVE_BACK: usize = 1 << 16;
+        while let Some(line) = lines.pop() {
+            if lines.len().is_multiple_of(GIVE_BACK) {
+                lines.shrink_to_fit();
+            }
+            if !inside.get(lines.len()).copied().unwrap_or(false) {
+                continue;
+            }
+            if let Entry::Key(rec) = line.entry {
+                members.push(Member {
                     owner: line.owner.to_ascii().to_ascii_lowercase(),
                     ttl: line.ttl,
                     record: rec,
                     source: Source::File(shared_file.clone(), line.line),
                     written: line.written,
-                }),
+                });
             }
         }
+        members.reverse();
         // A/AAAA only as glue of the zone's own name servers (secondaries such as Knot warn
         // about in-zone NS names without it).
         let ns_targets: HashSet<LowerName> = ns
@@ -936,7 +979,7 @@ impl KeyZone {
 
     /// The TPKEY rrset of `name`, made from its members.
     fn key_set(&self, name: &LowerName) -> Option<Arc<RecordSet>> {
-        let keys = self.keys.get(&self.members, &owner_text(name))?;
+        let keys = self.keys.get(&self.members, name)?;
         let owner = Name::from(name.clone());
         let mut records = keys.iter().filter_map(|&i| self.key_record(&owner, i));
         let mut set = RecordSet::from(records.next()?);
@@ -1032,7 +1075,7 @@ impl KeyZone {
 
     /// Whether `name` exists in the zone: an owner, an empty non-terminal, the apex or glue.
     pub(crate) fn exists(&self, name: &LowerName) -> bool {
-        self.names.contains(name) || self.keys.get(&self.members, &owner_text(name)).is_some()
+        self.names.contains(name) || self.keys.get(&self.members, name).is_some()
     }
 
     fn absent(&self, name: &LowerName) -> Answer {

@@ -510,7 +510,7 @@ impl KeyServer {
         if changed && let Err(e) = write_checked(&checked_path, &digests) {
             warn!(file = %checked_path.display(), error = %e, "cannot keep the checked records for the next start");
         }
-        drop(checked);
+        drop((checked, digests));
         zone.encode();
         let (serial, _) = tokio::sync::watch::channel(zone.serial());
         Ok(Self {

@@ -62,7 +62,9 @@ struct Negative {
 }
 
 /// One name's answers, in one allocation:
-/// `[n] name(n) other_nodata [k] (qtype:u16 index:u8)×k [b] (len:u16 response)×b`.
+/// `[n] other_nodata [k] (qtype:u16 index:u8)×k [b] (len:u16 response)×b`, then the name
+/// (`n` bytes) only when there is no response to read it from (each response's question is
+/// the name at offset 12).
 /// `types`: QTYPEs with answers of their own and the index of theirs among the responses
 /// (each distinct, QTYPE zeroed); unless `other_nodata`, the last response answers every
 /// QTYPE not in `types`; with it, those get NODATA from the zone's negative template.
@@ -75,15 +77,9 @@ impl<'a> Owner<'a> {
         types: &[(u16, u8)],
         blobs: &[Vec<u8>],
     ) -> Option<Box<[u8]>> {
-        let size = 1
-            + name.len()
-            + 2
-            + 3 * types.len()
-            + 1
-            + blobs.iter().map(|b| 2 + b.len()).sum::<usize>();
-        let mut out = Vec::with_capacity(size);
+        let size = 3 + 3 * types.len() + 1 + blobs.iter().map(|b| 2 + b.len()).sum::<usize>();
+        let mut out = Vec::with_capacity(size + name.len());
         out.push(u8::try_from(name.len()).ok()?);
-        out.extend_from_slice(name);
         out.push(u8::from(other_nodata));
         out.push(u8::try_from(types.len()).ok()?);
         for &(t, i) in types {
@@ -92,25 +88,43 @@ impl<'a> Owner<'a> {
         }
         out.push(u8::try_from(blobs.len()).ok()?);
         for b in blobs {
+            if b.get(12..12 + name.len()) != Some(name) {
+                return None;
+            }
             out.extend_from_slice(&u16::try_from(b.len()).ok()?.to_be_bytes());
             out.extend_from_slice(b);
+        }
+        if blobs.is_empty() {
+            out.extend_from_slice(name);
         }
         Some(out.into_boxed_slice())
     }
 
+    /// Where the responses start, and how many there are.
+    fn responses(&self) -> Option<(usize, usize)> {
+        let k = usize::from(*self.0.get(2)?);
+        let at = 3 + 3 * k;
+        Some((at + 1, usize::from(*self.0.get(at)?)))
+    }
+
     fn name(&self) -> &'a [u8] {
-        let n = self.0.first().map_or(0, |&n| usize::from(n));
-        self.0.get(1..1 + n).unwrap_or(&[])
+        let b = self.0;
+        let n = b.first().map_or(0, |&n| usize::from(n));
+        let found = match self.responses() {
+            Some((at, 0)) => b.get(at..at + n),
+            Some((at, _)) => b.get(at + 2 + 12..at + 2 + 12 + n),
+            None => None,
+        };
+        found.unwrap_or(&[])
     }
 
     /// The encoded answer to `qtype`; `None`: NODATA from the template.
     fn blob(&self, qtype: u16) -> Option<&'a [u8]> {
         let b = self.0;
-        let at = 1 + usize::from(*b.first()?);
-        let other_nodata = *b.get(at)? != 0;
-        let k = usize::from(*b.get(at + 1)?);
-        let types = b.get(at + 2..at + 2 + 3 * k)?;
-        let count = usize::from(*b.get(at + 2 + 3 * k)?);
+        let other_nodata = *b.get(1)? != 0;
+        let k = usize::from(*b.get(2)?);
+        let types = b.get(3..3 + 3 * k)?;
+        let (mut pos, count) = self.responses()?;
         let i = match types
             .chunks_exact(3)
             .find(|t| u16::from_be_bytes([t[0], t[1]]) == qtype)
@@ -119,7 +133,6 @@ impl<'a> Owner<'a> {
             None if other_nodata => return None,
             None => count.checked_sub(1)?,
         };
-        let mut pos = at + 3 + 3 * k;
         for _ in 0..i {
             pos += 2 + usize::from(u16::from_be_bytes([*b.get(pos)?, *b.get(pos + 1)?]));
         }
