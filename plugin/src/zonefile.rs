@@ -151,7 +151,10 @@ fn read_in_pieces(path: &Path, origin: &Name, piece: u64) -> Result<ParsedZone, 
     // The line buf[0] is on.
     let mut first = 1usize;
     loop {
-        let got = std::io::Read::read_to_end(&mut std::io::Read::take(&mut f, piece), &mut buf)
+        // A record still open after a piece makes the next read as long as what is held, so a
+        // stray `(` costs a few passes over the file, not one a piece.
+        let want = piece.max(buf.len() as u64);
+        let got = std::io::Read::read_to_end(&mut std::io::Read::take(&mut f, want), &mut buf)
             .map_err(cannot)?;
         let eof = got == 0;
         let end = match buf.iter().rposition(|&b| b == b'\n') {
@@ -203,6 +206,8 @@ struct Parser<'p> {
     last_owner: Option<Name>,
     lines: Vec<Line>,
     errors: Vec<ZoneError>,
+    // What is wrong with the text's layout: listed before a line's other errors.
+    layout: Vec<ZoneError>,
 }
 
 impl<'p> Parser<'p> {
@@ -215,6 +220,7 @@ impl<'p> Parser<'p> {
             last_owner: None,
             lines: Vec::with_capacity(capacity),
             errors: Vec::new(),
+            layout: Vec::new(),
         }
     }
 
@@ -241,7 +247,7 @@ impl<'p> Parser<'p> {
                 &mut self.errors,
             );
         }
-        self.errors.append(&mut logical.errors);
+        self.layout.append(&mut logical.errors);
         logical.consumed
     }
 
@@ -249,12 +255,14 @@ impl<'p> Parser<'p> {
         if self.lines.len() < self.lines.capacity() / 8 * 7 {
             self.lines.shrink_to_fit();
         }
-        self.errors.sort_by_key(|e| e.line);
+        let mut errors = self.layout;
+        errors.append(&mut self.errors);
+        errors.sort_by_key(|e| e.line);
         ParsedZone {
             file: self.file.to_path_buf(),
             origin: self.origin.clone(),
             lines: self.lines,
-            errors: self.errors,
+            errors,
         }
     }
 }
@@ -353,6 +361,8 @@ struct Logical<'a> {
     consumed: usize,
     depth: usize,
     start: usize,
+    // How many errors there were when the record being read began.
+    errors_at_start: usize,
     blank_owner: bool,
     ended: bool,
 }
@@ -369,6 +379,7 @@ impl<'a> Logical<'a> {
             consumed: 0,
             depth: 0,
             start: 0,
+            errors_at_start: 0,
             blank_owner: false,
             ended: false,
         }
@@ -388,7 +399,6 @@ impl<'a> Iterator for Logical<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let mut tokens: Vec<&'a str> = Vec::new();
-        let errors_before = self.errors.len();
         while let Some((idx, with_end)) = self.lines.next() {
             self.pos += with_end.len();
             let raw = match with_end.strip_suffix('\n') {
@@ -406,6 +416,7 @@ impl<'a> Iterator for Logical<'a> {
                     continue;
                 }
                 self.start = lineno;
+                self.errors_at_start = self.errors.len();
                 self.blank_owner = line.starts_with([' ', '\t']);
             }
             for word in line.split_whitespace() {
@@ -440,7 +451,7 @@ impl<'a> Iterator for Logical<'a> {
         }
         if !self.last && self.depth > 0 {
             // Read again with the next piece, and what was found in it with it.
-            self.errors.truncate(errors_before);
+            self.errors.truncate(self.errors_at_start);
             self.depth = 0;
             return None;
         }
@@ -688,6 +699,16 @@ mod tests {
         }
         assert_eq!(whole.lines.len(), 4, "{:?}", show(&whole));
         assert!(!whole.errors.is_empty());
+
+        // A line with an error and no record, then a record still open at a piece's end.
+        let stray = ")\nx ( A\n 192.0.2.7 )\n";
+        std::fs::write(&path, stray).unwrap();
+        let whole = parse(&path, stray, &origin()).unwrap();
+        assert_eq!(whole.errors.len(), 1, "{:?}", show(&whole));
+        for piece in [1, 2, 8, 64] {
+            let read = read_in_pieces(&path, &origin(), piece).unwrap();
+            assert_eq!(show(&read), show(&whole), "pieces of {piece} bytes");
+        }
 
         let mut bad = text.as_bytes().to_vec();
         bad.splice(0..0, b"; \xff\n".iter().copied());
