@@ -483,9 +483,11 @@ impl Connection {
                 }
                 Err(e) if is_retry(&e) && Instant::now() < deadline => {}
                 Err(e) if is_retry(&e) => {
+                    // Rounded, not cut: the wait ends at the deadline, a few milliseconds
+                    // short of the whole seconds the handshake budget gave it.
                     return Err(TlsError::NoTicket {
                         server: server.to_owned(),
-                        secs: started.elapsed().as_secs(),
+                        secs: started.elapsed().as_secs_f64().round() as u64,
                     });
                 }
                 Err(e) => {
