@@ -683,15 +683,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("z.keys");
         let whole = parse(&path, text, &origin()).unwrap();
-        let show = |z: &ParsedZone| {
-            let lines: Vec<String> = z
-                .lines
-                .iter()
-                .map(|l| format!("{} {} {} {:?}", l.line, l.owner, l.ttl, l.entry))
-                .collect();
-            let errors: Vec<String> = z.errors.iter().map(|e| e.to_string()).collect();
-            (lines, errors)
-        };
+        let show = shown;
         std::fs::write(&path, text).unwrap();
         for piece in [1, 2, 3, 7, 16, 64, 4096] {
             let read = read_in_pieces(&path, &origin(), piece).unwrap();
@@ -720,6 +712,40 @@ mod tests {
         std::fs::write(&path, &late).unwrap();
         let e = read_in_pieces(&path, &origin(), 5).unwrap_err().to_string();
         assert!(e.contains("z.keys:15: not valid UTF-8"), "{e}");
+    }
+
+    /// Two readings of one text, lines and errors, for comparing.
+    fn shown(z: &ParsedZone) -> (Vec<String>, Vec<String>) {
+        let lines = z
+            .lines
+            .iter()
+            .map(|l| format!("{} {} {} {:?}", l.line, l.owner, l.ttl, l.entry))
+            .collect();
+        (lines, z.errors.iter().map(|e| e.to_string()).collect())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// Texts made of the parser's troublemakers (parentheses, quotes, comments, CRLF,
+        /// directives, blank owners), read in pieces of any size: the same lines and errors
+        /// as the whole text.
+        #[test]
+        fn any_text_read_in_pieces_parses_as_a_whole(
+            words in proptest::collection::vec(0usize..16, 0..60),
+            piece in 1u64..24,
+        ) {
+            const WORDS: [&str; 16] = [
+                "(", ")", "\n", "\r\n", "; c", " ", "x", "$TTL 60", "IN", "A", "192.0.2.1",
+                "NS", "ks", "\"", "\n@ SOA a b 1 2 3 4 5", "\n  ",
+            ];
+            let text: String = words.iter().map(|&w| WORDS[w]).collect::<Vec<_>>().join(" ");
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("p.keys");
+            std::fs::write(&path, &text).unwrap();
+            let whole = parse(&path, &text, &origin()).unwrap();
+            let read = read_in_pieces(&path, &origin(), piece).unwrap();
+            proptest::prop_assert_eq!(shown(&read), shown(&whole), "{:?}", text);
+        }
     }
 
     #[test]
