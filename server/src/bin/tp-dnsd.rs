@@ -148,6 +148,8 @@ async fn run(args: Args) -> Result<()> {
     }
 
     let mut server = Server::new(catalog);
+    // Watched before "listening" is said: a SIGTERM sent on that line must find the watch.
+    let stop = StopSignals::watch()?;
     for addr in &args.listen {
         let udp = UdpSocket::bind(addr)
             .await
@@ -167,7 +169,7 @@ async fn run(args: Args) -> Result<()> {
             done.context("server stopped")?;
             bail!("server stopped without a signal");
         }
-        signal = stop_signal() => info!(signal = signal?, "stopping"),
+        signal = stop.next() => info!(signal, "stopping"),
     }
     server.shutdown_token().cancel();
     match tokio::time::timeout(SHUTDOWN_GRACE, server.block_until_done()).await {
@@ -178,15 +180,28 @@ async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Waits for SIGTERM or SIGINT and names it.
-async fn stop_signal() -> Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+/// SIGTERM and SIGINT, watched from the moment this is made.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn watch() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
+        })
+    }
+
+    /// Waits for one and names it.
+    async fn next(mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }
 
 /// An ordinary zone file, parsed by hickory's own parser.

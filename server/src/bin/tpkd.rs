@@ -162,6 +162,11 @@ async fn serve(cfg: Config) -> Result<()> {
             }
         });
     }
+    // Watched before "serving" is said: a signal sent on that line must find the watch (an
+    // unwatched SIGHUP ends the process).
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let (serial, members) = ks.status();
     info!(
         zone = %cfg.name,
@@ -175,9 +180,6 @@ async fn serve(cfg: Config) -> Result<()> {
         "tpkd serving"
     );
 
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     let mut ctl = ctl;
     loop {
         tokio::select! {

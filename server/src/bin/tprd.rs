@@ -106,10 +106,11 @@ async fn serve(path: PathBuf, settings: Settings) -> Result<()> {
             }
         }));
     }
-    info!(listen = ?settings.listen, anchors = roots, dns = ?settings.dns, "tprd serving");
+    // Watched before "serving" is said: a signal sent on that line must find the watch.
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    info!(listen = ?settings.listen, anchors = roots, dns = ?settings.dns, "tprd serving");
     loop {
         tokio::select! {
             _ = hup.recv() => {
