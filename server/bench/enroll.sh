@@ -7,19 +7,23 @@
 # durable sled write + zone rebuild; tpkd logs each commit's size at debug level.
 #
 # Usage: server/bench/enroll.sh [N] [P]     (default N = 2000, P = 64; needs dig)
+#   ENROLL_BIN  a directory holding tp and tpkd to measure instead of building them (e.g. a copy
+#               of an earlier build, for a before/after run)
 set -euo pipefail
 
 N=${1:-2000}
 P=${2:-64}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-REL=$ROOT/target/release
+REL=$(cd "${ENROLL_BIN:-$ROOT/target/release}" && pwd)
 IP=127.0.7.1
 die() {
     echo "enroll.sh: error: $*" >&2
     exit 1
 }
 command -v dig >/dev/null || die "dig is missing (apt-get install bind9-dnsutils)"
-(cd "$ROOT" && cargo build --release -p twinpeaks-server >&2) || die "build failed"
+if [[ -z ${ENROLL_BIN:-} ]]; then
+    (cd "$ROOT" && cargo build --release -p twinpeaks-server >&2) || die "build failed"
+fi
 
 WORK=$(mktemp -d /tmp/tp-enroll.XXXXXX)
 PID=""
