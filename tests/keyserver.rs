@@ -749,6 +749,44 @@ fn a_single_tcp_slot_serves_one_client_after_another() {
     );
 }
 
+/// A client that connects and sends its query a moment later is not closed to make room for
+/// one already waiting (bulk enrollment opens a connection a request, many at once); once it
+/// has its answer it is idle and gives way.
+#[test]
+fn a_new_connection_keeps_its_slot_for_its_first_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ks = KeyServer::new(
+        dir.path(),
+        "example.test.",
+        "127.0.12.10",
+        "",
+        "tcp_max_clients = 1\ntcp_timeout_secs = 5\n",
+    );
+    ks.issue_to_file("www.example.test.", "192.0.2.10");
+    ks.start();
+    let addr = format!("{}:{}", ks.ip, ks.port);
+    let mut first = TcpStream::connect(&addr).unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let waiting = {
+        let addr = addr.clone();
+        std::thread::spawn(move || {
+            let mut t = TcpStream::connect(&addr).unwrap();
+            t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            tcp_query(&mut t, 2, "www.example.test.")
+        })
+    };
+    std::thread::sleep(Duration::from_millis(120));
+    assert_eq!(tcp_query(&mut first, 1, "www.example.test."), (0, 1));
+    assert_eq!(waiting.join().unwrap(), (0, 1));
+    assert!(
+        closed_by_server(&first, Duration::from_secs(1)),
+        "the answered client kept the slot"
+    );
+}
+
 #[test]
 fn running_out_of_descriptors_does_not_spin_and_tcp_recovers() {
     let dir = tempfile::tempdir().unwrap();

@@ -136,6 +136,10 @@ fn out_of_resources(e: &std::io::Error) -> bool {
     })
 }
 
+/// How long a new connection may take to send its first query before a client waiting for a
+/// slot can make it close.
+const FRESH_GRACE: Duration = Duration::from_millis(250);
+
 /// One connection: messages read and answered in order until the peer closes, goes idle,
 /// sends something that is not DNS, or the listener needs the slot of an idle connection.
 async fn connection<H: RequestHandler>(
@@ -154,23 +158,46 @@ async fn connection<H: RequestHandler>(
         idle,
         failed: Arc::new(AtomicBool::new(false)),
     };
+    let opened = std::time::Instant::now();
+    let mut fresh = true;
     loop {
-        let len = tokio::select! {
+        // One read of the length, kept across a call to make room (a read dropped half-way
+        // would lose a byte of the next message).
+        let read = tokio::time::timeout(idle, rd.read_u16());
+        tokio::pin!(read);
+        let got = tokio::select! {
             // A query already sent is read before any call to make room.
             biased;
-            r = tokio::time::timeout(idle, rd.read_u16()) => match r {
-                Ok(Ok(n)) => usize::from(n),
-                Ok(Err(_)) => return,
-                Err(_) => {
-                    debug!(%peer, "TCP connection idle, closed");
+            r = &mut read => Some(r),
+            _ = pressure.changed() => None,
+        };
+        let got = match got {
+            Some(r) => r,
+            // A connection just made has its first query on the way (a client writes it as it
+            // connects): it is not idle until FRESH_GRACE has passed without one.
+            None => match FRESH_GRACE.checked_sub(opened.elapsed()).filter(|_| fresh) {
+                Some(left) => match tokio::time::timeout(left, &mut read).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        debug!(%peer, "TCP connection idle while all slots are taken, closed");
+                        return;
+                    }
+                },
+                None => {
+                    debug!(%peer, "TCP connection idle while all slots are taken, closed");
                     return;
                 }
             },
-            _ = pressure.changed() => {
-                debug!(%peer, "TCP connection idle while all slots are taken, closed");
+        };
+        let len = match got {
+            Ok(Ok(n)) => usize::from(n),
+            Ok(Err(_)) => return,
+            Err(_) => {
+                debug!(%peer, "TCP connection idle, closed");
                 return;
             }
         };
+        fresh = false;
         let mut msg = vec![0u8; len];
         match tokio::time::timeout(idle, rd.read_exact(&mut msg)).await {
             Ok(Ok(_)) => {}
