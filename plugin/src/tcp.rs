@@ -171,23 +171,16 @@ async fn connection<H: RequestHandler>(
             r = &mut read => Some(r),
             _ = pressure.changed() => None,
         };
-        let got = match got {
-            Some(r) => r,
-            // A connection just made has its first query on the way (a client writes it as it
-            // connects): it is not idle until FRESH_GRACE has passed without one.
-            None => match FRESH_GRACE.checked_sub(opened.elapsed()).filter(|_| fresh) {
-                Some(left) => match tokio::time::timeout(left, &mut read).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        debug!(%peer, "TCP connection idle while all slots are taken, closed");
-                        return;
-                    }
-                },
-                None => {
-                    debug!(%peer, "TCP connection idle while all slots are taken, closed");
-                    return;
-                }
-            },
+        // A connection just made has its first query on the way (a client writes it as it
+        // connects): it is not idle until FRESH_GRACE has passed without one.
+        let grace = FRESH_GRACE.checked_sub(opened.elapsed()).filter(|_| fresh);
+        let got = match (got, grace) {
+            (Some(r), _) => r,
+            (None, Some(left)) if let Ok(r) = tokio::time::timeout(left, &mut read).await => r,
+            (None, _) => {
+                debug!(%peer, "TCP connection idle while all slots are taken, closed");
+                return;
+            }
         };
         let len = match got {
             Ok(Ok(n)) => usize::from(n),

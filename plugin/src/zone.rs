@@ -74,16 +74,15 @@ pub enum Answer {
     NotAuth,
 }
 
-/// Owner names to their members (indices into [`KeyZone::members`]), hashed by the owner
-/// string the members hold: 4 bytes a slot, no name stored again. A slot is a member's index,
-/// or `MANY | k` for the owners with several keys (`many[k]`). Owners whose text is not
-/// already the canonical text of their lower-cased name (escapes, upper case) are in `odd`,
-/// by that canonical text.
+/// Owner names to their members (indices into [`KeyZone::members`]), hashed by the labels of
+/// the owner text the members hold: 4 bytes a slot, no name stored again. A slot is a member's
+/// index, or `MANY | k` for the owners with several keys (`many[k]`). Owners whose text is not
+/// plain lower-case labels (escapes, upper case) are in `odd`, by name.
 #[derive(Default)]
 struct Owners {
     table: hashbrown::HashTable<u32>,
     many: Vec<Vec<u32>>,
-    odd: HashMap<String, Vec<u32>>,
+    odd: HashMap<LowerName, Vec<u32>>,
     hasher: std::hash::RandomState,
 }
 
@@ -119,7 +118,7 @@ impl Owners {
         };
         let plain = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b);
         if !m.owner.bytes().all(plain) {
-            self.odd.entry(owner_text(name)).or_default().push(i);
+            self.odd.entry(name.clone()).or_default().push(i);
             return;
         }
         let Self {
@@ -162,7 +161,7 @@ impl Owners {
             })
             .map(|s| Self::indices(&self.many, s));
         match found {
-            None if !self.odd.is_empty() => self.odd.get(&owner_text(name)).map(|v| &v[..]),
+            None if !self.odd.is_empty() => self.odd.get(name).map(|v| &v[..]),
             found => found,
         }
     }
@@ -194,11 +193,6 @@ fn hash_labels<'a>(hasher: &std::hash::RandomState, labels: impl Iterator<Item =
         h.write(l);
     }
     h.finish()
-}
-
-/// A lower-cased name as [`Member::owner`] spells it.
-fn owner_text(name: &LowerName) -> String {
-    Name::from(name.clone()).to_ascii()
 }
 
 /// Problems found while building, each with its line.

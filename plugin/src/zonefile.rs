@@ -108,6 +108,11 @@ const DEFAULT_TTL: u32 = 3600;
 /// members take about 350 MB).
 const MAX_FILE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
+/// How many line ends `b` holds.
+fn newlines(b: &[u8]) -> usize {
+    b.iter().filter(|&&b| b == b'\n').count()
+}
+
 /// Read and parse a key-zone file whose origin is `origin`.
 pub fn read(path: &Path, origin: &Name) -> Result<ParsedZone, ZoneErrors> {
     read_in_pieces(path, origin, 4 << 20)
@@ -132,21 +137,10 @@ fn read_in_pieces(path: &Path, origin: &Name, piece: u64) -> Result<ParsedZone, 
         )));
     }
     let cannot = |e: std::io::Error| whole(format!("cannot read: {e}"));
-    // A record a line at most: the lines are allocated once, never copied as they grow.
-    let mut count = std::fs::File::open(path).map_err(cannot)?;
-    let mut newlines = 0usize;
-    let mut chunk = vec![0u8; 1 << 20];
-    loop {
-        match std::io::Read::read(&mut count, &mut chunk) {
-            Ok(0) => break,
-            Ok(n) => newlines += chunk[..n].iter().filter(|&&b| b == b'\n').count(),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(cannot(e)),
-        }
-    }
-    drop(chunk);
     let mut f = std::fs::File::open(path).map_err(cannot)?;
-    let mut parser = Parser::new(path, origin, newlines + 1);
+    // The lines grow as they are read (a Vec that large grows by remapping its pages, not by
+    // copying them: counting the lines first measured the same peak, for a second read).
+    let mut parser = Parser::new(path, origin, 0);
     let mut buf: Vec<u8> = Vec::new();
     // The line buf[0] is on.
     let mut first = 1usize;
@@ -163,11 +157,7 @@ fn read_in_pieces(path: &Path, origin: &Name, piece: u64) -> Result<ParsedZone, 
             None => continue,
         };
         let text = std::str::from_utf8(&buf[..end]).map_err(|e| {
-            let line = first
-                + buf[..e.valid_up_to()]
-                    .iter()
-                    .filter(|&&b| b == b'\n')
-                    .count();
+            let line = first + newlines(&buf[..e.valid_up_to()]);
             ZoneErrors(vec![ZoneError {
                 file: path.to_path_buf(),
                 line,
@@ -175,7 +165,7 @@ fn read_in_pieces(path: &Path, origin: &Name, piece: u64) -> Result<ParsedZone, 
             }])
         })?;
         let used = parser.feed(text, first, eof);
-        first += buf[..used].iter().filter(|&&b| b == b'\n').count();
+        first += newlines(&buf[..used]);
         buf.drain(..used);
         if eof {
             break;
@@ -187,11 +177,7 @@ fn read_in_pieces(path: &Path, origin: &Name, piece: u64) -> Result<ParsedZone, 
 /// Parse key-zone text. `file` is only used in error messages. Lines that do not parse are
 /// collected in [`ParsedZone::errors`]; only an unreadable file is an `Err` here.
 pub fn parse(file: &Path, text: &str, origin: &Name) -> Result<ParsedZone, ZoneErrors> {
-    let mut parser = Parser::new(
-        file,
-        origin,
-        text.bytes().filter(|&b| b == b'\n').count() + 1,
-    );
+    let mut parser = Parser::new(file, origin, newlines(text.as_bytes()) + 1);
     parser.feed(text, 1, true);
     Ok(parser.finish())
 }
@@ -237,15 +223,7 @@ impl<'p> Parser<'p> {
             if batch.is_empty() {
                 break;
             }
-            parse_batch(
-                self.file,
-                &batch,
-                &mut self.origin_now,
-                &mut self.default_ttl,
-                &mut self.last_owner,
-                &mut self.lines,
-                &mut self.errors,
-            );
+            self.parse_batch(&batch);
         }
         self.layout.append(&mut logical.errors);
         logical.consumed
@@ -267,81 +245,85 @@ impl<'p> Parser<'p> {
     }
 }
 
-/// One batch of logical lines parsed into `lines` (or `errors`); the directives change the
-/// state the next lines are read with.
-fn parse_batch(
-    file: &Path,
-    batch: &[(usize, Vec<&str>, bool)],
-    origin_now: &mut Name,
-    default_ttl: &mut u32,
-    last_owner: &mut Option<Name>,
-    lines: &mut Vec<Line>,
-    errors: &mut Vec<ZoneError>,
-) {
-    // Lines whose data is decoded below: (the line, its type, its data). Key records are most
-    // of a zone and decoding one costs a point decompression: they are decoded after this
-    // pass, over the cores. A blank owner takes the previous record line's owner.
-    let mut slots: Vec<(usize, Name, u32, Data<'_>)> = Vec::with_capacity(batch.len());
-    for (start, tokens, blank_owner) in batch {
-        let start = *start;
-        let err = |reason: String| ZoneError {
-            file: file.to_path_buf(),
-            line: start,
-            reason,
-        };
-        let toks: &[&str] = tokens;
-        match toks.first().copied() {
-            Some("$ORIGIN") => {
-                match toks.get(1).map(|n| name_from(n, origin_now)) {
-                    Some(Ok(n)) if toks.len() == 2 => *origin_now = n,
-                    Some(Err(e)) => errors.push(err(e)),
-                    _ => errors.push(err("$ORIGIN takes one absolute name".into())),
-                }
-                continue;
-            }
-            Some("$TTL") => {
-                match toks.get(1).map(|t| parse_ttl(t)) {
-                    Some(Ok(t)) if toks.len() == 2 => *default_ttl = t,
-                    Some(Err(e)) => errors.push(err(e)),
-                    _ => errors.push(err("$TTL takes one value".into())),
-                }
-                continue;
-            }
-            Some(d) if d.starts_with('$') => {
-                errors.push(err(format!(
-                    "directive {d} is not supported in key zones ($ORIGIN and $TTL are)"
-                )));
-                continue;
-            }
-            _ => {}
-        }
-        match parse_record(toks, *blank_owner, origin_now, last_owner, *default_ttl) {
-            Ok((owner, ttl, entry)) => {
-                *last_owner = Some(owner.clone());
-                slots.push((start, owner, ttl, entry));
-            }
-            Err(reason) => errors.push(err(reason)),
-        }
-    }
-    // Lines other than keys are few (SOA, NS, glue): cloned rather than moved.
-    let decoded = crate::zone::par_map(&slots, |(.., data)| match data {
-        Data::Key(rtype, data) => parse_key(rtype, data),
-        Data::Ready(e) => Ok((**e).clone()),
-    });
-    for ((line, owner, ttl, _), entry) in slots.into_iter().zip(decoded) {
-        match entry {
-            Ok(entry) => lines.push(Line {
-                line,
-                owner,
-                ttl,
-                entry,
-                written: None,
-            }),
-            Err(reason) => errors.push(ZoneError {
+impl Parser<'_> {
+    /// One batch of logical lines parsed into `lines` (or `errors`); the directives change
+    /// the state the next lines are read with.
+    fn parse_batch(&mut self, batch: &[(usize, Vec<&str>, bool)]) {
+        let Self {
+            file,
+            origin_now,
+            default_ttl,
+            last_owner,
+            lines,
+            errors,
+            ..
+        } = self;
+        let file: &Path = file;
+        // Lines whose data is decoded below: (the line, its type, its data). Key records are most
+        // of a zone and decoding one costs a point decompression: they are decoded after this
+        // pass, over the cores. A blank owner takes the previous record line's owner.
+        let mut slots: Vec<(usize, Name, u32, Data<'_>)> = Vec::with_capacity(batch.len());
+        for (start, tokens, blank_owner) in batch {
+            let start = *start;
+            let err = |reason: String| ZoneError {
                 file: file.to_path_buf(),
-                line,
+                line: start,
                 reason,
-            }),
+            };
+            let toks: &[&str] = tokens;
+            match toks.first().copied() {
+                Some("$ORIGIN") => {
+                    match toks.get(1).map(|n| name_from(n, origin_now)) {
+                        Some(Ok(n)) if toks.len() == 2 => *origin_now = n,
+                        Some(Err(e)) => errors.push(err(e)),
+                        _ => errors.push(err("$ORIGIN takes one absolute name".into())),
+                    }
+                    continue;
+                }
+                Some("$TTL") => {
+                    match toks.get(1).map(|t| parse_ttl(t)) {
+                        Some(Ok(t)) if toks.len() == 2 => *default_ttl = t,
+                        Some(Err(e)) => errors.push(err(e)),
+                        _ => errors.push(err("$TTL takes one value".into())),
+                    }
+                    continue;
+                }
+                Some(d) if d.starts_with('$') => {
+                    errors.push(err(format!(
+                        "directive {d} is not supported in key zones ($ORIGIN and $TTL are)"
+                    )));
+                    continue;
+                }
+                _ => {}
+            }
+            match parse_record(toks, *blank_owner, origin_now, last_owner, *default_ttl) {
+                Ok((owner, ttl, entry)) => {
+                    *last_owner = Some(owner.clone());
+                    slots.push((start, owner, ttl, entry));
+                }
+                Err(reason) => errors.push(err(reason)),
+            }
+        }
+        // Lines other than keys are few (SOA, NS, glue): cloned rather than moved.
+        let decoded = crate::zone::par_map(&slots, |(.., data)| match data {
+            Data::Key(rtype, data) => parse_key(rtype, data),
+            Data::Ready(e) => Ok((**e).clone()),
+        });
+        for ((line, owner, ttl, _), entry) in slots.into_iter().zip(decoded) {
+            match entry {
+                Ok(entry) => lines.push(Line {
+                    line,
+                    owner,
+                    ttl,
+                    entry,
+                    written: None,
+                }),
+                Err(reason) => errors.push(ZoneError {
+                    file: file.to_path_buf(),
+                    line,
+                    reason,
+                }),
+            }
         }
     }
 }
