@@ -1,8 +1,11 @@
 //! The security agent: one tokio task per device connection; each delegation's handshake runs
-//! on a blocking thread whose signing hook waits for the device's signature.
+//! on a blocking thread whose signing hook waits for the device's signature. A device that says
+//! when it will ask again (`Expect`) can find its handshake started ahead, waiting at the
+//! signature.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openssl::ec::EcKey;
@@ -15,7 +18,7 @@ use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::channel::{self, Channel, MAX_FRAME, NONCE_LEN, PairingKey, Role, Sealer};
@@ -81,10 +84,34 @@ struct SignJob {
     reply: oneshot::Sender<Option<Vec<u8>>>,
 }
 
+/// A handshake running on a blocking thread, and its signing hook's request.
+struct Handshake {
+    task: tokio::task::JoinHandle<Result<SessionContext, DelegationError>>,
+    jobs: mpsc::Receiver<SignJob>,
+    /// The device's key, to check its signature before libssl sends it.
+    public: EcKey<Public>,
+}
+
+/// A handshake started ahead of a device's expected request. Dropping it drops a sign job
+/// parked in `jobs`: the hook gets no signature, the handshake fails and its thread ends.
+struct Prestart {
+    /// What the device said it will ask for (`delegation_id` 0).
+    request: DelegationRequest,
+    /// Which `Expect` made it: a newer one replaces it.
+    serial: u64,
+    /// `None` until its start time.
+    handshake: Option<Handshake>,
+}
+
+/// The longest an `Expect` may look ahead.
+const MAX_EXPECT_MS: u32 = 86_400_000;
+
 /// The agent.
 pub struct Agent {
     cfg: AgentConfig,
     permits: Arc<tokio::sync::Semaphore>,
+    prestarts: Mutex<HashMap<String, Prestart>>,
+    serial: AtomicU64,
     devices: HashMap<String, PairingKey>,
     dtls: SslContext,
     tls: SslContext,
@@ -137,6 +164,8 @@ impl Agent {
         };
         Ok(Agent {
             permits: Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent_delegations)),
+            prestarts: Mutex::new(HashMap::new()),
+            serial: AtomicU64::new(1),
             devices: cfg
                 .devices
                 .iter()
@@ -160,12 +189,15 @@ impl Agent {
     }
 
     /// Runs the full handshake for `req`; `signer` produces the CertificateVerify signature.
+    /// `wait` is added to the handshake's deadline: the time a handshake started ahead may
+    /// wait for the device.
     pub fn delegate(
         &self,
         req: &DelegationRequest,
         certs: &[X509],
         public: &EcKey<Public>,
         signer: Box<ffi::RemoteSigner>,
+        wait: Duration,
     ) -> Result<SessionContext, DelegationError> {
         let ctx = match req.transport {
             Transport::Dtls => &self.dtls,
@@ -199,7 +231,7 @@ impl Agent {
             &req.server_name
         };
         tls::verify_server_name(&mut ssl, name).map_err(TlsError::from)?;
-        let deadline = Instant::now() + Duration::from_secs(self.cfg.handshake_timeout_secs);
+        let deadline = Instant::now() + Duration::from_secs(self.cfg.handshake_timeout_secs) + wait;
         let mut conn = tls::connect(ssl, req.transport, &req.server, deadline)?;
         // TLS 1.3: the ticket comes after the handshake, in a NewSessionTicket.
         if req.transport == Transport::Tls13 {
@@ -209,6 +241,136 @@ impl Agent {
         // close_notify keeps the session resumable on the server.
         conn.close();
         Ok(context?)
+    }
+
+    /// Starts the handshake for `req` on a blocking thread, which holds `permit` while it runs.
+    fn start_handshake(
+        self: &Arc<Self>,
+        req: DelegationRequest,
+        certs: Vec<X509>,
+        public: EcKey<Public>,
+        permit: OwnedSemaphorePermit,
+        wait: Duration,
+    ) -> Handshake {
+        let (job_tx, jobs) = mpsc::channel::<SignJob>(1);
+        let signer: Box<ffi::RemoteSigner> = Box::new(move |digest: &[u8]| {
+            let (reply, answer) = oneshot::channel();
+            job_tx
+                .blocking_send(SignJob {
+                    digest: digest.to_vec(),
+                    reply,
+                })
+                .ok()?;
+            answer.blocking_recv().ok().flatten()
+        });
+        let agent = self.clone();
+        let key = public.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let r = agent.delegate(&req, &certs, &key, signer, wait);
+            drop(permit);
+            r
+        });
+        Handshake { task, jobs, public }
+    }
+
+    /// A device's `Expect`: schedules its handshake to start `prestart_lead_ms` before the
+    /// device should ask, to wait at the signature up to `prestart_hold_secs` after that. A
+    /// hint: what is refused is logged, never answered (the device may be asleep).
+    fn expect(self: &Arc<Self>, device: &str, in_ms: u32, request: DelegationRequest) {
+        let refuse = |reason: &str| {
+            warn!(event = "prestart.refused", device = %device, server = %request.server, reason = %reason);
+        };
+        if !self.cfg.prestart {
+            return refuse("prestart = false in the agent's config");
+        }
+        if in_ms > MAX_EXPECT_MS {
+            return refuse(&format!("expected in {in_ms} ms, over 24 h"));
+        }
+        if !self.server_allowed(&request.server) {
+            return refuse("the server is not in the agent's allowed_servers");
+        }
+        let (certs, public) = match device_identity(&request.cert_chain) {
+            Ok(x) => x,
+            Err(e) => return refuse(&e.to_string()),
+        };
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        let server = request.server.clone();
+        self.lock_prestarts().insert(
+            device.to_owned(),
+            Prestart {
+                request,
+                serial,
+                handshake: None,
+            },
+        );
+        info!(event = "prestart.scheduled", device = %device, server = %server, in_ms);
+        let lead = self.cfg.prestart_lead_ms.min(in_ms);
+        // From its start, a handshake waits through the lead, then the hold.
+        let wait = Duration::from_millis(u64::from(lead))
+            + Duration::from_secs(self.cfg.prestart_hold_secs);
+        let agent = self.clone();
+        let device = device.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(u64::from(in_ms - lead))).await;
+            let Ok(permit) = agent.permits.clone().try_acquire_owned() else {
+                warn!(event = "prestart.skipped", device = %device, reason = "max_concurrent_delegations handshakes are running");
+                agent.drop_prestart(&device, serial);
+                return;
+            };
+            {
+                let mut table = agent.lock_prestarts();
+                let Some(p) = table.get_mut(&device).filter(|p| p.serial == serial) else {
+                    return;
+                };
+                p.handshake =
+                    Some(agent.start_handshake(p.request.clone(), certs, public, permit, wait));
+            }
+            info!(event = "prestart.started", device = %device, server = %server);
+            tokio::time::sleep(wait).await;
+            if agent.drop_prestart(&device, serial) {
+                info!(event = "prestart.expired", device = %device, server = %server, reason = "the device did not ask in time");
+            }
+        });
+    }
+
+    /// Removes `device`'s prestart if `serial` made it; whether it did.
+    fn drop_prestart(&self, device: &str, serial: u64) -> bool {
+        let mut table = self.lock_prestarts();
+        if table.get(device).is_some_and(|p| p.serial == serial) {
+            drop(table.remove(device));
+            return true;
+        }
+        false
+    }
+
+    fn lock_prestarts(&self) -> std::sync::MutexGuard<'_, HashMap<String, Prestart>> {
+        // A panic elsewhere while holding it leaves a table that is still whole.
+        self.prestarts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The handshake started ahead for `device`, if it is for exactly `req` and still running.
+    fn claim_prestart(&self, device: &str, req: &DelegationRequest) -> Option<Handshake> {
+        let p = self.lock_prestarts().remove(device)?;
+        let expected = DelegationRequest {
+            delegation_id: req.delegation_id,
+            ..p.request
+        };
+        let unused = |reason: &str| {
+            info!(event = "prestart.unused", device = %device, reason = %reason);
+            None
+        };
+        let Some(h) = p.handshake else {
+            return unused("the device asked before its start time");
+        };
+        if expected != *req {
+            return unused("the request is not the one expected");
+        }
+        if h.task.is_finished() {
+            return unused("it ended before the device asked");
+        }
+        Some(h)
     }
 
     /// Accepts device connections until the listener fails.
@@ -315,6 +477,7 @@ impl Agent {
                             .await
                             .map_err(broken)?;
                     }
+                    Message::Expect { in_ms, request } => self.expect(&device_id, in_ms, request),
                     Message::Error { reason, code, .. } => {
                         warn!(event = "device.error", device = %device_id, code = ?code, reason = %reason);
                     }
@@ -365,31 +528,22 @@ impl Agent {
                 return send(wr, sealer, &m).await;
             }
         };
-        let (job_tx, mut jobs) = mpsc::channel::<SignJob>(1);
-        let signer: Box<ffi::RemoteSigner> = Box::new(move |digest: &[u8]| {
-            let (reply, answer) = oneshot::channel();
-            job_tx
-                .blocking_send(SignJob {
-                    digest: digest.to_vec(),
-                    reply,
-                })
-                .ok()?;
-            answer.blocking_recv().ok().flatten()
-        });
-        let agent = self.clone();
-        let verify_key = public.clone();
-        // Bounds the handshakes (and blocking threads) running at once.
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut handshake = tokio::task::spawn_blocking(move || {
-            let r = agent.delegate(&req, &certs, &public, signer);
-            drop(permit);
-            r
-        });
+        let (mut hs, prestarted) = match self.claim_prestart(device_id, &req) {
+            Some(h) => (h, true),
+            None => {
+                // Bounds the handshakes (and blocking threads) running at once.
+                let permit = self
+                    .permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                (
+                    self.start_handshake(req, certs, public, permit, Duration::ZERO),
+                    false,
+                )
+            }
+        };
 
         let sign_timeout = Duration::from_secs(self.cfg.sign_timeout_secs);
         let mut asked = false;
@@ -398,8 +552,8 @@ impl Agent {
         let outcome = loop {
             let sign_deadline = waiting.as_ref().map(|w| w.1);
             tokio::select! {
-                r = &mut handshake => break r.unwrap_or_else(|e| Err(DelegationError::Internal(e.to_string()))),
-                Some(job) = jobs.recv() => {
+                r = &mut hs.task => break r.unwrap_or_else(|e| Err(DelegationError::Internal(e.to_string()))),
+                Some(job) = hs.jobs.recv() => {
                     if asked {
                         // libssl signs once per handshake; a second request is a bug, refuse it.
                         let _ = job.reply.send(None);
@@ -416,7 +570,7 @@ impl Agent {
                         Some(Ok(Message::Signature { delegation_id, signature })) if delegation_id == id && waiting.is_some() => {
                             if let Some((job, _)) = waiting.take() {
                                 let good = EcdsaSig::from_der(&signature)
-                                    .and_then(|s| s.verify(&job.digest, &verify_key))
+                                    .and_then(|s| s.verify(&job.digest, &hs.public))
                                     .unwrap_or(false);
                                 if !good {
                                     warn!(event = "sign.bad_signature", device = %device_id, delegation = %format!("{id:#018x}"));
@@ -455,7 +609,7 @@ impl Agent {
         let ms = started.elapsed().as_millis() as u64;
         match outcome {
             Ok(context) => {
-                info!(event = "delegation.done", device = %device_id, delegation = %format!("{id:#018x}"), session_id = %hex::encode(&context.session_id), suite = %format!("{:#06x}", context.suite), ms);
+                info!(event = "delegation.done", device = %device_id, delegation = %format!("{id:#018x}"), session_id = %hex::encode(&context.session_id), suite = %format!("{:#06x}", context.suite), prestarted, ms);
                 let m = Message::Context {
                     delegation_id: id,
                     context,

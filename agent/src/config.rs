@@ -125,6 +125,12 @@ struct RawAgent {
     max_concurrent_delegations: usize,
     #[serde(default = "default_true")]
     session_tickets: bool,
+    #[serde(default = "default_true")]
+    prestart: bool,
+    #[serde(default = "default_prestart_lead")]
+    prestart_lead_ms: u32,
+    #[serde(default = "default_prestart_hold")]
+    prestart_hold_secs: u64,
     #[serde(default)]
     device: Vec<RawAgentDevice>,
 }
@@ -152,6 +158,12 @@ fn default_max_delegations() -> usize {
 }
 fn default_true() -> bool {
     true
+}
+fn default_prestart_lead() -> u32 {
+    1000
+}
+fn default_prestart_hold() -> u64 {
+    10
 }
 
 /// One device the agent serves.
@@ -184,6 +196,12 @@ pub struct AgentConfig {
     pub max_concurrent_delegations: usize,
     /// Whether the agent asks servers for session tickets (RFC 5077) and hands them on.
     pub session_tickets: bool,
+    /// Whether a device's expected delegation (its `Expect` message) is started ahead.
+    pub prestart: bool,
+    /// How long before the device's expected request the agent starts that handshake.
+    pub prestart_lead_ms: u32,
+    /// How long a handshake started ahead waits at the signature for the device's request.
+    pub prestart_hold_secs: u64,
     /// Paired devices.
     pub devices: Vec<AgentDevice>,
 }
@@ -241,6 +259,12 @@ impl AgentConfig {
         if devices.is_empty() {
             return Err(err(file, "no [[device]] configured"));
         }
+        if raw.prestart_lead_ms > 60_000 {
+            return Err(err(file, "prestart_lead_ms must be 0..=60000"));
+        }
+        if !(1..=300).contains(&raw.prestart_hold_secs) {
+            return Err(err(file, "prestart_hold_secs must be 1..=300"));
+        }
         if !(1..=65536).contains(&raw.max_concurrent_delegations) {
             return Err(err(file, "max_concurrent_delegations must be 1..=65536"));
         }
@@ -268,6 +292,9 @@ impl AgentConfig {
                 .collect(),
             max_concurrent_delegations: raw.max_concurrent_delegations,
             session_tickets: raw.session_tickets,
+            prestart: raw.prestart,
+            prestart_lead_ms: raw.prestart_lead_ms,
+            prestart_hold_secs: raw.prestart_hold_secs,
             devices,
         })
     }
@@ -513,6 +540,8 @@ mod tests {
         assert_eq!(cfg.devices.len(), 1);
         assert_eq!(cfg.suites, Suite::ALL.to_vec());
         assert!(cfg.session_tickets);
+        assert!(cfg.prestart);
+        assert_eq!((cfg.prestart_lead_ms, cfg.prestart_hold_secs), (1000, 10));
         let f = write(
             dir.path(),
             "t.toml",
@@ -539,6 +568,15 @@ mod tests {
                 format!("max_concurrent_delegations = 0\n{ok}"),
                 "max_concurrent_delegations",
             ),
+            (
+                format!("prestart_hold_secs = 0\n{ok}"),
+                "prestart_hold_secs",
+            ),
+            (
+                format!("prestart_lead_ms = 60001\n{ok}"),
+                "prestart_lead_ms",
+            ),
+            (format!("prestart = 1\n{ok}"), "prestart"),
         ];
         for (text, want) in cases {
             let f = write(dir.path(), "bad.toml", &text);

@@ -77,7 +77,21 @@ impl Device {
             target: target.clone(),
             signed: false,
         });
-        Message::Delegation(DelegationRequest {
+        Message::Delegation(self.request_for(delegation_id, target))
+    }
+
+    /// Tells the agent that this device will ask for `target` again in about `in_ms` (after a
+    /// session, before it sleeps): the agent may start that handshake ahead. Opens nothing:
+    /// the device signs only for the delegation it asks for then.
+    pub fn expectation(&self, in_ms: u32, target: &Target) -> Message {
+        Message::Expect {
+            in_ms,
+            request: self.request_for(0, target),
+        }
+    }
+
+    fn request_for(&self, delegation_id: u64, target: &Target) -> DelegationRequest {
+        DelegationRequest {
             delegation_id,
             transport: target.transport,
             suite: target
@@ -86,7 +100,7 @@ impl Device {
             server: target.server.clone(),
             server_name: target.server_name.clone(),
             cert_chain: self.cert_chain.clone(),
-        })
+        }
     }
 
     /// The open delegation, if any.

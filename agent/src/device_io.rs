@@ -391,6 +391,19 @@ pub fn resume(
     age_secs: u64,
     early: Option<&[u8]>,
 ) -> Result<(Connection, EarlyData), ResumeError> {
+    resume_on(sslctx, ctx, target, deadline, age_secs, early, None)
+}
+
+/// [`resume`] on a TCP connection already started ([`tls::preconnect`]), when given.
+fn resume_on(
+    sslctx: &SslContext,
+    ctx: &SessionContext,
+    target: &Target,
+    deadline: Instant,
+    age_secs: u64,
+    early: Option<&[u8]>,
+    tcp: Option<TcpStream>,
+) -> Result<(Connection, EarlyData), ResumeError> {
     let name = server_name(target);
     let dns_name = name.parse::<std::net::IpAddr>().is_err().then_some(name);
     let session = ctx.to_ssl_session_aged(age_secs, dns_name)?;
@@ -405,7 +418,7 @@ pub fn resume(
     let limit = usize::try_from(ctx.max_early_data).unwrap_or(usize::MAX);
     let early = early.filter(|d| ctx.version == TLS1_3 && !d.is_empty() && d.len() <= limit);
     let (conn, early) =
-        match tls::connect_early(ssl, target.transport, &target.server, deadline, early) {
+        match tls::connect_early_on(ssl, target.transport, &target.server, deadline, early, tcp) {
             Ok(c) => c,
             Err(TlsError::Handshake { reason, .. })
                 if reason.contains("certificate verify failed") =>
@@ -535,10 +548,18 @@ pub fn delegate_and_resume(
             }
             r => r?,
         };
-        let Some(ctx) = ctx else { continue };
+        let Some((ctx, tcp)) = ctx else { continue };
         let received = Instant::now();
         info!(event = "context.received", session_id = %hex::encode(&ctx.session_id), suite = %format!("{:#06x}", ctx.suite), ticket_len = ctx.ticket.len());
-        match resume(sslctx, &ctx, target, Instant::now() + timeout, 0, early) {
+        match resume_on(
+            sslctx,
+            &ctx,
+            target,
+            Instant::now() + timeout,
+            0,
+            early,
+            tcp,
+        ) {
             Ok((conn, early)) => {
                 info!(event = "session.resumed", session_id = %hex::encode(&ctx.session_id), attempt, early_data = early.name());
                 let held = HeldContext {
@@ -560,25 +581,39 @@ pub fn delegate_and_resume(
 }
 
 /// One delegation's messages on the channel: the request, the sign request and signature, and
-/// the context (`None`, with the reason in `last`, when the agent reports a failure).
+/// the context (`None`, with the reason in `last`, when the agent reports a failure). Over TCP
+/// the device starts its connection to the server when the agent asks for the signature
+/// (the agent's own connection to the server is made by then: a server that takes one client
+/// at a time takes the agent's first), so that it is open when the context comes.
 fn delegation(
     link: &mut AgentLink,
     device: &mut Device,
     target: &Target,
     attempt: u32,
     last: &mut String,
-) -> Result<Option<SessionContext>, DeviceError> {
+) -> Result<Option<(SessionContext, Option<TcpStream>)>, DeviceError> {
     let id = random_id()?;
     info!(event = "delegation.request", delegation = %format!("{id:#018x}"), attempt, server = %target.server, transport = ?target.transport);
     link.send(&device.request(id, target))?;
+    let mut tcp = None;
     loop {
-        match device.on_message(link.recv()?) {
+        let msg = link.recv()?;
+        if target.transport.is_tcp()
+            && tcp.is_none()
+            && matches!(&msg, Message::SignRequest { delegation_id, .. } if *delegation_id == id)
+        {
+            // Best effort: without it the resumption connects by itself.
+            tcp = tls::preconnect(&target.server)
+                .inspect_err(|e| warn!(event = "server.preconnect_failed", reason = %e))
+                .ok();
+        }
+        match device.on_message(msg) {
             Step::Reply(m) => link.send(&m)?,
             Step::Refuse(m, why) => {
                 warn!(event = "device.refused", reason = %why);
                 link.send(&m)?;
             }
-            Step::Context(ctx) => return Ok(Some(ctx)),
+            Step::Context(ctx) => return Ok(Some((ctx, tcp))),
             Step::Failed(why) => {
                 warn!(event = "delegation.failed", delegation = %format!("{id:#018x}"), reason = %why);
                 *last = why;

@@ -285,11 +285,46 @@ pub fn connect(
 /// [`connect`], sending `early` as TLS 1.3 early data (0-RTT, `SSL_write_early_data`) in the
 /// first flight when it is given: only for a resumption whose ticket allows that much.
 pub fn connect_early(
+    ssl: Ssl,
+    transport: Transport,
+    server: &str,
+    deadline: Instant,
+    early: Option<&[u8]>,
+) -> Result<(Connection, EarlyData), TlsError> {
+    connect_early_on(ssl, transport, server, deadline, early, None)
+}
+
+/// Starts a TCP connection to `server` and returns at once, before it is established: the
+/// device opens it while the agent finishes the handshake, so that the resumption
+/// ([`connect_early_on`]) does not wait a round trip for it. Its first write waits for the
+/// connection (a blocking socket in SYN-SENT).
+pub fn preconnect(server: &str) -> Result<TcpStream, TlsError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let addr = resolve(server)?;
+    let io_err = |e: io::Error| TlsError::Connect {
+        server: server.to_owned(),
+        reason: e.to_string(),
+    };
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(io_err)?;
+    sock.set_nonblocking(true).map_err(io_err)?;
+    match sock.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(io_err(e)),
+    }
+    sock.set_nonblocking(false).map_err(io_err)?;
+    Ok(sock.into())
+}
+
+/// [`connect_early`] on `tcp`, a connection from [`preconnect`], when it is given (TLS only).
+pub fn connect_early_on(
     mut ssl: Ssl,
     transport: Transport,
     server: &str,
     deadline: Instant,
     early: Option<&[u8]>,
+    tcp: Option<TcpStream>,
 ) -> Result<(Connection, EarlyData), TlsError> {
     let addr = resolve(server)?;
     let io_err = |e: io::Error| TlsError::Connect {
@@ -310,9 +345,17 @@ pub fn connect_early(
         drive(&mut s, true, server, deadline)?;
         return Ok((Connection::Dtls(s), EarlyData::NotSent));
     }
-    let left = deadline.saturating_duration_since(Instant::now());
-    let sock =
-        TcpStream::connect_timeout(&addr, left.max(Duration::from_millis(1))).map_err(io_err)?;
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
+    let sock = match tcp {
+        Some(sock) => {
+            // Bounds the first write's wait for a connection still being made.
+            sock.set_write_timeout(Some(left)).map_err(io_err)?;
+            sock
+        }
+        None => TcpStream::connect_timeout(&addr, left).map_err(io_err)?,
+    };
     sock.set_nodelay(true).map_err(io_err)?;
     sock.set_read_timeout(Some(POLL)).map_err(io_err)?;
     let mut s = SslStream::new(ssl, counted(sock))?;

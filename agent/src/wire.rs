@@ -20,6 +20,7 @@ const T_SIGNATURE: u8 = 0x13;
 const T_CONTEXT: u8 = 0x14;
 const T_CONTEXT_TICKET: u8 = 0x15;
 const T_CONTEXT_TLS13: u8 = 0x16;
+const T_EXPECT: u8 = 0x17;
 const T_ERROR: u8 = 0x1F;
 
 /// Transport the device wants the session for.
@@ -148,6 +149,16 @@ pub enum Message {
         /// The context.
         context: SessionContext,
     },
+    /// Device → agent, after a session: "I will ask for this delegation again in about
+    /// `in_ms`". The agent may start that handshake ahead and hold it at the signature; the
+    /// request's own `delegation_id` is 0 (the device picks one when it asks). A hint: the
+    /// agent does not answer it.
+    Expect {
+        /// Milliseconds from now until the device expects to ask.
+        in_ms: u32,
+        /// What it will ask for (`delegation_id` 0).
+        request: DelegationRequest,
+    },
     /// Either way: the delegation (or the channel, id 0) failed.
     Error {
         /// The delegation it belongs to (0: the channel).
@@ -168,6 +179,7 @@ impl Message {
             Message::SignRequest { .. } => "sign-request",
             Message::Signature { .. } => "signature",
             Message::Context { .. } => "session-context",
+            Message::Expect { .. } => "expect-delegation",
             Message::Error { .. } => "error",
         }
     }
@@ -200,20 +212,12 @@ impl Message {
             Message::Ready => b.push(T_READY),
             Message::Delegation(r) => {
                 b.push(T_DELEGATION);
-                b.extend_from_slice(&r.delegation_id.to_be_bytes());
-                b.push(r.transport.code());
-                b.extend_from_slice(&r.suite.to_be_bytes());
-                lp8(&mut b, "server", r.server.as_bytes())?;
-                lp8(&mut b, "server name", r.server_name.as_bytes())?;
-                let count = u8::try_from(r.cert_chain.len()).map_err(|_| WireError::TooLong {
-                    field: "certificate chain (certificates)",
-                    len: r.cert_chain.len(),
-                    max: 255,
-                })?;
-                b.push(count);
-                for cert in &r.cert_chain {
-                    lp16(&mut b, "certificate", cert)?;
-                }
+                put_request(&mut b, r)?;
+            }
+            Message::Expect { in_ms, request } => {
+                b.push(T_EXPECT);
+                b.extend_from_slice(&in_ms.to_be_bytes());
+                put_request(&mut b, request)?;
             }
             Message::SignRequest {
                 delegation_id,
@@ -296,44 +300,13 @@ impl Message {
         let kind = r.u8("message type")?;
         let msg = match kind {
             T_READY => Message::Ready,
-            T_DELEGATION => {
-                let delegation_id = r.u64("delegation id")?;
-                let at = r.pos;
-                let transport = match r.u8("transport")? {
-                    1 => Transport::Dtls,
-                    2 => Transport::Tls,
-                    3 => Transport::Tls13,
-                    _ => {
-                        return Err(r.bad(
-                            "transport",
-                            at,
-                            "not 1 (DTLS 1.2), 2 (TLS 1.2) or 3 (TLS 1.3)",
-                        ));
-                    }
-                };
-                let suite = r.u16("suite")?;
-                let server = r.text("server")?;
-                if server.is_empty() {
-                    return Err(r.bad("server", at, "empty"));
+            T_DELEGATION => Message::Delegation(r.request()?),
+            T_EXPECT => {
+                let in_ms = r.u32("expected in (ms)")?;
+                Message::Expect {
+                    in_ms,
+                    request: r.request()?,
                 }
-                let server_name = r.text("server name")?;
-                let count = r.u8("certificate count")?;
-                if count == 0 {
-                    return Err(r.bad("certificate count", r.pos - 1, "no certificate"));
-                }
-                let mut cert_chain = Vec::with_capacity(usize::from(count));
-                for _ in 0..count {
-                    let cert = r.lp16("certificate")?;
-                    cert_chain.push(cert.to_vec());
-                }
-                Message::Delegation(DelegationRequest {
-                    delegation_id,
-                    transport,
-                    suite,
-                    server,
-                    server_name,
-                    cert_chain,
-                })
             }
             T_SIGN => {
                 let delegation_id = r.u64("delegation id")?;
@@ -454,6 +427,25 @@ impl Message {
     }
 }
 
+/// A delegation request's fields, after its type (and an expectation's time).
+fn put_request(b: &mut Vec<u8>, r: &DelegationRequest) -> Result<(), WireError> {
+    b.extend_from_slice(&r.delegation_id.to_be_bytes());
+    b.push(r.transport.code());
+    b.extend_from_slice(&r.suite.to_be_bytes());
+    lp8(b, "server", r.server.as_bytes())?;
+    lp8(b, "server name", r.server_name.as_bytes())?;
+    let count = u8::try_from(r.cert_chain.len()).map_err(|_| WireError::TooLong {
+        field: "certificate chain (certificates)",
+        len: r.cert_chain.len(),
+        max: 255,
+    })?;
+    b.push(count);
+    for cert in &r.cert_chain {
+        lp16(b, "certificate", cert)?;
+    }
+    Ok(())
+}
+
 /// The most bytes an error message's reason holds (its `lp8` field).
 pub const MAX_REASON: usize = 255;
 const ELLIPSIS: &str = "…";
@@ -500,6 +492,46 @@ impl<'a> Reader<'a> {
         let out = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(out)
+    }
+    /// A delegation request's fields ([`put_request`]).
+    fn request(&mut self) -> Result<DelegationRequest, WireError> {
+        let delegation_id = self.u64("delegation id")?;
+        let at = self.pos;
+        let transport = match self.u8("transport")? {
+            1 => Transport::Dtls,
+            2 => Transport::Tls,
+            3 => Transport::Tls13,
+            _ => {
+                return Err(self.bad(
+                    "transport",
+                    at,
+                    "not 1 (DTLS 1.2), 2 (TLS 1.2) or 3 (TLS 1.3)",
+                ));
+            }
+        };
+        let suite = self.u16("suite")?;
+        let at = self.pos;
+        let server = self.text("server")?;
+        if server.is_empty() {
+            return Err(self.bad("server", at, "empty"));
+        }
+        let server_name = self.text("server name")?;
+        let count = self.u8("certificate count")?;
+        if count == 0 {
+            return Err(self.bad("certificate count", self.pos - 1, "no certificate"));
+        }
+        let mut cert_chain = Vec::with_capacity(usize::from(count));
+        for _ in 0..count {
+            cert_chain.push(self.lp16("certificate")?.to_vec());
+        }
+        Ok(DelegationRequest {
+            delegation_id,
+            transport,
+            suite,
+            server,
+            server_name,
+            cert_chain,
+        })
     }
     pub(crate) fn u8(&mut self, field: &'static str) -> Result<u8, WireError> {
         Ok(self.take(field, 1)?[0])
@@ -620,6 +652,17 @@ mod tests {
                     ticket_lifetime_hint: 7200,
                     ticket_age_add: 0xDEAD_BEEF,
                     max_early_data: 16384,
+                },
+            },
+            Message::Expect {
+                in_ms: 900_000,
+                request: DelegationRequest {
+                    delegation_id: 0,
+                    transport: Transport::Tls,
+                    suite: 0,
+                    server: "127.0.0.1:4433".into(),
+                    server_name: String::new(),
+                    cert_chain: vec![vec![0x30; 40]],
                 },
             },
             Message::Error {
@@ -773,6 +816,39 @@ mod tests {
         assert_eq!(Message::decode(&m.encode().unwrap()).unwrap(), m);
         let short = Message::error(3, ErrorCode::HandshakeFailed, "short");
         assert!(matches!(short, Message::Error { ref reason, .. } if reason == "short"));
+    }
+
+    #[test]
+    fn an_expectation_is_its_request_and_a_time() {
+        let Message::Delegation(req) = all()[1].clone() else {
+            panic!("all()[1] is a delegation request")
+        };
+        let request = DelegationRequest {
+            delegation_id: 0,
+            ..req.clone()
+        };
+        let expect = Message::Expect {
+            in_ms: 0x0102_0304,
+            request,
+        }
+        .encode()
+        .unwrap();
+        let delegation = Message::Delegation(DelegationRequest {
+            delegation_id: 0,
+            ..req
+        })
+        .encode()
+        .unwrap();
+        assert_eq!(expect.len(), delegation.len() + 4);
+        assert_eq!(&expect[..6], &[MESSAGE_VERSION, T_EXPECT, 1, 2, 3, 4]);
+        assert_eq!(&expect[6..], &delegation[2..]);
+        // Its request is checked as a delegation's is: an empty server is named.
+        let mut bad = expect.to_vec();
+        let at = 6 + 8 + 1 + 2;
+        bad[at] = 0;
+        bad.truncate(at + 1);
+        let e = Message::decode(&bad).unwrap_err().to_string();
+        assert!(e.contains("server"), "{e}");
     }
 
     #[test]

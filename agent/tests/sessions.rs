@@ -584,6 +584,7 @@ fn rogue_agent(pki: &Pki, key_hex: &str, mode: Rogue) -> (u16, thread::JoinHandl
                         dig_tx.send(d.to_vec()).ok()?;
                         sig_rx.lock().ok()?.recv().ok().flatten()
                     }),
+                    Duration::ZERO,
                 )
             });
             let digest = dig_rx.recv().expect("digest");

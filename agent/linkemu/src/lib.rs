@@ -180,8 +180,21 @@ pub fn udp(
     Ok(Link { addr, stats, stop })
 }
 
-/// Starts a TCP link on `listen` forwarding to `target`.
+/// Starts a TCP link on `listen` forwarding to `target`. A client's connect completes at once
+/// (the emulator accepts it on loopback); the link's delay applies to the bytes only.
 pub fn tcp(listen: SocketAddr, target: SocketAddr, one_way_delay: Duration) -> io::Result<Link> {
+    tcp_with(listen, target, one_way_delay, false)
+}
+
+/// [`tcp`]; with `connect_rtt`, a connection's bytes also wait for TCP's handshake: nothing
+/// the client sends arrives before 3 one-way delays after its connect (SYN, SYN-ACK, then the
+/// data), as over a real path, so that a client that connects early gains that round trip.
+pub fn tcp_with(
+    listen: SocketAddr,
+    target: SocketAddr,
+    one_way_delay: Duration,
+    connect_rtt: bool,
+) -> io::Result<Link> {
     let listener = TcpListener::bind(listen)?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
@@ -201,6 +214,13 @@ pub fn tcp(listen: SocketAddr, target: SocketAddr, one_way_delay: Duration) -> i
             let Ok(server) = TcpStream::connect(target) else {
                 continue;
             };
+            // When the client's SYN-ACK would have come back: its bytes are sent from then on.
+            let open = Instant::now()
+                + if connect_rtt {
+                    2 * one_way_delay
+                } else {
+                    Duration::ZERO
+                };
             for (from, to, dir) in [
                 (client.try_clone(), server.try_clone(), Dir::Up),
                 (server.try_clone(), client.try_clone(), Dir::Down),
@@ -231,7 +251,8 @@ pub fn tcp(listen: SocketAddr, target: SocketAddr, one_way_delay: Duration) -> i
                             }
                             Ok(n) => {
                                 st2.count(dir, n);
-                                if tx.send((Instant::now(), Some(b[..n].to_vec()))).is_err() {
+                                let sent = Instant::now().max(open);
+                                if tx.send((sent, Some(b[..n].to_vec()))).is_err() {
                                     break;
                                 }
                             }

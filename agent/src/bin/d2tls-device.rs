@@ -44,6 +44,11 @@ struct Cli {
     /// context it holds and delegates again only when that fails or the context expired.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     connections: u32,
+    /// After the last connection, tell the agent that this device will ask for the same
+    /// delegation again in about this many ms (its next wake-up): the agent may start that
+    /// handshake ahead, so that the next setup finds it waiting at the signature.
+    #[arg(long, conflicts_with = "standalone", value_parser = clap::value_parser!(u32).range(0..=86_400_000))]
+    next_session_in_ms: Option<u32>,
     /// Benchmarks (feature `measure`): sleep this many ms after boot, before the first setup
     /// (outside the measured region; lets a CPU throttle's quota refill).
     #[cfg(feature = "measure")]
@@ -204,6 +209,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             h.refresh(&conn);
         }
         conn.close();
+    }
+    if let Some(ms) = cli.next_session_in_ms {
+        link.send(&device.expectation(ms, &target))?;
+        tracing::info!(event = "delegation.expected", in_ms = ms);
     }
     Ok(())
 }
