@@ -9,10 +9,12 @@
 # (its own counters: channel to the agent, connection to the server; one plain run).
 # Routes: DTLS 1.2 and TLS 1.2 by session ID (s_server -no_ticket) and by ticket (s_server),
 # TLS 1.3 psk_dhe_ke (s_server -tls1_3), TLS 1.3 0-RTT (s_server -tls1_3 -early_data, a
-# 5-byte first line), and the device's own full handshake in DTLS 1.2, TLS 1.2, TLS 1.3.
+# 5-byte first line), TLS 1.3 psk_ke (gnutls-serv with priorities that choose it: OpenSSL
+# 3.0's server never does while the client offers psk_dhe_ke, which OpenSSL's client always
+# does), and the device's own full handshake in DTLS 1.2, TLS 1.2, TLS 1.3.
 # Loopback, no delay, no throttle: instructions and bytes only (no wall-clock figure).
 #
-#   agent/scripts/routes.sh > agent/scripts/routes.json   (needs openssl, valgrind, python3)
+#   agent/scripts/routes.sh > agent/scripts/routes.json   (needs openssl, gnutls-serv, valgrind, python3)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -61,6 +63,15 @@ route tls13_standalone t13.toml full_handshake --standalone
 s_server -tls1_3 -early_data
 device_toml "$S" tls13 gcm > t13e.toml
 route tls13_0rtt t13e.toml delegate_and_resume --send ping
+# gnutls-serv listens on every address (it has no listen-address option); loopback is used.
+G=$(free_port)
+gnutls-serv --port "$G" --echo --x509certfile server.pem --x509keyfile server.key \
+    --x509cafile ca.pem --require-client-cert --verify-client-cert \
+    --priority "NORMAL:-VERS-ALL:+VERS-TLS1.3:+PSK:-ECDHE-PSK:-DHE-PSK" > gs.log 2>&1 &
+PIDS+=($!)
+wait_for gs.log "Server listening on IPv4"
+{ device_toml "127.0.0.1:$G" tls13 gcm; echo 'tls13_kex = "psk_ke"'; } > t13k.toml
+route tls13_psk_ke t13k.toml delegate_and_resume
 
 PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$ROOT/agent/scripts" python3 - "$OPS EVP_PKEY_public_check" <<'PY'
 import json, re, sys, datetime, subprocess
@@ -75,6 +86,8 @@ out = {
 for name in open("routes.list").read().split():
     line = next(l for l in open(f"{name}.out") if l.startswith("session "))
     kv = dict(re.findall(r"(\w+)=(\S+)", line))
+    if name == "tls13_psk_ke" and kv["kex"] != "psk_ke":
+        sys.exit(f"{name}: the server chose {kv['kex']}, not psk_ke")
     total, calls, incl = callgrind.read(f"{name}.cg", ops)
     out["routes"][name] = {
         "instructions": total,
