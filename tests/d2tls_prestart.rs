@@ -9,14 +9,22 @@
 mod common;
 mod d2tls_common;
 
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
+use d2tls::channel::{self, Channel, PairingKey, Role};
+use d2tls::wire::{DelegationRequest, Message, Transport};
 use d2tls_common::*;
 
 /// s_server, the agent (with `agent_extra` config lines) and a device config, for `transport`.
 struct Bed {
     _tmp: TempDir,
+    pki: Pki,
+    key: String,
+    agent_port: u16,
+    server_addr: String,
     server: Proc,
     agent: Proc,
     device_cfg: PathBuf,
@@ -46,8 +54,13 @@ fn bed(tag: &str, transport: &str, agent_extra: &str) -> Bed {
     let agent = start_agent(&common::bin("d2tls-agent"), &agent_cfg);
     let server_addr = format!("127.0.0.1:{server_port}");
     let device_cfg = device_config(&pki, agent_port, &key, &server_addr, transport, "gcm");
+    let server_addr = server_addr.clone();
     Bed {
         _tmp: tmp,
+        pki,
+        key,
+        agent_port,
+        server_addr,
         server,
         agent,
         device_cfg,
@@ -91,26 +104,36 @@ impl Bed {
         );
     }
 
-    /// The agent's `delegation.done` lines, in order.
-    fn done_lines(&self) -> Vec<String> {
-        self.agent
-            .err
-            .text()
-            .lines()
-            .filter(|l| l.contains("event=\"delegation.done\""))
-            .map(str::to_owned)
-            .collect()
+    /// The agent's `delegation.done` lines, in order, once there are `n` (its log is read by
+    /// a thread: the line of a delegation whose device has exited may still be on its way).
+    fn done_lines(&self, n: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            let done: Vec<String> = self
+                .agent
+                .err
+                .text()
+                .lines()
+                .filter(|l| l.contains("event=\"delegation.done\""))
+                .map(str::to_owned)
+                .collect();
+            if done.len() >= n || std::time::Instant::now() > deadline {
+                assert_eq!(done.len(), n, "{}", self.agent.err.text());
+                return done;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }
 
 fn started_ahead(transport: &str) {
-    let bed = bed(transport, transport, "");
+    // A loaded machine may take a while between the two runs.
+    let bed = bed(transport, transport, "prestart_hold_secs = 60\n");
     bed.device("first", &["--next-session-in-ms", "0"]);
     bed.wait_agent("event=\"prestart.started\"");
     let out = bed.device("second", &[]);
     assert!(out.contains("signatures=1"), "{out}");
-    let done = bed.done_lines();
-    assert_eq!(done.len(), 2, "{done:?}");
+    let done = bed.done_lines(2);
     assert!(done[0].contains("prestarted=false"), "{}", done[0]);
     assert!(done[1].contains("prestarted=true"), "{}", done[1]);
     let server_out = bed.server.out.text();
@@ -147,7 +170,7 @@ fn tls13_the_next_delegation_finds_its_handshake_started() {
 
 #[test]
 fn a_request_other_than_the_expected_one_gets_a_fresh_handshake() {
-    let bed = bed("other", "tls", "");
+    let bed = bed("other", "tls", "prestart_hold_secs = 60\n");
     bed.device("first", &["--next-session-in-ms", "0"]);
     bed.wait_agent("event=\"prestart.started\"");
     // The handshake started ahead (GCM) holds s_server, which serves one client at a time:
@@ -155,7 +178,7 @@ fn a_request_other_than_the_expected_one_gets_a_fresh_handshake() {
     let out = bed.device("second", &["--suite", "ccm8"]);
     assert!(out.contains("cipher=ECDHE-ECDSA-AES128-CCM8"), "{out}");
     bed.wait_agent("the request is not the one expected");
-    let done = bed.done_lines();
+    let done = bed.done_lines(2);
     assert!(done[1].contains("prestarted=false"), "{done:?}");
 }
 
@@ -169,8 +192,7 @@ fn a_device_that_comes_too_late_gets_a_fresh_handshake() {
     bed.device("first", &["--next-session-in-ms", "0"]);
     bed.wait_agent("event=\"prestart.expired\"");
     bed.device("second", &[]);
-    let done = bed.done_lines();
-    assert_eq!(done.len(), 2, "{done:?}");
+    let done = bed.done_lines(2);
     assert!(done[1].contains("prestarted=false"), "{}", done[1]);
 }
 
@@ -181,6 +203,66 @@ fn an_agent_with_prestart_off_logs_the_expectation_it_refused() {
     bed.wait_agent("prestart = false in the agent's config");
     assert!(!bed.agent.err.text().contains("prestart.scheduled"));
     bed.device("second", &[]);
+}
+
+#[test]
+fn a_device_that_announces_again_and_again_gets_one_handshake_started_ahead() {
+    let bed = bed("again", "tls", "prestart_hold_secs = 60\n");
+    // A scripted device on the channel: five expectations in a row, no delegation between.
+    openssl(
+        &bed.pki.dir,
+        &[
+            "x509",
+            "-in",
+            "device.pem",
+            "-outform",
+            "DER",
+            "-out",
+            "device.der",
+        ],
+    );
+    let cert = std::fs::read(bed.pki.dir.join("device.der")).expect("device.der");
+    let mut s = TcpStream::connect(("127.0.0.1", bed.agent_port)).expect("connect to the agent");
+    let nonce_d = [3u8; 32];
+    write_frame(
+        &mut s,
+        &channel::hello("sensor-1", &nonce_d).expect("hello"),
+    );
+    let nonce_a = channel::parse_hello_reply(&read_frame(&mut s)).expect("hello reply");
+    let key = PairingKey::from_hex(&bed.key).expect("pairing key");
+    let (mut sealer, mut opener) =
+        Channel::new(Role::Device, &key, "sensor-1", &nonce_d, &nonce_a).split();
+    assert_eq!(
+        opener.open(&read_frame(&mut s)).expect("ready"),
+        Message::Ready
+    );
+    let expect = Message::Expect {
+        in_ms: 0,
+        request: DelegationRequest {
+            delegation_id: 0,
+            transport: Transport::Tls,
+            suite: 0xC02B,
+            server: bed.server_addr.clone(),
+            server_name: "127.0.0.1".into(),
+            cert_chain: vec![cert],
+        },
+    };
+    for _ in 0..5 {
+        write_frame(&mut s, &sealer.seal(&expect).expect("seal"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bed.wait_agent("its previous handshake started ahead is still running");
+    drop(s);
+    let log = bed.agent.err.text();
+    assert_eq!(
+        log.matches("event=\"prestart.started\"").count(),
+        1,
+        "one device, one handshake started ahead:\n{log}"
+    );
+    // The one started is the one the device's next delegation finds.
+    bed.device("after", &[]);
+    let done = bed.done_lines(1);
+    assert!(done[0].contains("prestarted=true"), "{}", done[0]);
 }
 
 #[test]

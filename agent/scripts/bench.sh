@@ -296,7 +296,7 @@ samples() { # file_prefix config runs [prefix command...]: D2TLS and standalone 
     # PRESTART: a first run whose Expect starts the first measured run's handshake ahead.
     if [ -n "$PRESTART" ]; then
         "$@" "$T/d2tls-device" -c prestart.toml --log-level error "${PRE[@]}" --next-session-in-ms 0 > o.p
-        sleep 2   # the agent's handshake reaches the signature (WAN: 3 server round trips)
+        sleep 2   # the agent's handshake reaches the signature (WAN: 2 server round trips)
     fi
     # s_server serves one client at a time: a short pause lets it return to accept().
     local i next

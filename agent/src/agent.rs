@@ -101,6 +101,30 @@ struct Prestart {
     serial: u64,
     /// `None` until its start time.
     handshake: Option<Handshake>,
+    /// Its timer (start, then expiry), stopped with it.
+    timer: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for Prestart {
+    fn drop(&mut self) {
+        if let Some(t) = &self.timer {
+            t.abort();
+        }
+    }
+}
+
+/// Marks a device's handshake started ahead as running until its thread ends: a device gets
+/// no second one meanwhile (an `Expect` that replaced a running one would otherwise leave it
+/// running beside the new one).
+struct Running {
+    agent: Arc<Agent>,
+    device: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.agent.lock_running().remove(&self.device);
+    }
 }
 
 /// The longest an `Expect` may look ahead.
@@ -111,6 +135,7 @@ pub struct Agent {
     cfg: AgentConfig,
     permits: Arc<tokio::sync::Semaphore>,
     prestarts: Mutex<HashMap<String, Prestart>>,
+    running: Mutex<std::collections::HashSet<String>>,
     serial: AtomicU64,
     devices: HashMap<String, PairingKey>,
     dtls: SslContext,
@@ -165,6 +190,7 @@ impl Agent {
         Ok(Agent {
             permits: Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent_delegations)),
             prestarts: Mutex::new(HashMap::new()),
+            running: Mutex::new(std::collections::HashSet::new()),
             serial: AtomicU64::new(1),
             devices: cfg
                 .devices
@@ -231,13 +257,17 @@ impl Agent {
             &req.server_name
         };
         tls::verify_server_name(&mut ssl, name).map_err(TlsError::from)?;
-        let deadline = Instant::now() + Duration::from_secs(self.cfg.handshake_timeout_secs) + wait;
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(self.cfg.handshake_timeout_secs) + wait;
         let mut conn = tls::connect(ssl, req.transport, &req.server, deadline)?;
         // TLS 1.3: the ticket comes after the handshake, in a NewSessionTicket.
         if req.transport == Transport::Tls13 {
             conn.await_ticket(&req.server, deadline)?;
         }
-        let context = SessionContext::from_ssl(conn.ssl(), self.cfg.session_lifetime_secs);
+        // A handshake started ahead made its session (at the server) before it waited.
+        let age = u32::try_from(started.elapsed().as_secs()).unwrap_or(u32::MAX);
+        let lifetime = self.cfg.session_lifetime_secs.saturating_sub(age).max(1);
+        let context = SessionContext::from_ssl(conn.ssl(), lifetime);
         // close_notify keeps the session resumable on the server.
         conn.close();
         Ok(context?)
@@ -251,6 +281,7 @@ impl Agent {
         public: EcKey<Public>,
         permit: OwnedSemaphorePermit,
         wait: Duration,
+        running: Option<Running>,
     ) -> Handshake {
         let (job_tx, jobs) = mpsc::channel::<SignJob>(1);
         let signer: Box<ffi::RemoteSigner> = Box::new(move |digest: &[u8]| {
@@ -268,6 +299,7 @@ impl Agent {
         let task = tokio::task::spawn_blocking(move || {
             let r = agent.delegate(&req, &certs, &key, signer, wait);
             drop(permit);
+            drop(running);
             r
         });
         Handshake { task, jobs, public }
@@ -289,58 +321,96 @@ impl Agent {
         if !self.server_allowed(&request.server) {
             return refuse("the server is not in the agent's allowed_servers");
         }
+        if request.suite != 0
+            && Suite::from_id_for(request.transport.version(), request.suite)
+                .filter(|s| self.cfg.suites.contains(s))
+                .is_none()
+        {
+            return refuse(&format!(
+                "suite {:#06x} is not offered by this agent",
+                request.suite
+            ));
+        }
+        if self.lock_running().contains(device) {
+            return refuse("its previous handshake started ahead is still running");
+        }
         let (certs, public) = match device_identity(&request.cert_chain) {
             Ok(x) => x,
             Err(e) => return refuse(&e.to_string()),
         };
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
         let server = request.server.clone();
-        self.lock_prestarts().insert(
-            device.to_owned(),
-            Prestart {
-                request,
-                serial,
-                handshake: None,
-            },
-        );
-        info!(event = "prestart.scheduled", device = %device, server = %server, in_ms);
         let lead = self.cfg.prestart_lead_ms.min(in_ms);
         // From its start, a handshake waits through the lead, then the hold.
         let wait = Duration::from_millis(u64::from(lead))
             + Duration::from_secs(self.cfg.prestart_hold_secs);
         let agent = self.clone();
-        let device = device.to_owned();
-        tokio::spawn(async move {
+        let name = device.to_owned();
+        // The table stays locked until the entry holds its timer: the timer's first look at
+        // the table (after a sleep that may be 0) finds it.
+        let mut table = self.lock_prestarts();
+        let timer = tokio::spawn(async move {
+            let device = name;
             tokio::time::sleep(Duration::from_millis(u64::from(in_ms - lead))).await;
-            let Ok(permit) = agent.permits.clone().try_acquire_owned() else {
-                warn!(event = "prestart.skipped", device = %device, reason = "max_concurrent_delegations handshakes are running");
-                agent.drop_prestart(&device, serial);
-                return;
-            };
             {
                 let mut table = agent.lock_prestarts();
                 let Some(p) = table.get_mut(&device).filter(|p| p.serial == serial) else {
                     return;
                 };
-                p.handshake =
-                    Some(agent.start_handshake(p.request.clone(), certs, public, permit, wait));
+                let Ok(permit) = agent.permits.clone().try_acquire_owned() else {
+                    warn!(event = "prestart.skipped", device = %device, reason = "max_concurrent_delegations handshakes are running");
+                    drop(table.remove(&device));
+                    return;
+                };
+                agent.lock_running().insert(device.clone());
+                let running = Running {
+                    agent: agent.clone(),
+                    device: device.clone(),
+                };
+                p.handshake = Some(agent.start_handshake(
+                    p.request.clone(),
+                    certs,
+                    public,
+                    permit,
+                    wait,
+                    Some(running),
+                ));
             }
             info!(event = "prestart.started", device = %device, server = %server);
             tokio::time::sleep(wait).await;
-            if agent.drop_prestart(&device, serial) {
-                info!(event = "prestart.expired", device = %device, server = %server, reason = "the device did not ask in time");
+            let expired = {
+                let mut table = agent.lock_prestarts();
+                match table.get_mut(&device) {
+                    Some(p) if p.serial == serial => {
+                        // Not `remove` while this task runs: dropping it would abort it.
+                        p.timer = None;
+                        table.remove(&device)
+                    }
+                    _ => None,
+                }
+            };
+            if expired.is_some() {
+                warn!(event = "prestart.expired", device = %device, reason = "the device did not ask in time");
             }
         });
+        // A newer expectation replaces (and stops) an older one.
+        table.insert(
+            device.to_owned(),
+            Prestart {
+                request,
+                serial,
+                handshake: None,
+                timer: Some(timer.abort_handle()),
+            },
+        );
+        drop(table);
+        info!(event = "prestart.scheduled", device = %device, in_ms);
     }
 
-    /// Removes `device`'s prestart if `serial` made it; whether it did.
-    fn drop_prestart(&self, device: &str, serial: u64) -> bool {
-        let mut table = self.lock_prestarts();
-        if table.get(device).is_some_and(|p| p.serial == serial) {
-            drop(table.remove(device));
-            return true;
-        }
-        false
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn lock_prestarts(&self) -> std::sync::MutexGuard<'_, HashMap<String, Prestart>> {
@@ -352,19 +422,20 @@ impl Agent {
 
     /// The handshake started ahead for `device`, if it is for exactly `req` and still running.
     fn claim_prestart(&self, device: &str, req: &DelegationRequest) -> Option<Handshake> {
-        let p = self.lock_prestarts().remove(device)?;
-        let expected = DelegationRequest {
-            delegation_id: req.delegation_id,
-            ..p.request
-        };
+        let mut p = self.lock_prestarts().remove(device)?;
+        // The expectation's own ID is not the request's (the device picks that when it asks).
+        let same = DelegationRequest {
+            delegation_id: p.request.delegation_id,
+            ..req.clone()
+        } == p.request;
         let unused = |reason: &str| {
             info!(event = "prestart.unused", device = %device, reason = %reason);
             None
         };
-        let Some(h) = p.handshake else {
+        let Some(h) = p.handshake.take() else {
             return unused("the device asked before its start time");
         };
-        if expected != *req {
+        if !same {
             return unused("the request is not the one expected");
         }
         if h.task.is_finished() {
@@ -539,7 +610,7 @@ impl Agent {
                     .await
                     .map_err(|e| e.to_string())?;
                 (
-                    self.start_handshake(req, certs, public, permit, Duration::ZERO),
+                    self.start_handshake(req, certs, public, permit, Duration::ZERO, None),
                     false,
                 )
             }

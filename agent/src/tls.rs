@@ -326,12 +326,15 @@ pub fn connect_early_on(
     early: Option<&[u8]>,
     tcp: Option<TcpStream>,
 ) -> Result<(Connection, EarlyData), TlsError> {
-    let addr = resolve(server)?;
     let io_err = |e: io::Error| TlsError::Connect {
         server: server.to_owned(),
         reason: e.to_string(),
     };
+    // A connection started early that has already failed (refused, reset) is replaced by a
+    // new one rather than costing the context.
+    let tcp = tcp.filter(|t| transport != Transport::Dtls && matches!(t.take_error(), Ok(None)));
     if transport == Transport::Dtls {
+        let addr = resolve(server)?;
         let local: SocketAddr = if addr.is_ipv4() {
             (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
         } else {
@@ -354,7 +357,7 @@ pub fn connect_early_on(
             sock.set_write_timeout(Some(left)).map_err(io_err)?;
             sock
         }
-        None => TcpStream::connect_timeout(&addr, left).map_err(io_err)?,
+        None => TcpStream::connect_timeout(&resolve(server)?, left).map_err(io_err)?,
     };
     sock.set_nodelay(true).map_err(io_err)?;
     sock.set_read_timeout(Some(POLL)).map_err(io_err)?;
@@ -365,6 +368,8 @@ pub fn connect_early_on(
         status = EarlyData::Rejected;
     }
     drive(&mut s, false, server, deadline)?;
+    // The connection outlives the handshake: no write timeout of the handshake's left on it.
+    s.get_ref().inner.set_write_timeout(None).map_err(io_err)?;
     if status == EarlyData::Rejected && openssl_ext::early_data_accepted(s.ssl()) {
         status = EarlyData::Accepted;
     }
