@@ -5,6 +5,8 @@
 #
 #   agent/scripts/bench.sh [RUNS]        (RUNS: delay samples per case, default 7)
 #   TRANSPORT=tls SUITE=gcm agent/scripts/bench.sh   (default: dtls, ccm8)
+#   TRANSPORT=tls13 SUITE=gcm agent/scripts/bench.sh (TLS 1.3: s_server -tls1_3, resumption by
+#                                                      its ticket, psk_dhe_ke)
 #   DEVICE_MIPS="64 32" agent/scripts/bench.sh 7      (also measure with the device CPU throttled)
 #   PRESTART=1 agent/scripts/bench.sh                  (also D2TLS with its handshake started ahead)
 #
@@ -40,8 +42,11 @@ for m in $DEVICE_MIPS; do
 done
 case "$SUITE" in ccm8) CIPHER=ECDHE-ECDSA-AES128-CCM8 ;; gcm) CIPHER=ECDHE-ECDSA-AES128-GCM-SHA256 ;;
     *) echo "SUITE must be ccm8 or gcm" >&2; exit 2 ;; esac
+# s_server's options: (D)TLS 1.2 by session ID with the suite; TLS 1.3 resumes by ticket only.
+SS_OPTS=(-no_ticket -cipher "$CIPHER")
 case "$TRANSPORT" in dtls) PROTO=-dtls1_2; LINK=udp ;; tls) PROTO=-tls1_2; LINK=tcp ;;
-    *) echo "TRANSPORT must be dtls or tls" >&2; exit 2 ;; esac
+    tls13) PROTO=-tls1_3; LINK=tcp; SS_OPTS=(); [ "$SUITE" = gcm ] && CIPHER=TLS_AES_128_GCM_SHA256 || CIPHER=TLS_AES_128_CCM_8_SHA256 ;;
+    *) echo "TRANSPORT must be dtls, tls or tls13" >&2; exit 2 ;; esac
 cd "$ROOT"
 # The device's figures (CPU time, page faults, heap) come from the probes of feature `measure`.
 cargo build --release -p d2tls --features measure --bins >&2
@@ -107,7 +112,7 @@ d2tls_pki "D2TLS Bench CA"
 SP=$(free_port)
 mkfifo sserver.in
 openssl s_server $PROTO -accept 127.0.0.1:$SP -cert server.pem -key server.key -CAfile ca.pem \
-    -Verify 1 -no_ticket -cipher $CIPHER -quiet < sserver.in > sserver.log 2>&1 &
+    -Verify 1 "${SS_OPTS[@]}" -quiet < sserver.in > sserver.log 2>&1 &
 PIDS+=($!)
 exec 3>sserver.in   # keeps s_server's stdin open
 
@@ -115,7 +120,7 @@ if [ -n "$PRESTART" ]; then
     SP2=$(free_port)
     mkfifo sserver2.in
     openssl s_server $PROTO -accept 127.0.0.1:$SP2 -cert server.pem -key server.key -CAfile ca.pem \
-        -Verify 1 -no_ticket -cipher $CIPHER -quiet < sserver2.in > sserver2.log 2>&1 &
+        -Verify 1 "${SS_OPTS[@]}" -quiet < sserver2.in > sserver2.log 2>&1 &
     PIDS+=($!)
     exec 4>sserver2.in
     start_agent "$T" "$(printf '[[device]]\nid = "sensor-2"\npairing_key = "%s"' "$KEY")"
@@ -143,7 +148,7 @@ DEV=("$T/d2tls-device" -c device.toml --log-level error)
 echo "# D2TLS device-side benchmark ($(date -u +%Y-%m-%dT%H:%MZ))"
 echo "machine: nproc=$(nproc); $(lscpu | grep -E 'Model name' | sed 's/  */ /g')"
 echo "openssl: $(openssl version); valgrind: $(valgrind --version)"
-echo "case: $TRANSPORT, $CIPHER, P-256, client certificate required (openssl s_server $PROTO -Verify 1 -no_ticket)"
+echo "case: $TRANSPORT, $CIPHER, P-256, client certificate required (openssl s_server $PROTO -Verify 1 ${SS_OPTS[*]})"
 echo
 
 # --- instructions and public-key operations ----------------------------------------------
@@ -188,8 +193,8 @@ lk = total("cg.link")
 da, sa = total("cg.d2tls.all"), total("cg.full.all")
 od, _ = calls("cg.d2tls", ops)
 os_, _ = calls("cg.full", ops)
-_, rin = calls("cg.d2tls", ["d2tls::device_io::resume"])
-r = rin["d2tls::device_io::resume"]
+_, rin = calls("cg.d2tls", ["d2tls::device_io::resume_on"])
+r = rin["d2tls::device_io::resume_on"]
 kd, ks = kv("out.d2tls"), kv("out.full")
 pd, ps = peak("ms.d2tls"), peak("ms.full")
 print("| figure (device side) | D2TLS | standalone | D2TLS / standalone |")
@@ -210,7 +215,7 @@ hd, hs = int(kd["heap_setup_peak"]), int(ks["heap_setup_peak"])
 print(f"| peak heap during setup, above boot (counting allocator: Rust + OpenSSL) | {hd:,} B | {hs:,} B | {100*hd/hs:.1f} % |")
 print(f"| heap in use at setup start (boot: OpenSSL init, TLS context, logging) | {int(kd['heap_start']):,} B | {int(ks['heap_start']):,} B | |")
 print(f"| peak heap, whole process (massif, heap + allocator overhead) | {pd:,} B | {ps:,} B | {100*pd/ps:.1f} % |")
-print(f"| instructions of the resumption alone (inclusive `resume`) | {r:,} | | |")
+print(f"| instructions of the resumption alone (inclusive `resume_on`) | {r:,} | | |")
 print()
 # 24-hour session-overhead model (dissertation Fig. 3.10/3.11): a session re-established every
 # T; either always from scratch, or resumed by the device itself while the server keeps the

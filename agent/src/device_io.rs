@@ -395,6 +395,8 @@ pub fn resume(
 }
 
 /// [`resume`] on a TCP connection already started ([`tls::preconnect`]), when given.
+// Out of line so that callgrind can attribute the resumption's work to it (bench.sh).
+#[inline(never)]
 fn resume_on(
     sslctx: &SslContext,
     ctx: &SessionContext,

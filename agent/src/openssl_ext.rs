@@ -1,7 +1,8 @@
 //! The few libssl calls the `openssl` crate does not wrap, each a thin safe function:
 //!
 //! - `SSL_set_session` for a session built from DER (it has no context of another `SSL_CTX`);
-//! - `DTLSv1_handle_timeout` and `SSL_get_extms_support`, which are `SSL_ctrl` macros in C;
+//! - `DTLSv1_handle_timeout`, `SSL_get_extms_support` and `SSL_clear_mode`, which are
+//!   `SSL_ctrl` macros in C;
 //! - `SSL_SESSION_get0_ticket` / `SSL_SESSION_get_ticket_lifetime_hint` (the agent exports a
 //!   session ticket, RFC 5077) and `SSL_set_options` (the device offers no ticket extension
 //!   when it resumes by session ID);
@@ -22,6 +23,8 @@ use openssl_sys as sys;
 // SSL_ctrl commands behind C macros (openssl/ssl.h of 3.0).
 const DTLS_CTRL_HANDLE_TIMEOUT: c_int = 74;
 const SSL_CTRL_GET_EXTMS_SUPPORT: c_int = 122;
+const SSL_CTRL_CLEAR_MODE: c_int = 78;
+const SSL_MODE_AUTO_RETRY: std::ffi::c_long = 0x4;
 
 unsafe extern "C" {
     fn SSL_SESSION_get0_ticket(s: *const sys::SSL_SESSION, tick: *mut *const u8, len: *mut usize);
@@ -40,6 +43,21 @@ const SSL_EARLY_DATA_ACCEPTED: c_int = 2;
 pub fn set_imported_session(ssl: &mut SslRef, session: &SslSessionRef) -> Result<(), ErrorStack> {
     // SAFETY: see above; SSL_set_session up-refs the session.
     unsafe { ssl.set_session(session) }
+}
+
+/// `SSL_clear_mode(ssl, SSL_MODE_AUTO_RETRY)`: `SSL_read` then returns (want-read) after a
+/// record that carries no application data, such as a NewSessionTicket, instead of reading on
+/// until data or the socket's timeout. (The `openssl` crate can set modes, not clear them.)
+pub fn no_auto_retry(ssl: &SslRef) {
+    // SAFETY: `ssl` is a live SSL; this ctrl takes no pointer argument.
+    unsafe {
+        sys::SSL_ctrl(
+            ssl.as_ptr(),
+            SSL_CTRL_CLEAR_MODE,
+            SSL_MODE_AUTO_RETRY,
+            std::ptr::null_mut(),
+        );
+    }
 }
 
 /// `DTLSv1_handle_timeout`: retransmits the last flight if its timer has run out.

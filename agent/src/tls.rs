@@ -507,6 +507,9 @@ impl Connection {
     /// dropped: the agent has no use for it.
     pub fn await_ticket(&mut self, server: &str, deadline: Instant) -> Result<(), TlsError> {
         let started = Instant::now();
+        // Each read returns once a ticket is processed, not after the socket's 50 ms poll
+        // (which every TLS 1.3 delegation paid).
+        openssl_ext::no_auto_retry(self.ssl());
         let mut buf = [0u8; 512];
         loop {
             if self
