@@ -71,22 +71,9 @@ impl Bed {
     /// Runs the device with `args`, sending `line`; asserts it resumed and s_server got the
     /// line; returns its stdout.
     fn device(&self, line: &str, args: &[&str]) -> String {
-        let mut device = Proc::spawn(
-            Command::new(common::bin("d2tls-device"))
-                .arg("--config")
-                .arg(&self.device_cfg)
-                .args(["--send", line])
-                .args(args),
-        );
-        let status = device.wait();
-        let out = device.out.text();
-        assert!(
-            status.success(),
-            "device failed\nstdout:\n{out}\nstderr:\n{}\nagent:\n{}\nserver:\n{}",
-            device.err.text(),
-            self.agent.err.text(),
-            self.server.out.text()
-        );
+        let args = [&["--send", line][..], args].concat();
+        let bin = common::bin("d2tls-device");
+        let out = device_ok(&bin, &self.device_cfg, &args, &self.agent, &self.server);
         assert!(out.contains("session reused=true"), "{out}");
         assert!(
             self.server.out.wait_for(line),

@@ -193,8 +193,8 @@ lk = total("cg.link")
 da, sa = total("cg.d2tls.all"), total("cg.full.all")
 od, _ = calls("cg.d2tls", ops)
 os_, _ = calls("cg.full", ops)
-_, rin = calls("cg.d2tls", ["d2tls::device_io::resume_on"])
-r = rin["d2tls::device_io::resume_on"]
+_, rin = calls("cg.d2tls", ["d2tls::device_io::resume"])
+r = rin["d2tls::device_io::resume"]
 kd, ks = kv("out.d2tls"), kv("out.full")
 pd, ps = peak("ms.d2tls"), peak("ms.full")
 print("| figure (device side) | D2TLS | standalone | D2TLS / standalone |")
@@ -215,7 +215,7 @@ hd, hs = int(kd["heap_setup_peak"]), int(ks["heap_setup_peak"])
 print(f"| peak heap during setup, above boot (counting allocator: Rust + OpenSSL) | {hd:,} B | {hs:,} B | {100*hd/hs:.1f} % |")
 print(f"| heap in use at setup start (boot: OpenSSL init, TLS context, logging) | {int(kd['heap_start']):,} B | {int(ks['heap_start']):,} B | |")
 print(f"| peak heap, whole process (massif, heap + allocator overhead) | {pd:,} B | {ps:,} B | {100*pd/ps:.1f} % |")
-print(f"| instructions of the resumption alone (inclusive `resume_on`) | {r:,} | | |")
+print(f"| instructions of the resumption alone (inclusive `resume`) | {r:,} | | |")
 print()
 # 24-hour session-overhead model (dissertation Fig. 3.10/3.11): a session re-established every
 # T; either always from scratch, or resumed by the device itself while the server keeps the

@@ -214,6 +214,17 @@ impl Agent {
                 .any(|s| s.eq_ignore_ascii_case(server))
     }
 
+    /// The suite `req` asks for (`None`: any delegated one), if this agent offers it.
+    fn suite_of(&self, req: &DelegationRequest) -> Result<Option<Suite>, DelegationError> {
+        if req.suite == 0 {
+            return Ok(None);
+        }
+        Suite::from_id_for(req.transport.version(), req.suite)
+            .filter(|s| self.cfg.suites.contains(s))
+            .map(Some)
+            .ok_or(DelegationError::Suite(req.suite))
+    }
+
     /// Runs the full handshake for `req`; `signer` produces the CertificateVerify signature.
     /// `wait` is added to the handshake's deadline: the time a handshake started ahead may
     /// wait for the device.
@@ -231,10 +242,7 @@ impl Agent {
             Transport::Tls13 => &self.tls13,
         };
         let mut ssl = Ssl::new(ctx).map_err(TlsError::from)?;
-        if req.suite != 0 {
-            let suite = Suite::from_id_for(req.transport.version(), req.suite)
-                .filter(|s| self.cfg.suites.contains(s))
-                .ok_or(DelegationError::Suite(req.suite))?;
+        if let Some(suite) = self.suite_of(req)? {
             if req.transport == Transport::Tls13 {
                 ssl.set_ciphersuites(suite.tls13_name())
             } else {
@@ -321,15 +329,8 @@ impl Agent {
         if !self.server_allowed(&request.server) {
             return refuse("the server is not in the agent's allowed_servers");
         }
-        if request.suite != 0
-            && Suite::from_id_for(request.transport.version(), request.suite)
-                .filter(|s| self.cfg.suites.contains(s))
-                .is_none()
-        {
-            return refuse(&format!(
-                "suite {:#06x} is not offered by this agent",
-                request.suite
-            ));
+        if let Err(e) = self.suite_of(&request) {
+            return refuse(&e.to_string());
         }
         if self.lock_running().contains(device) {
             return refuse("its previous handshake started ahead is still running");
@@ -423,11 +424,21 @@ impl Agent {
     /// The handshake started ahead for `device`, if it is for exactly `req` and still running.
     fn claim_prestart(&self, device: &str, req: &DelegationRequest) -> Option<Handshake> {
         let mut p = self.lock_prestarts().remove(device)?;
-        // The expectation's own ID is not the request's (the device picks that when it asks).
-        let same = DelegationRequest {
-            delegation_id: p.request.delegation_id,
-            ..req.clone()
-        } == p.request;
+        // Every field but the ID (the device picks that when it asks).
+        let e = &p.request;
+        let same = (
+            e.transport,
+            e.suite,
+            &e.server,
+            &e.server_name,
+            &e.cert_chain,
+        ) == (
+            req.transport,
+            req.suite,
+            &req.server,
+            &req.server_name,
+            &req.cert_chain,
+        );
         let unused = |reason: &str| {
             info!(event = "prestart.unused", device = %device, reason = %reason);
             None

@@ -381,23 +381,12 @@ fn seed_rng() -> Result<(), DeviceError> {
 }
 
 /// Resumes `ctx`, received `age_secs` ago, with the server, without a private key (`sslctx`
-/// from [`boot_for_resumption`]). In TLS 1.3, `early` is sent as early data (0-RTT) when the
-/// ticket allows that much; the result says whether the server took it.
-pub fn resume(
-    sslctx: &SslContext,
-    ctx: &SessionContext,
-    target: &Target,
-    deadline: Instant,
-    age_secs: u64,
-    early: Option<&[u8]>,
-) -> Result<(Connection, EarlyData), ResumeError> {
-    resume_on(sslctx, ctx, target, deadline, age_secs, early, None)
-}
-
-/// [`resume`] on a TCP connection already started ([`tls::preconnect`]), when given.
+/// from [`boot_for_resumption`]), over `tcp` when a connection was started early
+/// ([`tls::preconnect`]). In TLS 1.3, `early` is sent as early data (0-RTT) when the ticket
+/// allows that much; the result says whether the server took it.
 // Out of line so that callgrind can attribute the resumption's work to it (bench.sh).
 #[inline(never)]
-fn resume_on(
+pub fn resume(
     sslctx: &SslContext,
     ctx: &SessionContext,
     target: &Target,
@@ -420,7 +409,7 @@ fn resume_on(
     let limit = usize::try_from(ctx.max_early_data).unwrap_or(usize::MAX);
     let early = early.filter(|d| ctx.version == TLS1_3 && !d.is_empty() && d.len() <= limit);
     let (conn, early) =
-        match tls::connect_early_on(ssl, target.transport, &target.server, deadline, early, tcp) {
+        match tls::connect_early(ssl, target.transport, &target.server, deadline, early, tcp) {
             Ok(c) => c,
             Err(TlsError::Handshake { reason, .. })
                 if reason.contains("certificate verify failed") =>
@@ -553,7 +542,7 @@ pub fn delegate_and_resume(
         let Some((ctx, tcp)) = ctx else { continue };
         let received = Instant::now();
         info!(event = "context.received", session_id = %hex::encode(&ctx.session_id), suite = %format!("{:#06x}", ctx.suite), ticket_len = ctx.ticket.len());
-        match resume_on(
+        match resume(
             sslctx,
             &ctx,
             target,
@@ -697,6 +686,7 @@ pub fn resume_held(
         Instant::now() + timeout,
         age,
         early,
+        None,
     ) {
         Ok((conn, early)) => {
             info!(event = "session.resumed", session_id = %sid, attempt = 0, early_data = early.name());

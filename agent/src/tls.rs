@@ -279,24 +279,12 @@ pub fn connect(
     server: &str,
     deadline: Instant,
 ) -> Result<Connection, TlsError> {
-    Ok(connect_early(ssl, transport, server, deadline, None)?.0)
-}
-
-/// [`connect`], sending `early` as TLS 1.3 early data (0-RTT, `SSL_write_early_data`) in the
-/// first flight when it is given: only for a resumption whose ticket allows that much.
-pub fn connect_early(
-    ssl: Ssl,
-    transport: Transport,
-    server: &str,
-    deadline: Instant,
-    early: Option<&[u8]>,
-) -> Result<(Connection, EarlyData), TlsError> {
-    connect_early_on(ssl, transport, server, deadline, early, None)
+    Ok(connect_early(ssl, transport, server, deadline, None, None)?.0)
 }
 
 /// Starts a TCP connection to `server` and returns at once, before it is established: the
 /// device opens it while the agent finishes the handshake, so that the resumption
-/// ([`connect_early_on`]) does not wait a round trip for it. Its first write waits for the
+/// ([`connect_early`]) does not wait a round trip for it. Its first write waits for the
 /// connection (a blocking socket in SYN-SENT).
 pub fn preconnect(server: &str) -> Result<TcpStream, TlsError> {
     use socket2::{Domain, Protocol, Socket, Type};
@@ -317,8 +305,10 @@ pub fn preconnect(server: &str) -> Result<TcpStream, TlsError> {
     Ok(sock.into())
 }
 
-/// [`connect_early`] on `tcp`, a connection from [`preconnect`], when it is given (TLS only).
-pub fn connect_early_on(
+/// [`connect`], sending `early` as TLS 1.3 early data (0-RTT, `SSL_write_early_data`) in the
+/// first flight when it is given: only for a resumption whose ticket allows that much; over
+/// `tcp`, a connection from [`preconnect`], when it is given (TLS only).
+pub fn connect_early(
     mut ssl: Ssl,
     transport: Transport,
     server: &str,

@@ -665,23 +665,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("z.keys");
         let whole = parse(&path, text, &origin()).unwrap();
-        let show = shown;
         std::fs::write(&path, text).unwrap();
         for piece in [1, 2, 3, 7, 16, 64, 4096] {
             let read = read_in_pieces(&path, &origin(), piece).unwrap();
-            assert_eq!(show(&read), show(&whole), "pieces of {piece} bytes");
+            assert_eq!(shown(&read), shown(&whole), "pieces of {piece} bytes");
         }
-        assert_eq!(whole.lines.len(), 4, "{:?}", show(&whole));
+        assert_eq!(whole.lines.len(), 4, "{:?}", shown(&whole));
         assert!(!whole.errors.is_empty());
 
         // A line with an error and no record, then a record still open at a piece's end.
         let stray = ")\nx ( A\n 192.0.2.7 )\n";
         std::fs::write(&path, stray).unwrap();
         let whole = parse(&path, stray, &origin()).unwrap();
-        assert_eq!(whole.errors.len(), 1, "{:?}", show(&whole));
+        assert_eq!(whole.errors.len(), 1, "{:?}", shown(&whole));
         for piece in [1, 2, 8, 64] {
             let read = read_in_pieces(&path, &origin(), piece).unwrap();
-            assert_eq!(show(&read), show(&whole), "pieces of {piece} bytes");
+            assert_eq!(shown(&read), shown(&whole), "pieces of {piece} bytes");
         }
 
         let mut bad = text.as_bytes().to_vec();

@@ -436,19 +436,27 @@ pub fn gnutls_serv(gnutls: &Path, pki: &Pki, port: u16, priority: &str, extra: &
 /// Runs the device `bin` with `cfg`, `--send line --expect-reply 30` (an echo server sends the
 /// line back), waits for it and asserts it succeeded; returns its stdout.
 pub fn device_echo(bin: &Path, cfg: &Path, line: &str, agent: &Proc, server: &Proc) -> String {
-    let mut device = Proc::spawn(Command::new(bin).arg("--config").arg(cfg).args([
-        "--send",
-        line,
-        "--expect-reply",
-        "30",
-    ]));
+    device_ok(
+        bin,
+        cfg,
+        &["--send", line, "--expect-reply", "30"],
+        agent,
+        server,
+    )
+}
+
+/// Runs the device `bin` with `cfg` and `args`, waits for it and asserts it succeeded (with
+/// every process's output if not); returns its stdout.
+pub fn device_ok(bin: &Path, cfg: &Path, args: &[&str], agent: &Proc, server: &Proc) -> String {
+    let mut device = Proc::spawn(Command::new(bin).arg("--config").arg(cfg).args(args));
     let status = device.wait();
     let out = device.out.text();
     assert!(
         status.success(),
-        "device failed\nstdout:\n{out}\nstderr:\n{}\nagent:\n{}\nserver:\n{}",
+        "device failed\nstdout:\n{out}\nstderr:\n{}\nagent:\n{}\nserver:\n{}{}",
         device.err.text(),
         agent.err.text(),
+        server.out.text(),
         server.err.text()
     );
     out
